@@ -1,0 +1,3 @@
+"""llmspans: stage-level tracing for LLM pipelines."""
+
+__all__: list[str] = []

@@ -1,0 +1,33 @@
+"""The ``llmspans`` command: ``llmspans analyze FILE`` and ``llmspans demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llmspans", description="Stage-level tracing for LLM pipelines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from llmspans import analyze
+
+    analyze.add_arguments(
+        sub.add_parser("analyze", help="per-stage report over recorded OTLP JSON traces")
+    )
+    from llmspans import demo
+
+    demo.add_arguments(
+        sub.add_parser("demo", help="run example pipelines through a local collector")
+    )
+
+    args = parser.parse_args(argv)
+    handler = analyze.run if args.command == "analyze" else demo.run
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The plain span record every source converts into.
+
+A :class:`SpanRecord` holds only what attribution and the metrics need, already
+typed. SDK ``ReadableSpan`` objects (in process), OTLP protobuf spans (the
+collector) and OTLP JSON spans (offline files) all convert into it, so the rules
+in :mod:`llmspans.core.attribution` see one shape whatever the source.
+
+Attribute values of the wrong type are not an error: the converter skips them and
+counts them in :attr:`SpanRecord.bad_attributes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final
+
+from llmspans import _attributes as A
+
+
+class ValueKind(Enum):
+    """How a record field is typed on the wire."""
+
+    STR = "str"
+    BOOL = "bool"
+    FLOAT = "float"  # double, int accepted
+    INT = "int"
+    STR_LIST = "str[]"
+    FLOAT_LIST = "float[]"  # double[], int[] accepted
+
+
+#: attribute key -> (SpanRecord field, expected kind). The converters read these
+#: keys and nothing else: everything else on a span stays opaque to the core.
+ATTRIBUTE_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
+    A.STAGE: ("stage", ValueKind.STR),
+    A.PIPELINE: ("pipeline", ValueKind.STR),
+    A.RETRIEVAL_DOCUMENT_IDS: ("document_ids", ValueKind.STR_LIST),
+    A.RETRIEVAL_SCORES: ("scores", ValueKind.FLOAT_LIST),
+    A.RETRIEVAL_RELEVANT_IDS: ("relevant_ids", ValueKind.STR_LIST),
+    A.CONTEXT_INPUT_IDS: ("input_ids", ValueKind.STR_LIST),
+    A.CONTEXT_SELECTED_IDS: ("selected_ids", ValueKind.STR_LIST),
+    A.GENERATION_CITATIONS: ("citations", ValueKind.STR_LIST),
+    A.GENERATION_CONFIDENCE: ("confidence", ValueKind.FLOAT),
+    A.GENERATION_REFUSED: ("refused", ValueKind.BOOL),
+    A.GENERATION_OUTPUT_VALID: ("output_valid", ValueKind.BOOL),
+    A.COST_USD: ("cost_usd", ValueKind.FLOAT),
+    A.ACTION_VERIFIED: ("verified", ValueKind.BOOL),
+    A.ACTION_VERIFICATION: ("verification", ValueKind.STR),
+    A.TASK_COMPLETED: ("task_completed", ValueKind.BOOL),
+    A.TASK_CORRECT: ("task_correct", ValueKind.BOOL),
+    A.FEEDBACK_KIND: ("feedback_kind", ValueKind.STR),
+    A.FEEDBACK_EDIT_RATIO: ("edit_ratio", ValueKind.FLOAT),
+    A.ERROR_TYPE: ("error_type", ValueKind.STR),
+}
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One span, reduced to the facts the core uses.
+
+    Ids are raw bytes (16-byte trace id, 8-byte span id) as on the OTLP wire;
+    ``parent_span_id`` is ``b""`` for a root span. Times are Unix nanoseconds.
+    ``error`` is true when the span status is ERROR.
+    """
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes = b""
+    name: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    error: bool = False
+    stage: str | None = None
+    pipeline: str | None = None
+    document_ids: tuple[str, ...] | None = None
+    scores: tuple[float, ...] | None = None
+    relevant_ids: tuple[str, ...] | None = None
+    input_ids: tuple[str, ...] | None = None
+    selected_ids: tuple[str, ...] | None = None
+    citations: tuple[str, ...] | None = None
+    confidence: float | None = None
+    refused: bool | None = None
+    output_valid: bool | None = None
+    cost_usd: float | None = None
+    verified: bool | None = None
+    verification: str | None = None
+    task_completed: bool | None = None
+    task_correct: bool | None = None
+    feedback_kind: str | None = None
+    edit_ratio: float | None = None
+    error_type: str | None = None
+    #: (trace_id, span_id) of each OTel span link (feedback spans link to their run).
+    links: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
+    #: how many known attributes had a value of the wrong type and were ignored
+    bad_attributes: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        """Duration in seconds (0 when the end precedes the start)."""
+        return max(0, self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id

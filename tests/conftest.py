@@ -1,0 +1,1 @@
+"""Shared test configuration. Each area keeps its fixtures in its own folder's conftest."""
