@@ -147,3 +147,10 @@ METRIC_CALIBRATION_ECE: Final = "llmspans.calibration.ece"  # gauge
 
 #: Label value that replaces pipeline names beyond the cardinality limit.
 OTHER_LABEL: Final = "other"
+
+# --- added for the auto-instrumentors ---------------------------------------------
+DB_SYSTEM_NAME: Final = "db.system.name"  # vector store queried by a retrieval span
+DB_COLLECTION_NAME: Final = "db.collection.name"
+#: Distances of a retrieval, same order as the ids, where the store reports distances
+#: that have no similarity equivalent (lower is closer; e.g. chromadb's ``l2`` space).
+RETRIEVAL_DISTANCES: Final = "llmspans.retrieval.distances"

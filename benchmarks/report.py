@@ -1,0 +1,355 @@
+"""Collects ``out/*.json`` into ``results.md`` and ``results.json``, and the README's table.
+
+    python benchmarks/report.py [--command "bash benchmarks/run.sh"]
+
+The README section between the ``results:start`` / ``results:end`` markers is
+replaced with the new tables, so the README always shows the latest run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from _common import HERE, OUT
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+TARGET_DECORATOR_RAW = 1.10
+TARGET_DECORATOR_TRACELOOP = 0.5
+TARGET_SPANS_PER_CORE = 100_000
+TARGET_DELAY_S = 0.5
+TARGET_BYTES_PER_SPAN = 1024
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = OUT / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        if digits == 0:
+            return f"{value:,.0f}"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _status(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "**gap**")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def decorators_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
+    lines = [
+        "### 1. Decorator overhead (µs per call, median of "
+        f"{d['rounds']} interleaved rounds of {d['calls_per_round']} calls)",
+        "",
+    ]
+    rows = [
+        [
+            r["group"],
+            r["variant"],
+            _fmt(r["us_per_call"], 2),
+            _fmt(r["x_raw_span_same_attrs"], 2),
+            _fmt(r["x_raw_span"], 2),
+        ]
+        for r in d["rows"]
+    ]
+    lines += _table(["call", "variant", "µs/call", "x raw span, same attrs", "x raw span"], rows)
+    if d.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(f"{k} ({v})" for k, v in d["skipped"].items())]
+    ratios = d.get("ratios", {})
+    for group in ("retrieval", "generation", "generator", "async retrieval"):
+        key = f"llmspans/raw_same_attrs ({group})"
+        if key in ratios:
+            targets.append(
+                [
+                    f"llmspans stage span ({group}) vs raw SDK span, same attributes",
+                    f"≤ {TARGET_DECORATOR_RAW:.2f}x",
+                    f"{ratios[key]:.2f}x",
+                    _status(ratios[key] <= TARGET_DECORATOR_RAW),
+                ]
+            )
+    key = "llmspans/OpenLLMetry @task (retrieval)"
+    if key in ratios:
+        targets.append(
+            [
+                "llmspans retrieval vs OpenLLMetry `@task`",
+                f"≤ {TARGET_DECORATOR_TRACELOOP:.2f}x",
+                f"{ratios[key]:.2f}x",
+                _status(ratios[key] <= TARGET_DECORATOR_TRACELOOP),
+            ]
+        )
+    return lines
+
+
+def collector_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
+    lines = [
+        "### 2. Collector throughput (loopback, batches of 512 spans, runs of 6, "
+        f"{d['spans_per_load']:,} spans per load, 4 requests in flight)",
+        "",
+    ]
+    rows = []
+    best_core: float | None = None
+    worst_delay: float | None = None
+    for r in d["rows"]:
+        delay = r.get("metric_delay_under_load_s") or {}
+        idle = r.get("metric_delay_idle_s") or {}
+        attributed = r.get("attributed_spans_per_s")
+        if r["target"] == "phoenix":
+            attributed_txt = f"stored {_fmt(r.get('stored_spans_per_s'), 1)}/s"
+        else:
+            attributed_txt = _fmt(attributed)
+        fwd = ""
+        if "forwarded_spans" in r:
+            verdicts = _fmt(r["forwarded_roots_with_verdict"])
+            fwd = f"{_fmt(r['forwarded_spans'])} ({verdicts} roots with verdict)"
+        cpu = r.get("cpu_s_until_attributed", r.get("cpu_s"))
+        rows.append(
+            [
+                r["target"],
+                r["protocol"],
+                _fmt(r["accepted_spans_per_s"]),
+                attributed_txt,
+                _fmt(cpu, 2),
+                _fmt(r.get("spans_per_cpu_s")),
+                _fmt(r.get("spans_per_cpu_s_with_forwarding")),
+                f"{_fmt(delay.get('median'), 3)} / {_fmt(delay.get('max'), 3)}" if delay else "-",
+                _fmt(idle.get("median"), 3) if idle else "-",
+                fwd or "-",
+            ]
+        )
+        if r["target"].startswith("llmspans"):
+            core = r.get("spans_per_cpu_s")
+            if core is not None:
+                best_core = core if best_core is None else min(best_core, core)
+            if delay:
+                worst_delay = (
+                    delay["max"] if worst_delay is None else max(worst_delay, delay["max"])
+                )
+    lines += _table(
+        [
+            "receiver",
+            "protocol",
+            "accepted spans/s",
+            "attributed spans/s",
+            "CPU s",
+            "spans per CPU-s (per core)",
+            "… incl. forwarding drain",
+            "metric delay under load, median / max (s, beyond trace_idle)",
+            "delay idle (s)",
+            "forwarded",
+        ],
+        rows,
+    )
+    if d.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(f"{k} ({v})" for k, v in d["skipped"].items())]
+    if best_core is not None:
+        targets.append(
+            [
+                "llmspans collector spans per core (attribution, metrics, forwarding on)",
+                f"≥ {TARGET_SPANS_PER_CORE:,}/s",
+                f"{best_core:,.0f}/s",
+                _status(best_core >= TARGET_SPANS_PER_CORE),
+            ]
+        )
+    if worst_delay is not None:
+        targets.append(
+            [
+                "metric delay beyond trace_idle (worst probe under load)",
+                f"< {TARGET_DELAY_S} s",
+                f"{worst_delay:.3f} s",
+                _status(worst_delay < TARGET_DELAY_S),
+            ]
+        )
+    return lines
+
+
+def core_section(d: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### 2b. Collector work per span, step by step (in process, {d['spans']:,} spans, "
+        f"{d['traces']:,} traces; CPU µs per span)",
+        "",
+    ]
+    rows = [
+        [r["step"], _fmt(r["us_per_span"], 2), _fmt(r["spans_per_s_one_core"])] for r in d["rows"]
+    ]
+    return lines + _table(["step", "µs per span", "spans/s on one core"], rows)
+
+
+def memory_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
+    lines = ["### 3. Collector memory", ""]
+    if "skipped" in d:
+        return [*lines, f"Not measured: {d['skipped']}"]
+    inflight = d.get("inflight", {})
+    rows = [
+        [
+            _fmt(r["spans_in_flight"]),
+            _fmt(r.get("traces_in_flight")),
+            _fmt(r["rss_mib"], 1),
+            _fmt(r["bytes_per_span"]),
+        ]
+        for r in inflight.get("rows", [])
+    ]
+    lines += [f"Resident memory before the load: {_fmt(inflight.get('base_rss_mib'), 1)} MiB.", ""]
+    lines += _table(
+        ["spans in flight", "traces in flight", "RSS MiB", "bytes per in-flight span"], rows
+    )
+    if inflight.get("rows"):
+        top = inflight["rows"][-1]
+        targets.append(
+            [
+                f"bytes per in-flight span ({top['spans_in_flight']:,} in flight)",
+                f"< {TARGET_BYTES_PER_SPAN}",
+                _fmt(top["bytes_per_span"]),
+                _status(top["bytes_per_span"] < TARGET_BYTES_PER_SPAN),
+            ]
+        )
+    soak = d.get("soak")
+    if soak:
+        lines += [
+            "",
+            f"Steady load: {soak['rate_spans_per_s']:,.0f} spans/s for {soak['seconds']:.0f} s "
+            f"({_fmt(soak.get('spans_sent'))} spans sent, "
+            f"{_fmt(soak.get('spans_received'))} received): "
+            f"RSS max {_fmt(soak.get('rss_mib_first_half_max'), 1)} MiB in the first half, "
+            f"{_fmt(soak.get('rss_mib_second_half_max'), 1)} MiB in the second, "
+            f"end {_fmt(soak.get('rss_mib_end'), 1)} MiB; slope over the second half "
+            f"{_fmt(soak.get('slope_mib_per_min_second_half'), 2)} MiB/min.",
+        ]
+        slope = soak.get("slope_mib_per_min_second_half")
+        if slope is not None:
+            targets.append(
+                [
+                    f"memory under steady load ({soak['seconds']:.0f} s)",
+                    "flat (< 1 MiB/min growth)",
+                    f"{slope:.2f} MiB/min",
+                    _status(slope < 1.0),
+                ]
+            )
+    return lines
+
+
+def scaling_section(d: dict[str, Any]) -> list[str]:
+    lines = ["### 4. Scaling (llmspans collector, OTLP/HTTP)", ""]
+    if "skipped" in d:
+        return [*lines, f"Not measured: {d['skipped']}"]
+    rows = [
+        [
+            str(r["spans_per_trace"]),
+            _fmt(r["payload_bytes"]),
+            _fmt(r["bytes_per_span"]),
+            _fmt(r["accepted_spans_per_s"]),
+            _fmt(r["attributed_spans_per_s"]),
+            _fmt(r["spans_per_cpu_s"]),
+        ]
+        for r in d.get("shapes", [])
+    ]
+    lines += _table(
+        [
+            "spans per trace",
+            "payload bytes per span",
+            "wire bytes per span",
+            "accepted spans/s",
+            "attributed spans/s",
+            "spans per CPU-s",
+        ],
+        rows,
+    )
+    rows = [
+        [
+            _fmt(r["spans_in_flight_before"]),
+            _fmt(r["accepted_spans_per_s"]),
+            _fmt(r["spans_per_cpu_s_receiving"]),
+        ]
+        for r in d.get("inflight", [])
+    ]
+    if rows:
+        lines += ["", "Receiving with traces already in flight (trace_idle 120 s):", ""]
+        lines += _table(
+            ["spans in flight before", "accepted spans/s", "spans per CPU-s while receiving"], rows
+        )
+    return lines
+
+
+def render(command: str) -> tuple[str, dict[str, Any]]:
+    parts = {name: _load(name) for name in ("decorators", "collector", "core", "memory", "scaling")}
+    machine = next((p["machine"] for p in parts.values() if p and "machine" in p), {})
+    targets: list[list[str]] = []
+    body: list[str] = []
+    if parts["decorators"]:
+        body += [*decorators_section(parts["decorators"], targets), ""]
+    if parts["collector"]:
+        body += [*collector_section(parts["collector"], targets), ""]
+    if parts["core"]:
+        body += [*core_section(parts["core"]), ""]
+    if parts["memory"]:
+        body += [*memory_section(parts["memory"], targets), ""]
+    if parts["scaling"]:
+        body += [*scaling_section(parts["scaling"]), ""]
+    quick = any(p.get("quick") for p in parts.values() if p)
+    head = [
+        f"Measured {machine.get('when_utc', '?')} on {machine.get('cpu', '?')}, "
+        f"{machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB, "
+        f"{machine.get('os', '?')}, Python {machine.get('python', '?')}, "
+        f"protobuf {machine.get('protobuf', '?')}; load average at start "
+        f"{machine.get('load_avg_at_start', '?')}.",
+        "",
+        f"Reproduce: `{command}`"
+        + (" (quick smoke mode: numbers are not meaningful)" if quick else ""),
+        "",
+        "#### Targets",
+        "",
+        *_table(["target", "goal", "measured", "status"], targets),
+        "",
+    ]
+    text = "\n".join([*head, *body]).rstrip() + "\n"
+    return text, {
+        "machine": machine,
+        "targets": targets,
+        **{k: v for k, v in parts.items() if v is not None},
+    }
+
+
+def update_readme(readme: Path, table: str) -> None:
+    text = readme.read_text() if readme.exists() else ""
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        _, after = rest.split(END, 1)
+        readme.write_text(f"{before}{START}\n{table}{END}{after}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--command", default="bash benchmarks/run.sh")
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument(
+        "--results-dir", type=Path, default=HERE, help="where results.md and results.json go"
+    )
+    args = parser.parse_args(argv)
+    text, data = render(args.command)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "results.md").write_text("# Benchmark results\n\n" + text)
+    (args.results_dir / "results.json").write_text(json.dumps(data, indent=2, default=str))
+    if not args.no_readme:
+        update_readme(HERE / "README.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alertmanager configuration for llmspans, and a webhook receiver that logs notifications."""

@@ -1,0 +1,214 @@
+"""The collector's configuration: a YAML file, every key overridable from the environment.
+
+``LLMSPANS_COLLECTOR__SECTION__KEY`` overrides ``section.key`` of the file, e.g.
+``LLMSPANS_COLLECTOR__ASSEMBLY__TRACE_IDLE_S=0.5``; list-valued keys (``exporters``)
+take JSON. Environment values win over the file, the file wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmspans.core.model import Thresholds
+
+ENV_PREFIX = "LLMSPANS_COLLECTOR__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoint(_Section):
+    """A listening address, ``host:port``."""
+
+    endpoint: str = Field(description="host:port to listen on")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.endpoint)
+
+
+class Receivers(_Section):
+    grpc: Endpoint | None = Field(
+        default_factory=lambda: Endpoint(endpoint="127.0.0.1:4317"),
+        description="OTLP/gRPC receiver; null disables it",
+    )
+    http: Endpoint | None = Field(
+        default_factory=lambda: Endpoint(endpoint="127.0.0.1:4318"),
+        description="OTLP/HTTP receiver (POST /v1/traces); null disables it",
+    )
+
+
+class OtlpMetrics(_Section):
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP metrics endpoint (http: full URL ending in /v1/metrics; grpc: host:port)",
+    )
+    protocol: Literal["http", "grpc"] = "http"
+    interval_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Metrics(_Section):
+    prometheus: Endpoint | None = Field(
+        default_factory=lambda: Endpoint(endpoint="127.0.0.1:9464"),
+        description="GET /metrics, /healthz, /readyz; null disables the server",
+    )
+    otlp: OtlpMetrics = Field(default_factory=OtlpMetrics)
+    max_pipelines: int = Field(
+        default=50, ge=1, description="pipeline label values beyond this become 'other'"
+    )
+    ece_window: int = Field(
+        default=1000, ge=1, description="runs per pipeline in the llmspans_calibration_ece window"
+    )
+    service_instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        description="service.instance.id on pushed metrics (one per replica)",
+    )
+
+
+class Assembly(_Section):
+    trace_idle_s: float = Field(default=2.0, gt=0)
+    trace_timeout_s: float = Field(default=60.0, gt=0)
+    max_inflight_spans: int = Field(default=1_000_000, ge=1)
+    finalized_cache_size: int = Field(default=100_000, ge=0)
+    sweep_interval_s: float = Field(
+        default=0.1, gt=0, description="how often idle and timed-out traces are finalised"
+    )
+
+    @model_validator(mode="after")
+    def _timeout_after_idle(self) -> Assembly:
+        if self.trace_timeout_s < self.trace_idle_s:
+            raise ValueError("trace_timeout_s must not be smaller than trace_idle_s")
+        return self
+
+
+class Limits(_Section):
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    retry_after_s: float = Field(
+        default=1.0, gt=0, description="Retry-After / RetryInfo delay suggested under backpressure"
+    )
+
+
+class Attribution(_Section):
+    min_score: float | None = None
+    min_citation_precision: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            min_score=self.min_score, min_citation_precision=self.min_citation_precision
+        )
+
+
+class _ExporterBase(_Section):
+    name: str | None = Field(default=None, description="label in the collector's own metrics")
+    queue_size: int = Field(default=100_000, ge=1, description="spans held for this exporter")
+
+
+class OtlpExporter(_ExporterBase):
+    protocol: Literal["http", "grpc"]
+    endpoint: str = Field(description="http: full URL (…/v1/traces); grpc: host:port or URL")
+    headers: dict[str, str] = Field(default_factory=dict)
+    compression: Literal["none", "gzip"] = "none"
+    insecure: bool = Field(default=True, description="grpc only: plaintext instead of TLS")
+    timeout_s: float = Field(default=10.0, gt=0)
+    retry_max_elapsed_s: float = Field(default=60.0, ge=0)
+    concurrency: int = Field(default=2, ge=1)
+    max_batch_spans: int = Field(default=8192, ge=1)
+
+
+class FileExporter(_ExporterBase):
+    protocol: Literal["file"]
+    path: Path
+
+
+ExporterConfig = Annotated[OtlpExporter | FileExporter, Field(discriminator="protocol")]
+
+
+class Auth(_Section):
+    bearer_token: str | None = Field(
+        default=None, description="when set, both receivers require 'Authorization: Bearer TOKEN'"
+    )
+
+
+class Tls(_Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> Tls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class Shutdown(_Section):
+    timeout_s: float = Field(default=30.0, gt=0, description="longest wait to flush on SIGTERM")
+
+
+class CollectorSettings(BaseSettings):
+    """The whole configuration (collector.example.yaml documents every key)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    receivers: Receivers = Field(default_factory=Receivers)
+    metrics: Metrics = Field(default_factory=Metrics)
+    assembly: Assembly = Field(default_factory=Assembly)
+    limits: Limits = Field(default_factory=Limits)
+    attribution: Attribution = Field(default_factory=Attribution)
+    exporters: list[ExporterConfig] = Field(default_factory=list)
+    auth: Auth = Field(default_factory=Auth)
+    tls: Tls = Field(default_factory=Tls)
+    shutdown: Shutdown = Field(default_factory=Shutdown)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: str | Path | None = None) -> CollectorSettings:
+    """Read the YAML file at ``path`` (if any), then apply environment overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the configuration must be a YAML mapping")
+        data = loaded
+    return CollectorSettings(**data)
+
+
+def split_host_port(endpoint: str) -> tuple[str, int]:
+    """``"127.0.0.1:4317"`` -> ``("127.0.0.1", 4317)``; ``"[::1]:4317"`` works too."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"endpoint {endpoint!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)

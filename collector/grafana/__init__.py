@@ -1,0 +1,1 @@
+"""Grafana provisioning for llmspans: data sources and the dashboards built by ``build.py``."""

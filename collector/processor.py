@@ -1,0 +1,380 @@
+"""The collector-side processor: decoded requests in; verdicts, metrics and spans out.
+
+Both receivers hand it a parsed ``ExportTraceServiceRequest``. Per span it keeps
+only the core's :class:`SpanRecord` for assembly. Every span except pipeline spans
+goes on to the exporters right away, in the batch it came in (the original bytes
+when nothing was taken out, else the request re-serialised once). Pipeline spans
+are held back, as their serialised bytes plus the serialised resource and scope,
+until their trace is final; then the core evaluates the trace
+(:func:`~llmspans.core.evaluate.evaluate_trace`), its observations go into the
+metrics, and each pipeline span leaves enriched with ``llmspans.outcome``,
+``llmspans.failure.stage`` and ``llmspans.failure.reason``.
+
+Admission control happens before anything is taken: a request that would push the
+in-flight spans past ``max_inflight_spans`` or an exporter queue past its size is
+refused whole with backpressure (:class:`Backpressure`), so the sender retries and
+nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from collector.assembly import Assembler, Finalised, Trace
+from collector.config import CollectorSettings
+from collector.forwarding import Forwarder
+from collector.metrics import MetricsStore
+from llmspans import _attributes as A
+from llmspans.core.convert import record_from_otlp_span
+from llmspans.core.evaluate import evaluate_trace
+from llmspans.core.metrics import observations
+from llmspans.core.model import Thresholds, Verdict
+
+__all__ = ["Accepted", "Backpressure", "Processor"]
+
+_log = logging.getLogger("collector")
+
+_ZERO_TRACE_ID: Final = bytes(16)
+_ZERO_SPAN_ID: Final = bytes(8)
+_VERDICT_KEYS: Final = frozenset({A.OUTCOME, A.FAILURE_STAGE, A.FAILURE_REASON})
+_MAX_ERROR_EXAMPLES: Final = 5
+
+
+class Backpressure(Exception):
+    """The request was refused whole and should be retried after ``retry_after`` seconds.
+
+    ``status`` is the HTTP status (429 or 503); gRPC answers UNAVAILABLE.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+class TooLarge(Exception):
+    """A request holding more spans than the collector could ever admit at once."""
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What an export request got: OTLP partial success when ``rejected`` or ``message``."""
+
+    spans: int
+    rejected: int = 0
+    message: str = ""
+
+
+@dataclass(slots=True)
+class _Held:
+    """A pipeline span waiting for its trace's verdict."""
+
+    span_id: bytes
+    span: bytes
+    resource: bytes
+    resource_schema: str
+    scope: bytes
+    scope_schema: str
+
+
+class Processor:
+    """Admission, assembly, evaluation and forwarding; one instance per collector.
+
+    Runs on the event loop thread only: no locks.
+    """
+
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        metrics: MetricsStore,
+        forwarder: Forwarder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.forwarder = forwarder
+        self.clock = clock
+        assembly = settings.assembly
+        self.assembler = Assembler(
+            assembly.trace_idle_s, assembly.trace_timeout_s, assembly.finalized_cache_size
+        )
+        self.max_inflight_spans = assembly.max_inflight_spans
+        self.thresholds: Thresholds = settings.attribution.thresholds()
+        self.retry_after = settings.limits.retry_after_s
+        self.closing = False
+        metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
+            ((), float(self.assembler.inflight_traces))
+        ]
+        metrics.gauges["llmspans_collector_spans_inflight"] = lambda: [
+            ((), float(self.assembler.inflight_spans))
+        ]
+        metrics.gauges["llmspans_collector_forward_queue_spans"] = lambda: [
+            ((("exporter", e.name),), float(e.queued_spans + e.sending_spans))
+            for e in forwarder.exporters
+        ]
+
+    # --- admission -------------------------------------------------------------------
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether new data would be refused right now (``/readyz`` says so)."""
+        return (
+            self.closing
+            or self.assembler.inflight_spans >= self.max_inflight_spans
+            or not self.forwarder.room(1)
+        )
+
+    def reject(self, reason: str, spans: int = 0) -> None:
+        """Count a refused request (and its spans, when known)."""
+        self.metrics.count("llmspans_collector_requests_rejected", reason=reason)
+        if spans:
+            self.metrics.count("llmspans_collector_spans_rejected", spans, reason=reason)
+
+    def _admit(self, spans: int) -> None:
+        if self.closing:
+            raise Backpressure(503, "shutting_down", "the collector is shutting down", 1.0)
+        if spans > self.max_inflight_spans:
+            raise TooLarge(
+                f"the request holds {spans} spans, more than max_inflight_spans "
+                f"({self.max_inflight_spans})"
+            )
+        for exporter in self.forwarder.exporters:
+            if spans > exporter.queue_size:
+                raise TooLarge(
+                    f"the request holds {spans} spans, more than the queue of exporter "
+                    f"{exporter.name} ({exporter.queue_size})"
+                )
+        if self.assembler.inflight_spans + spans > self.max_inflight_spans:
+            raise Backpressure(
+                429,
+                "inflight_limit",
+                f"{self.assembler.inflight_spans} spans in flight; the bound is "
+                f"{self.max_inflight_spans}",
+                self.retry_after,
+            )
+        if not self.forwarder.room(spans):
+            raise Backpressure(
+                503, "queue_full", "an exporter queue is full; retry later", self.retry_after
+            )
+
+    # --- the hot path ----------------------------------------------------------------
+
+    def accept(
+        self,
+        request: ExportTraceServiceRequest,
+        raw: bytes | None,
+        *,
+        rejected: int = 0,
+        errors: Iterable[str] = (),
+    ) -> Accepted:
+        """Take one decoded export request.
+
+        ``raw`` is the request's protobuf bytes when the caller has them (forwarded
+        as they are when no span is taken out). ``rejected``/``errors`` report spans
+        the decoder already dropped (OTLP JSON with invalid ids). Raises
+        :class:`Backpressure` or :class:`TooLarge` without taking anything.
+        """
+        total = 0
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                total += len(scope_spans.spans)
+        metrics = self.metrics
+        metrics.count("llmspans_collector_spans_received", total + rejected)
+        try:
+            self._admit(total)
+        except Backpressure as refusal:
+            self.reject(refusal.reason, total + rejected)
+            raise
+        except TooLarge:
+            self.reject("too_large", total + rejected)
+            raise
+
+        messages = list(errors)
+        now = self.clock()
+        add = self.assembler.add
+        convert = record_from_otlp_span
+        late = 0
+        bad_attributes = 0
+        invalid = 0
+        taken_out = 0
+        for resource_spans in request.resource_spans:
+            resource_bytes: bytes | None = None
+            for scope_spans in resource_spans.scope_spans:
+                spans = scope_spans.spans
+                scope_bytes: bytes | None = None
+                remove: list[int] = []
+                for index, span in enumerate(spans):
+                    record = convert(span)
+                    trace_id = record.trace_id
+                    span_id = record.span_id
+                    if (
+                        len(trace_id) != 16
+                        or trace_id == _ZERO_TRACE_ID
+                        or len(span_id) != 8
+                        or span_id == _ZERO_SPAN_ID
+                        or (record.parent_span_id and len(record.parent_span_id) != 8)
+                    ):
+                        invalid += 1
+                        remove.append(index)
+                        if len(messages) < _MAX_ERROR_EXAMPLES:
+                            messages.append(
+                                f"span {record.name!r}: invalid ids (trace {trace_id.hex()!r}, "
+                                f"span {span_id.hex()!r}, "
+                                f"parent {record.parent_span_id.hex()!r})"
+                            )
+                        continue
+                    if record.bad_attributes:
+                        bad_attributes += record.bad_attributes
+                    trace = add(record, now)
+                    if trace is None:
+                        late += 1
+                        continue
+                    if record.stage == A.STAGE_PIPELINE:
+                        if resource_bytes is None:
+                            resource_bytes = resource_spans.resource.SerializeToString()
+                        if scope_bytes is None:
+                            scope_bytes = scope_spans.scope.SerializeToString()
+                        trace.held.append(
+                            _Held(
+                                span_id,
+                                span.SerializeToString(),
+                                resource_bytes,
+                                resource_spans.schema_url,
+                                scope_bytes,
+                                scope_spans.schema_url,
+                            )
+                        )
+                        remove.append(index)
+                if remove:
+                    taken_out += len(remove)
+                    for index in reversed(remove):
+                        del spans[index]
+
+        if late:
+            metrics.count("llmspans_collector_late_spans", late)
+        if invalid:
+            metrics.count("llmspans_collector_spans_rejected", invalid, reason="invalid_id")
+        if rejected:
+            metrics.count("llmspans_collector_spans_rejected", rejected, reason="invalid_id")
+        if bad_attributes:
+            metrics.count("llmspans_collector_bad_attributes", bad_attributes)
+            messages.append(
+                f"{bad_attributes} known attribute value(s) had the wrong type and were "
+                "ignored (docs/conventions.md section 3 lists the types)"
+            )
+        forward = total - taken_out
+        if forward:
+            payload = raw if raw is not None and not taken_out else request.SerializeToString()
+            self.forwarder.submit(payload, forward)
+        return Accepted(total + rejected, invalid + rejected, "; ".join(messages))
+
+    # --- finalisation ----------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Finalise every trace that is due now; returns how many were finalised."""
+        done = self.assembler.due(self.clock())
+        if done:
+            self._finalise(done)
+        return len(done)
+
+    def drain(self) -> int:
+        """Finalise every in-flight trace (shutdown)."""
+        done = self.assembler.drain()
+        if done:
+            self._finalise(done)
+        return len(done)
+
+    def _finalise(self, done: list[tuple[Trace, Finalised]]) -> None:
+        metrics = self.metrics
+        outgoing: dict[tuple[bytes, str, bytes, str], list[tuple[bytes, Verdict | None]]] = {}
+        held_spans = 0
+        counts: dict[Finalised, int] = {}
+        for trace, why in done:
+            counts[why] = counts.get(why, 0) + 1
+            verdicts: dict[bytes, Verdict] = {}
+            try:
+                result = evaluate_trace(trace.records, self.thresholds)
+                found = observations(result, metrics.labeler)
+            except Exception as error:
+                # A fault in evaluating one trace must not stop the collector: its
+                # spans still go out, without a verdict.
+                self._internal_error("evaluate", error)
+            else:
+                metrics.apply(found, trace.trace_id)
+                for run, verdict in result.runs:
+                    verdicts[run.root.span_id] = verdict
+            for item in trace.held:
+                if not isinstance(item, _Held):
+                    continue
+                key = (item.resource, item.resource_schema, item.scope, item.scope_schema)
+                outgoing.setdefault(key, []).append((item.span, verdicts.get(item.span_id)))
+                held_spans += 1
+        for why, count in counts.items():
+            metrics.count("llmspans_collector_traces_finalized", count, reason=why.value)
+        if Finalised.TIMEOUT in counts:
+            metrics.count("llmspans_collector_traces_evicted", counts[Finalised.TIMEOUT])
+        if outgoing:
+            try:
+                payload = _enriched_request(outgoing)
+            except Exception as error:
+                self._internal_error("enrich", error)
+                return
+            # Held spans were admitted with their requests: they never wait for room.
+            self.forwarder.submit(payload, held_spans)
+
+    def _internal_error(self, kind: str, error: Exception) -> None:
+        self.metrics.count("llmspans_collector_internal_errors", kind=kind)
+        if self.metrics.health_value("llmspans_collector_internal_errors", kind=kind) == 1:
+            _log.error("internal error (%s); logged once per kind", kind, exc_info=error)
+
+
+def _string_attribute(key: str, value: str) -> KeyValue:
+    attribute = KeyValue(key=key)
+    attribute.value.string_value = value
+    return attribute
+
+
+def _enriched_request(
+    outgoing: dict[tuple[bytes, str, bytes, str], list[tuple[bytes, Verdict | None]]],
+) -> bytes:
+    """One export request with the held spans, each carrying its trace's verdict."""
+    request = ExportTraceServiceRequest()
+    for (resource, resource_schema, scope, scope_schema), spans in outgoing.items():
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.ParseFromString(resource)
+        resource_spans.schema_url = resource_schema
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.ParseFromString(scope)
+        scope_spans.schema_url = scope_schema
+        for span_bytes, verdict in spans:
+            span = scope_spans.spans.add()
+            span.ParseFromString(span_bytes)
+            if verdict is None:
+                continue
+            # The collector's verdict replaces any the sender set.
+            stale = [i for i, kv in enumerate(span.attributes) if kv.key in _VERDICT_KEYS]
+            for index in reversed(stale):
+                del span.attributes[index]
+            span.attributes.append(_string_attribute(A.OUTCOME, verdict.outcome))
+            if verdict.failure_stage is not None:
+                span.attributes.append(_string_attribute(A.FAILURE_STAGE, verdict.failure_stage))
+            if verdict.failure_reason is not None:
+                span.attributes.append(_string_attribute(A.FAILURE_REASON, verdict.failure_reason))
+    return request.SerializeToString()
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` wants whole seconds; round up so senders never come back early."""
+    return str(max(1, math.ceil(seconds)))

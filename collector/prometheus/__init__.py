@@ -1,0 +1,1 @@
+"""Prometheus recording and alert rules for llmspans, rendered from ``profiles.yaml``."""

@@ -1,0 +1,133 @@
+"""OTLP/gRPC receiver: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+A ``grpc.aio`` server on the collector's event loop. The method is registered with
+no deserializer, so the handler gets the request bytes: it parses them itself
+(upb), which lets it answer malformed bodies with INVALID_ARGUMENT and count them,
+check the size limit, and forward the original bytes untouched when no span is
+taken out. Backpressure answers UNAVAILABLE with a ``RetryInfo`` delay, both in
+``grpc-status-details-bin`` (the standard place) and in
+``google.rpc.retryinfo-bin`` (where the OpenTelemetry SDK exporters look).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no type stubs published
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
+
+from collector._wire import RequestError, parse_request
+from collector.processor import Backpressure, Processor, TooLarge
+from collector.receivers import token_matches
+
+__all__ = ["GrpcReceiver"]
+
+_log = logging.getLogger("collector.receivers.grpc")
+
+_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+_INT32_MAX: Final = 2**31 - 1
+
+
+class GrpcReceiver:
+    """Owns the gRPC server; :meth:`start` binds it, :meth:`stop` drains it."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        endpoint: str,
+        max_request_bytes: int,
+        bearer_token: str | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        self.processor = processor
+        self.endpoint = endpoint
+        self.max_request_bytes = max_request_bytes
+        self.bearer_token = bearer_token
+        self.credentials = credentials
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        # Requests up to twice the limit reach the handler and are refused there
+        # (and counted); larger ones the gRPC runtime refuses by itself.
+        receive_limit = min(_INT32_MAX, self.max_request_bytes * 2)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", receive_limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._export, request_deserializer=None, response_serializer=None
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),)
+        )
+        if self.credentials is not None:
+            self.port = server.add_secure_port(self.endpoint, self.credentials)
+        else:
+            self.port = server.add_insecure_port(self.endpoint)
+        if not self.port:
+            raise OSError(f"cannot listen for OTLP/gRPC on {self.endpoint}")
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking calls; calls in progress get ``grace`` seconds to finish."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def _export(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if self.bearer_token is not None:
+            metadata = dict(context.invocation_metadata() or ())
+            presented = metadata.get("authorization")
+            if not token_matches(
+                presented if isinstance(presented, str) else None, self.bearer_token
+            ):
+                self.processor.reject("unauthenticated")
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
+                )
+        if len(body) > self.max_request_bytes:
+            self.processor.reject("too_large")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request of {len(body)} bytes exceeds {self.max_request_bytes} bytes",
+            )
+        try:
+            accepted = self.processor.accept(parse_request(body), body)
+        except RequestError as error:
+            self.processor.reject(error.reason)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+        except TooLarge as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except Backpressure as refusal:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                refusal.message,
+                trailing_metadata=_retry_metadata(refusal.message, refusal.retry_after),
+            )
+        response = ExportTraceServiceResponse()
+        if accepted.rejected or accepted.message:
+            response.partial_success.rejected_spans = accepted.rejected
+            response.partial_success.error_message = accepted.message
+        return response.SerializeToString()
+
+
+def _retry_metadata(message: str, delay: float) -> tuple[tuple[str, bytes], ...]:
+    seconds = int(delay)
+    info = error_details_pb2.RetryInfo(
+        retry_delay=Duration(seconds=seconds, nanos=int((delay - seconds) * 1e9))
+    )
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
+    status.details.add().Pack(info)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )

@@ -1,0 +1,175 @@
+"""OTLP/HTTP receiver: ``POST /v1/traces`` with protobuf or JSON bodies, gzip or not.
+
+Served by aiohttp on the collector's event loop (see docs/collector.md for why).
+The body is read in chunks and decompressed in a streaming way with a hard cap, so
+neither a large body nor a gzip bomb ever occupies more than ``max_request_bytes``.
+
+Answers follow the OTLP/HTTP specification: 200 with an
+``ExportTraceServiceResponse`` (partial success when some spans were refused),
+400 / 413 / 415 / 401 with a ``google.rpc.Status`` body, 429 / 503 with
+``Retry-After`` under backpressure. Responses use the encoding of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from typing import Final
+
+from aiohttp import web
+from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # no type stubs published
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from collector._wire import RequestError, json_to_protobuf, parse_request
+from collector.processor import Accepted, Backpressure, Processor, TooLarge, retry_after_header
+from collector.receivers import token_matches
+
+__all__ = ["TRACES_PATH", "HttpReceiver"]
+
+_log = logging.getLogger("collector.receivers.http")
+
+TRACES_PATH: Final = "/v1/traces"
+_PROTOBUF: Final = "application/x-protobuf"
+_JSON: Final = "application/json"
+_GRPC_CODES: Final = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    429: code_pb2.UNAVAILABLE,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+class HttpReceiver:
+    """The aiohttp handler of ``POST /v1/traces``."""
+
+    def __init__(self, processor: Processor, max_request_bytes: int, bearer_token: str | None):
+        self.processor = processor
+        self.max_request_bytes = max_request_bytes
+        self.bearer_token = bearer_token
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(TRACES_PATH, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        content_type = request.content_type
+        is_json = content_type == _JSON
+        if self.bearer_token is not None and not token_matches(
+            request.headers.get("Authorization"), self.bearer_token
+        ):
+            self.processor.reject("unauthenticated")
+            response = _error(401, "missing or wrong bearer token", is_json)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        if content_type not in (_PROTOBUF, _JSON):
+            self.processor.reject("unsupported_media_type")
+            return _error(
+                415,
+                f"unsupported content type {content_type!r}: OTLP/HTTP takes "
+                f"{_PROTOBUF} or {_JSON}",
+                True,  # neither protobuf nor JSON was asked for: answer readable JSON
+            )
+        try:
+            body = await self._read_body(request)
+            if is_json:
+                try:
+                    document = json.loads(body)
+                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise RequestError(400, "malformed", f"malformed JSON: {error}") from None
+                except RecursionError:
+                    raise RequestError(
+                        400, "malformed", "malformed JSON: nested too deeply"
+                    ) from None
+                raw, rejected, errors = json_to_protobuf(document)
+                message = ExportTraceServiceRequest.FromString(raw)
+                accepted = self.processor.accept(message, None, rejected=rejected, errors=errors)
+            else:
+                accepted = self.processor.accept(parse_request(body), body)
+        except RequestError as error:
+            self.processor.reject(error.reason)
+            return _error(error.status, error.message, is_json)
+        except TooLarge as error:
+            return _error(413, str(error), is_json)
+        except Backpressure as refusal:
+            response = _error(refusal.status, refusal.message, is_json)
+            response.headers["Retry-After"] = retry_after_header(refusal.retry_after)
+            return response
+        return _success(accepted, is_json)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.max_request_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise RequestError(
+                413, "too_large", f"request body of {length} bytes exceeds {limit} bytes"
+            )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            decompressor = None
+        elif encoding in ("gzip", "x-gzip"):
+            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            decompressor = zlib.decompressobj()
+        else:
+            raise RequestError(
+                415, "unsupported_encoding", f"unsupported Content-Encoding {encoding!r}"
+            )
+        parts: list[bytes] = []
+        size = 0
+        compressed = 0
+        try:
+            async for chunk in request.content.iter_any():
+                compressed += len(chunk)
+                if compressed > limit:
+                    raise RequestError(413, "too_large", f"request body exceeds {limit} bytes")
+                if decompressor is None:
+                    parts.append(chunk)
+                    size += len(chunk)
+                else:
+                    data = chunk
+                    while data:
+                        out = decompressor.decompress(data, limit - size + 1)
+                        parts.append(out)
+                        size += len(out)
+                        if size > limit:
+                            break
+                        data = decompressor.unconsumed_tail
+                if size > limit:
+                    raise RequestError(
+                        413, "too_large", f"request body exceeds {limit} bytes after decompression"
+                    )
+            if decompressor is not None and not decompressor.eof:
+                raise RequestError(400, "malformed", f"truncated {encoding} body")
+        except zlib.error as error:
+            raise RequestError(400, "malformed", f"invalid {encoding} body: {error}") from None
+        return b"".join(parts)
+
+
+def _success(accepted: Accepted, is_json: bool) -> web.Response:
+    if is_json:
+        document: dict[str, object] = {}
+        if accepted.rejected or accepted.message:
+            partial: dict[str, object] = {"errorMessage": accepted.message}
+            if accepted.rejected:
+                partial["rejectedSpans"] = str(accepted.rejected)
+            document["partialSuccess"] = partial
+        return web.Response(body=json.dumps(document).encode(), content_type=_JSON)
+    response = ExportTraceServiceResponse()
+    if accepted.rejected or accepted.message:
+        response.partial_success.rejected_spans = accepted.rejected
+        response.partial_success.error_message = accepted.message
+    return web.Response(body=response.SerializeToString(), content_type=_PROTOBUF)
+
+
+def _error(status: int, message: str, is_json: bool) -> web.Response:
+    code = _GRPC_CODES.get(status, code_pb2.UNKNOWN)
+    if is_json:
+        body = json.dumps({"code": code, "message": message}).encode()
+        return web.Response(status=status, body=body, content_type=_JSON)
+    payload = status_pb2.Status(code=code, message=message).SerializeToString()
+    return web.Response(status=status, body=payload, content_type=_PROTOBUF)

@@ -1,0 +1,275 @@
+"""Wiring: receivers, processor, exporters, metrics server, and the shutdown sequence.
+
+Everything runs on one asyncio event loop (uvloop when installed): the gRPC and
+HTTP receivers, the finalising sweep, the exporters' workers, the ``/metrics``
+server and the optional OTLP metrics push. The processor's state is touched only
+from that loop, so it needs no locks.
+
+SIGTERM (and SIGINT): stop accepting (listeners close; calls in progress finish),
+finalise every in-flight trace, flush the exporters (up to ``shutdown.timeout_s``),
+push metrics a last time, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from typing import Final
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from collector.config import CollectorSettings, split_host_port
+from collector.forwarding import Forwarder, make_exporter
+from collector.metrics import MetricsStore, otlp_request
+from collector.processor import Processor
+from collector.receivers.grpc import GrpcReceiver
+from collector.receivers.http import HttpReceiver
+
+__all__ = ["Collector", "run"]
+
+_log = logging.getLogger("collector")
+
+_OPENMETRICS: Final = "application/openmetrics-text"
+_METRICS_EXPORT: Final = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+
+def _identity(value: bytes) -> bytes:
+    return value
+
+
+class Collector:
+    """One collector instance. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        self.metrics = MetricsStore(settings.metrics.max_pipelines, settings.metrics.ece_window)
+        self.forwarder = Forwarder(
+            [
+                make_exporter(config, index, self.metrics)
+                for index, config in enumerate(settings.exporters)
+            ]
+        )
+        self.processor = Processor(settings, self.metrics, self.forwarder)
+        self.grpc: GrpcReceiver | None = None
+        self.http_port: int | None = None
+        self.metrics_port: int | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+        self._push_session: aiohttp.ClientSession | None = None
+        self._push_channel: grpc.aio.Channel | None = None
+
+    # --- start ------------------------------------------------------------------------
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if tls.cert_file is None or tls.key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return context
+
+    def _grpc_credentials(self) -> grpc.ServerCredentials | None:
+        tls = self.settings.tls
+        if tls.cert_file is None or tls.key_file is None:
+            return None
+        return grpc.ssl_server_credentials(
+            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
+        )
+
+    async def start(self) -> None:
+        settings = self.settings
+        await self.forwarder.start()
+        prometheus = settings.metrics.prometheus
+        if prometheus is not None:
+            app = web.Application()
+            app.router.add_get("/metrics", self._metrics_handler)
+            app.router.add_get("/healthz", self._healthz)
+            app.router.add_get("/readyz", self._readyz)
+            self._metrics_runner, self.metrics_port = await _serve(
+                app, prometheus.endpoint, None, 5.0
+            )
+        receivers = settings.receivers
+        if receivers.grpc is not None:
+            self.grpc = GrpcReceiver(
+                self.processor,
+                receivers.grpc.endpoint,
+                settings.limits.max_request_bytes,
+                settings.auth.bearer_token,
+                self._grpc_credentials(),
+            )
+            await self.grpc.start()
+        if receivers.http is not None:
+            receiver = HttpReceiver(
+                self.processor, settings.limits.max_request_bytes, settings.auth.bearer_token
+            )
+            # The receiver reads and caps bodies itself; aiohttp's own cap stays out of it.
+            app = web.Application(client_max_size=settings.limits.max_request_bytes + 1)
+            app.router.add_routes(receiver.routes())
+            self._http_runner, self.http_port = await _serve(
+                app, receivers.http.endpoint, self._server_ssl(), settings.shutdown.timeout_s
+            )
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweep"))
+        if settings.metrics.otlp.endpoint is not None:
+            self._tasks.append(asyncio.create_task(self._push_loop(), name="metrics-push"))
+        self._ready = True
+        _log.info(
+            "llmspans collector listening: grpc=%s http=%s metrics=%s",
+            self.grpc.port if self.grpc else None,
+            self.http_port,
+            self.metrics_port,
+        )
+
+    # --- background work ----------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        interval = self.settings.assembly.sweep_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.processor.sweep()
+            except Exception as error:
+                self.processor._internal_error("sweep", error)
+
+    async def _push_loop(self) -> None:
+        interval = self.settings.metrics.otlp.interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.push_metrics()
+
+    async def push_metrics(self) -> bool:
+        """Push every metric over OTLP once; False (logged) when the push failed."""
+        config = self.settings.metrics.otlp
+        if config.endpoint is None:
+            return False
+        resource = (
+            ("service.name", "llmspans-collector"),
+            ("service.instance.id", self.settings.metrics.service_instance_id),
+        )
+        payload = otlp_request(self.metrics, resource).SerializeToString()
+        try:
+            if config.protocol == "http":
+                if self._push_session is None:
+                    self._push_session = aiohttp.ClientSession(
+                        timeout=aiohttp.ClientTimeout(total=config.timeout_s)
+                    )
+                headers = {"Content-Type": "application/x-protobuf", **config.headers}
+                async with self._push_session.post(
+                    config.endpoint, data=payload, headers=headers
+                ) as response:
+                    await response.read()
+                    if response.status >= 300:
+                        raise RuntimeError(f"HTTP {response.status}")
+            else:
+                if self._push_channel is None:
+                    target = config.endpoint.removeprefix("http://").rstrip("/")
+                    self._push_channel = grpc.aio.insecure_channel(target)
+                call = self._push_channel.unary_unary(
+                    _METRICS_EXPORT, request_serializer=_identity, response_deserializer=_identity
+                )
+                await call(
+                    payload,
+                    timeout=config.timeout_s,
+                    metadata=tuple((k.lower(), v) for k, v in config.headers.items()) or None,
+                )
+        except (aiohttp.ClientError, grpc.aio.AioRpcError, RuntimeError, TimeoutError) as error:
+            _log.warning("metrics push to %s failed: %s", config.endpoint, error)
+            self.metrics.count("llmspans_collector_internal_errors", kind="metrics_push")
+            return False
+        return True
+
+    # --- HTTP handlers of the metrics server ---------------------------------------------
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        openmetrics = _OPENMETRICS in request.headers.get("Accept", "")
+        text = self.metrics.render(openmetrics=openmetrics)
+        content_type = (
+            f"{_OPENMETRICS}; version=1.0.0; charset=utf-8"
+            if openmetrics
+            else "text/plain; version=0.0.4; charset=utf-8"
+        )
+        return web.Response(body=text.encode(), headers={"Content-Type": content_type})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self._ready or self.processor.overloaded:
+            return web.Response(status=503, text="not ready\n")
+        return web.Response(text="ready\n")
+
+    # --- stop -------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """The SIGTERM sequence: stop accepting, finalise, flush, push, close."""
+        settings = self.settings
+        self._ready = False
+        grace = min(5.0, settings.shutdown.timeout_s)
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+        self.processor.closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        finalised = self.processor.drain()
+        flushed = await self.forwarder.flush(settings.shutdown.timeout_s)
+        if not flushed:
+            _log.error(
+                "shutdown: exporters did not flush within %.0f s", settings.shutdown.timeout_s
+            )
+        if settings.metrics.otlp.endpoint is not None:
+            await self.push_metrics()
+        await self.forwarder.close()
+        if self._push_session is not None:
+            await self._push_session.close()
+        if self._push_channel is not None:
+            await self._push_channel.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
+        _log.info("llmspans collector stopped; %d traces finalised at shutdown", finalised)
+
+
+async def _serve(
+    app: web.Application, endpoint: str, ssl_context: ssl.SSLContext | None, timeout: float
+) -> tuple[web.AppRunner, int]:
+    host, port = split_host_port(endpoint)
+    # The receiver decompresses bodies itself, streaming and capped (gzip bombs).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=timeout, auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    addresses = runner.addresses
+    bound = int(addresses[0][1]) if addresses else port
+    return runner, bound
+
+
+async def run(settings: CollectorSettings) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit code."""
+    collector = Collector(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await collector.start()
+    except OSError as error:
+        _log.error("cannot start: %s", error)
+        await collector.stop()
+        return 1
+    await stop.wait()
+    _log.info("shutting down")
+    await collector.stop()
+    return 0

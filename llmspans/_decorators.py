@@ -1,0 +1,886 @@
+"""Stage decorators: one span per pipeline stage (SPEC section 2).
+
+``@pipeline``, ``@retrieval``, ``@context_selection``, ``@generation`` and
+``@action`` wrap any callable shape (functions, coroutine functions, generators,
+async generators, methods, classmethods, staticmethods) with :mod:`wrapt`, so
+signatures, ``__wrapped__`` and the ``inspect`` predicates stay those of the
+decorated function. Each works bare (``@retrieval``), with options
+(``@retrieval(data_source="faq")``), or with its detail as the one positional
+argument (``@retrieval("faq")``, ``@generation("gpt-4o")``, ``@pipeline("name")``).
+
+Everything about a decorated function that can be known in advance (span name,
+kind, static attributes, which extraction runs) is computed once, at decoration;
+a call starts the span, puts it and the stage into the context, runs the function,
+and reads the result only when the span is recording.
+
+Errors: an exception of the decorated function is recorded on the span (status
+ERROR, ``error.type``, an exception event) and re-raised unchanged. A failure of
+ours is logged once per kind and the call proceeds, untraced if need be.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import Any, Final, TypeVar, cast, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from llmspans import _attributes as A
+from llmspans import _content
+from llmspans._context import PIPELINE_KEY, STAGE_KEY
+from llmspans._documents import document_texts, extract_documents
+from llmspans._recording import StageState, update_cost, usage_from_response
+from llmspans._safety import log_internal_error
+from llmspans._tracing import RUN_SPAN_KEY, get_tracer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``verify(result, *args, **kwargs)`` of ``@action``: ``bool`` or ``(bool, reason)``.
+Verifier = Callable[..., "bool | tuple[bool, str] | Awaitable[bool | tuple[bool, str]]"]
+
+# Items a decorated generator yields that are kept to read documents from.
+_MAX_COLLECTED: Final = 10_000
+
+_OnStart = Callable[[Span, StageState, tuple[Any, ...], dict[str, Any]], None]
+_OnResult = Callable[[Span, StageState, object, tuple[Any, ...], dict[str, Any]], None]
+
+
+class _Spec:
+    """What is known about a decorated function before it is called."""
+
+    __slots__ = (
+        "attributes",
+        "collect",
+        "kind",
+        "name",
+        "on_result",
+        "on_start",
+        "pipeline",
+        "recorded",
+        "rename_prefix",
+        "stage",
+        "verify",
+    )
+
+    def __init__(
+        self,
+        stage: str,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, AttributeValue],
+        *,
+        pipeline: str | None = None,
+        on_start: _OnStart | None = None,
+        on_result: _OnResult | None = None,
+        verify: Verifier | None = None,
+        recorded: dict[str, object] | None = None,
+        rename_prefix: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.name = name
+        self.kind = kind
+        self.attributes = attributes
+        self.pipeline = pipeline
+        self.on_start = on_start
+        self.on_result = on_result
+        self.verify = verify
+        self.recorded = recorded
+        self.rename_prefix = rename_prefix
+        self.collect = stage in (A.STAGE_RETRIEVAL, A.STAGE_CONTEXT_SELECTION)
+
+
+# A started stage: its span, its state, and the context to attach around its code.
+_Entered = tuple[Span, StageState, Context]
+
+
+def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered:
+    pipeline = spec.pipeline
+    if pipeline is None:
+        inherited = parent.get(PIPELINE_KEY)
+        attributes = (
+            {**spec.attributes, A.PIPELINE: inherited}
+            if isinstance(inherited, str)
+            else spec.attributes
+        )
+    else:
+        attributes = spec.attributes
+    span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind, attributes=attributes)
+    state = StageState(
+        spec.stage,
+        span,
+        {} if spec.recorded is None else dict(spec.recorded),
+        spec.rename_prefix,
+    )
+    ctx = otel_context.set_value(STAGE_KEY, state, trace.set_span_in_context(span, parent))
+    if pipeline is not None:
+        ctx = otel_context.set_value(
+            RUN_SPAN_KEY, span, otel_context.set_value(PIPELINE_KEY, pipeline, ctx)
+        )
+    if spec.on_start is not None and span.is_recording():
+        try:
+            spec.on_start(span, state, args, kwargs)
+        except Exception as exc:
+            log_internal_error(f"{spec.stage}.arguments", exc)
+    return span, state, ctx
+
+
+def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered | None:
+    try:
+        return _start(spec, otel_context.get_current(), args, kwargs)
+    except Exception as exc:
+        log_internal_error("span.start", exc)
+        return None
+
+
+def _attach(ctx: Context) -> object | None:
+    try:
+        return otel_context.attach(ctx)
+    except Exception as exc:
+        log_internal_error("context.attach", exc)
+        return None
+
+
+def _detach(token: object | None) -> None:
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            log_internal_error("context.detach", exc)
+
+
+def _record_error(span: Span, exc: BaseException) -> None:
+    try:
+        if span.is_recording():
+            span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+            span.record_exception(exc)
+            try:
+                description = f"{type(exc).__name__}: {exc}"
+            except Exception:
+                description = type(exc).__name__
+            span.set_status(Status(StatusCode.ERROR, description))
+    except Exception as internal:
+        log_internal_error("span.error", internal)
+
+
+def _end(span: Span) -> None:
+    try:
+        span.end()
+    except Exception as exc:
+        log_internal_error("span.end", exc)
+
+
+def _finish(
+    spec: _Spec,
+    span: Span,
+    state: StageState,
+    result: object,
+    *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    verdict: tuple[bool, str | None] | None = None,
+) -> None:
+    try:
+        if span.is_recording():
+            if verdict is not None:
+                _record_verdict(span, state, verdict)
+            if spec.on_result is not None:
+                spec.on_result(span, state, result, args, kwargs)
+    except Exception as exc:
+        log_internal_error(f"{spec.stage}.result", exc)
+    _end(span)
+
+
+# --- verification of actions ------------------------------------------------------
+def _verdict_of(outcome: object) -> tuple[bool, str | None]:
+    if isinstance(outcome, tuple) and len(outcome) == 2:
+        ok, reason = outcome
+        return bool(ok), (None if reason is None else str(reason))
+    return bool(outcome), None
+
+
+def _verify_failed(exc: BaseException) -> tuple[bool, str | None]:
+    return False, f"verify raised {type(exc).__qualname__}: {exc}"
+
+
+def _needs_verify(spec: _Spec, span: Span, state: StageState) -> bool:
+    return (
+        spec.verify is not None and A.ACTION_VERIFIED not in state.recorded and span.is_recording()
+    )
+
+
+def _verify_sync(
+    spec: _Spec, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bool, str | None]:
+    assert spec.verify is not None
+    try:
+        outcome = spec.verify(result, *args, **kwargs)
+        if inspect.isawaitable(outcome):
+            close = getattr(outcome, "close", None)
+            if callable(close):
+                close()
+            return False, "verify returned an awaitable on a synchronous action"
+        # Inside the try: bool() of what verify returned runs the user's __bool__.
+        return _verdict_of(outcome)
+    except Exception as exc:
+        return _verify_failed(exc)
+
+
+async def _verify_async(
+    spec: _Spec, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bool, str | None]:
+    assert spec.verify is not None
+    try:
+        outcome = spec.verify(result, *args, **kwargs)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return _verdict_of(outcome)
+    except Exception as exc:
+        return _verify_failed(exc)
+
+
+def _record_verdict(span: Span, state: StageState, verdict: tuple[bool, str | None]) -> None:
+    if A.ACTION_VERIFIED in state.recorded:
+        return
+    ok, reason = verdict
+    span.set_attribute(A.ACTION_VERIFIED, ok)
+    if not ok and reason and A.ACTION_VERIFICATION not in state.recorded:
+        span.set_attribute(A.ACTION_VERIFICATION, reason)
+
+
+# --- the wrappers, one per callable shape --------------------------------------------
+def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        entered = _enter(spec, args, kwargs)
+        if entered is None:
+            return wrapped(*args, **kwargs)
+        span, state, ctx = entered
+        token = _attach(ctx)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _record_error(span, exc)
+            _end(span)
+            _detach(token)
+            raise
+        try:
+            verdict = (
+                _verify_sync(spec, result, args, kwargs)
+                if _needs_verify(spec, span, state)
+                else None
+            )
+            _finish(spec, span, state, result, args=args, kwargs=kwargs, verdict=verdict)
+        finally:
+            _detach(token)
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
+    async def run(
+        wrapped: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        entered = _enter(spec, args, kwargs)
+        if entered is None:
+            return await wrapped(*args, **kwargs)
+        span, state, ctx = entered
+        token = _attach(ctx)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _record_error(span, exc)
+            _end(span)
+            _detach(token)
+            raise
+        try:
+            verdict = (
+                await _verify_async(spec, result, args, kwargs)
+                if _needs_verify(spec, span, state)
+                else None
+            )
+            _finish(spec, span, state, result, args=args, kwargs=kwargs, verdict=verdict)
+        finally:
+            _detach(token)
+        return result
+
+    def wrapper(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return run(wrapped, args, kwargs)
+
+    return wrapper
+
+
+def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
+    def iterate(
+        inner: Generator[Any, Any, Any],
+        parent: Context,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Generator[Any, Any, Any]:
+        # The span starts when iteration starts (a generator never iterated has no span)
+        # and the stage context is attached only while the generator's own code runs,
+        # never across a yield into the consumer's code.
+        try:
+            span, state, ctx = _start(spec, parent, args, kwargs)
+        except Exception as exc:
+            log_internal_error("span.start", exc)
+            return (yield from inner)
+        collected: list[Any] | None = [] if spec.collect and span.is_recording() else None
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _attach(ctx)
+                try:
+                    if to_throw is None:
+                        item = inner.send(to_send)
+                    else:
+                        thrown, to_throw = to_throw, None
+                        item = inner.throw(thrown)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                finally:
+                    _detach(token)
+                if collected is not None and len(collected) < _MAX_COLLECTED:
+                    collected.append(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except GeneratorExit:
+            token = _attach(ctx)
+            try:
+                inner.close()
+            except BaseException as exc:
+                _record_error(span, exc)
+                raise
+            finally:
+                _detach(token)
+                _end(span)
+            raise
+        except BaseException as exc:
+            _record_error(span, exc)
+            _end(span)
+            raise
+        token = _attach(ctx)
+        try:
+            _finish(
+                spec,
+                span,
+                state,
+                collected if collected is not None else result,
+                args=args,
+                kwargs=kwargs,
+            )
+        finally:
+            _detach(token)
+        return result
+
+    def wrapper(
+        wrapped: Callable[..., Generator[Any, Any, Any]],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Generator[Any, Any, Any]:
+        return iterate(wrapped(*args, **kwargs), otel_context.get_current(), args, kwargs)
+
+    return wrapper
+
+
+def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
+    async def iterate(
+        inner: AsyncGenerator[Any, Any],
+        parent: Context,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> AsyncGenerator[Any, Any]:
+        try:
+            entered: _Entered | None = _start(spec, parent, args, kwargs)
+        except Exception as exc:
+            log_internal_error("span.start", exc)
+            entered = None
+        if entered is None:
+            async for item in inner:
+                yield item
+            return
+        span, state, ctx = entered
+        collected: list[Any] | None = [] if spec.collect and span.is_recording() else None
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _attach(ctx)
+                try:
+                    if to_throw is None:
+                        item = await inner.asend(to_send)
+                    else:
+                        thrown, to_throw = to_throw, None
+                        item = await inner.athrow(thrown)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    _detach(token)
+                if collected is not None and len(collected) < _MAX_COLLECTED:
+                    collected.append(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except GeneratorExit:
+            token = _attach(ctx)
+            try:
+                await inner.aclose()
+            except BaseException as exc:
+                _record_error(span, exc)
+                raise
+            finally:
+                _detach(token)
+                _end(span)
+            raise
+        except BaseException as exc:
+            _record_error(span, exc)
+            _end(span)
+            raise
+        token = _attach(ctx)
+        try:
+            _finish(spec, span, state, collected, args=args, kwargs=kwargs)
+        finally:
+            _detach(token)
+
+    def wrapper(
+        wrapped: Callable[..., AsyncGenerator[Any, Any]],
+        instance: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> AsyncGenerator[Any, Any]:
+        return iterate(wrapped(*args, **kwargs), otel_context.get_current(), args, kwargs)
+
+    return wrapper
+
+
+def _target(func: object) -> object:
+    """The plain function behind a classmethod, staticmethod or other wrapper."""
+    inner = getattr(func, "__func__", func)
+    return inspect.unwrap(inner) if callable(inner) else inner
+
+
+def _wrap(func: F, spec: _Spec) -> F:
+    target = _target(func)
+    if inspect.isasyncgenfunction(target):
+        wrapper = _async_generator_wrapper(spec)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _async_wrapper(spec)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _generator_wrapper(spec)
+    else:
+        wrapper = _sync_wrapper(spec)
+    return cast(F, wrapt.FunctionWrapper(func, wrapper))
+
+
+def _function_name(func: object) -> str:
+    target = _target(func)
+    return str(getattr(target, "__name__", None) or type(target).__name__)
+
+
+def _decorate(func: F, build: Callable[[F], _Spec]) -> F:
+    try:
+        spec = build(func)
+    except Exception as exc:
+        log_internal_error("decorate", exc)
+        return func
+    return _wrap(func, spec)
+
+
+# --- extraction run per stage ------------------------------------------------------
+def _call_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+    if not kwargs and len(args) == 1:
+        return args[0]
+    if not kwargs:
+        return list(args)
+    return {"args": list(args), "kwargs": kwargs} if args else kwargs
+
+
+def _set_content(span: Span, key: str, value: object) -> None:
+    text = _content.prepare_content(value)
+    if text is not None:
+        span.set_attribute(key, text)
+
+
+def _retrieval_start(
+    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    if not _content.capture_enabled():
+        return
+    query = kwargs.get("query", kwargs.get("question"))
+    if query is None:
+        query = next((arg for arg in args if isinstance(arg, str)), None)
+    if query is not None:
+        _set_content(span, A.RETRIEVAL_QUERY, query)
+
+
+def _retrieval_result(
+    span: Span,
+    state: StageState,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    recorded = state.recorded
+    if A.RETRIEVAL_DOCUMENT_IDS not in recorded:
+        found = extract_documents(result)
+        if found is not None:
+            ids, scores = found
+            span.set_attribute(A.RETRIEVAL_DOCUMENT_IDS, ids)
+            if scores is not None and A.RETRIEVAL_SCORES not in recorded:
+                span.set_attribute(A.RETRIEVAL_SCORES, scores)
+    if _content.capture_enabled() and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
+        texts = document_texts(result)
+        if texts is not None:
+            _set_content(span, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
+
+
+def _selection_start(
+    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, list | tuple):
+            found = extract_documents(value)
+            if found is not None:
+                span.set_attribute(A.CONTEXT_INPUT_IDS, found[0])
+                return
+
+
+def _selection_result(
+    span: Span,
+    state: StageState,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    if A.CONTEXT_SELECTED_IDS not in state.recorded:
+        found = extract_documents(result)
+        if found is not None:
+            span.set_attribute(A.CONTEXT_SELECTED_IDS, found[0])
+
+
+def _generation_start(
+    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    if _content.capture_enabled():
+        _set_content(span, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
+
+
+def _generation_result(
+    span: Span,
+    state: StageState,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    recorded = state.recorded
+    if A.GEN_AI_USAGE_INPUT_TOKENS not in recorded:
+        usage = usage_from_response(result)
+        if usage is not None:
+            for key, name in (
+                (A.GEN_AI_USAGE_INPUT_TOKENS, "input_tokens"),
+                (A.GEN_AI_USAGE_OUTPUT_TOKENS, "output_tokens"),
+                (A.GEN_AI_RESPONSE_MODEL, "response_model"),
+            ):
+                value = usage.get(name)
+                if value is not None and key not in recorded:
+                    span.set_attribute(key, value)
+                    recorded[key] = value
+            update_cost(span, recorded)
+    if _content.capture_enabled() and result is not None:
+        _set_content(span, A.GEN_AI_OUTPUT_MESSAGES, result)
+
+
+def _action_start(
+    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    if _content.capture_enabled():
+        _set_content(span, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
+
+
+def _action_result(
+    span: Span,
+    state: StageState,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    if _content.capture_enabled() and result is not None:
+        _set_content(span, A.GEN_AI_TOOL_CALL_RESULT, result)
+
+
+# --- public decorators ----------------------------------------------------------------
+@overload
+def pipeline(func: F, /) -> F: ...
+@overload
+def pipeline(name: str | None = None, /) -> Callable[[F], F]: ...
+@overload
+def pipeline(*, name: str | None = None) -> Callable[[F], F]: ...
+def pipeline(func: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark the root of one task run: ``@pipeline("support_answer")`` or bare ``@pipeline``.
+
+    Span ``invoke_workflow {name}`` (INTERNAL); every stage span inside carries
+    ``llmspans.pipeline = name``. Use :func:`llmspans.current_run` inside it to get a
+    reference for later feedback and :func:`llmspans.set_outcome` to record the outcome.
+    """
+    if isinstance(func, str):
+        name, func = func, None
+
+    def build(target: Any) -> _Spec:
+        pipeline_name = name or _function_name(target)
+        return _Spec(
+            A.STAGE_PIPELINE,
+            A.span_name(A.STAGE_PIPELINE, pipeline_name),
+            SpanKind.INTERNAL,
+            {
+                A.STAGE: A.STAGE_PIPELINE,
+                A.GEN_AI_OPERATION_NAME: A.OP_INVOKE_WORKFLOW,
+                A.PIPELINE: pipeline_name,
+            },
+            pipeline=pipeline_name,
+        )
+
+    def decorate(target: F) -> F:
+        return _decorate(target, build)
+
+    return decorate(func) if func is not None else decorate
+
+
+@overload
+def retrieval(func: F, /) -> F: ...
+@overload
+def retrieval(
+    data_source: str | None = None,
+    /,
+    *,
+    top_k: int | None = None,
+    name: str | None = None,
+) -> Callable[[F], F]: ...
+@overload
+def retrieval(
+    *, data_source: str | None = None, top_k: int | None = None, name: str | None = None
+) -> Callable[[F], F]: ...
+def retrieval(
+    func: Any = None,
+    /,
+    *,
+    data_source: str | None = None,
+    top_k: int | None = None,
+    name: str | None = None,
+) -> Any:
+    """Mark a retrieval: span ``retrieval {data_source}`` (CLIENT).
+
+    Document ids (rank order) and scores are read from the return value; see
+    :func:`llmspans.record_retrieval` for what cannot be read, and for labels.
+    """
+    if isinstance(func, str):
+        data_source, func = func, None
+
+    def build(target: Any) -> _Spec:
+        attributes: dict[str, AttributeValue] = {
+            A.STAGE: A.STAGE_RETRIEVAL,
+            A.GEN_AI_OPERATION_NAME: A.OP_RETRIEVAL,
+        }
+        if data_source is not None:
+            attributes[A.GEN_AI_DATA_SOURCE_ID] = data_source
+        if top_k is not None:
+            attributes[A.GEN_AI_REQUEST_TOP_K] = int(top_k)
+        detail = data_source or name or _function_name(target)
+        return _Spec(
+            A.STAGE_RETRIEVAL,
+            A.span_name(A.STAGE_RETRIEVAL, detail),
+            SpanKind.CLIENT,
+            attributes,
+            on_start=_retrieval_start,
+            on_result=_retrieval_result,
+        )
+
+    def decorate(target: F) -> F:
+        return _decorate(target, build)
+
+    return decorate(func) if func is not None else decorate
+
+
+@overload
+def context_selection(func: F, /) -> F: ...
+@overload
+def context_selection(
+    name: str | None = None, /, *, token_budget: int | None = None
+) -> Callable[[F], F]: ...
+@overload
+def context_selection(
+    *, name: str | None = None, token_budget: int | None = None
+) -> Callable[[F], F]: ...
+def context_selection(
+    func: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    token_budget: int | None = None,
+) -> Any:
+    """Mark a context selection (rerank, filter, pack): span ``context_selection {name}``.
+
+    Candidate ids come from the first argument that is a list of documents, selected
+    ids from the return value; :func:`llmspans.record_context` sets them explicitly.
+    """
+    if isinstance(func, str):
+        name, func = func, None
+
+    def build(target: Any) -> _Spec:
+        attributes: dict[str, AttributeValue] = {A.STAGE: A.STAGE_CONTEXT_SELECTION}
+        if token_budget is not None:
+            attributes[A.CONTEXT_TOKEN_BUDGET] = int(token_budget)
+        return _Spec(
+            A.STAGE_CONTEXT_SELECTION,
+            A.span_name(A.STAGE_CONTEXT_SELECTION, name or _function_name(target)),
+            SpanKind.INTERNAL,
+            attributes,
+            on_start=_selection_start,
+            on_result=_selection_result,
+        )
+
+    def decorate(target: F) -> F:
+        return _decorate(target, build)
+
+    return decorate(func) if func is not None else decorate
+
+
+@overload
+def generation(func: F, /) -> F: ...
+@overload
+def generation(
+    model: str | None = None,
+    /,
+    *,
+    provider: str | None = None,
+    operation: str = A.OP_CHAT,
+    name: str | None = None,
+) -> Callable[[F], F]: ...
+@overload
+def generation(
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    operation: str = A.OP_CHAT,
+    name: str | None = None,
+) -> Callable[[F], F]: ...
+def generation(
+    func: Any = None,
+    /,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    operation: str = A.OP_CHAT,
+    name: str | None = None,
+) -> Any:
+    """Mark a model call: span ``{operation} {model}`` (CLIENT), ``operation`` ``chat`` or
+    ``text_completion``.
+
+    Token usage is read from an OpenAI- or Anthropic-style response returned by the
+    function; :func:`llmspans.record_generation` records tokens, citations,
+    confidence, refusal and validity explicitly. ``llmspans.cost.usd`` follows from
+    the model and the tokens through the price table. Without ``model`` or ``name``
+    the span is named ``chat`` until ``record_generation(model=...)`` completes it.
+    """
+    if isinstance(func, str):
+        model, func = func, None
+    if operation not in (A.OP_CHAT, A.OP_TEXT_COMPLETION):
+        raise ValueError(
+            f"generation(operation=...) must be {A.OP_CHAT!r} or {A.OP_TEXT_COMPLETION!r}, "
+            f"got {operation!r}"
+        )
+
+    def build(target: Any) -> _Spec:
+        attributes: dict[str, AttributeValue] = {
+            A.STAGE: A.STAGE_GENERATION,
+            A.GEN_AI_OPERATION_NAME: operation,
+        }
+        recorded: dict[str, object] = {}
+        if model is not None:
+            attributes[A.GEN_AI_REQUEST_MODEL] = model
+            recorded[A.GEN_AI_REQUEST_MODEL] = model
+        if provider is not None:
+            attributes[A.GEN_AI_PROVIDER_NAME] = provider
+        detail = model or name
+        return _Spec(
+            A.STAGE_GENERATION,
+            f"{operation} {detail}" if detail else operation,
+            SpanKind.CLIENT,
+            attributes,
+            on_start=_generation_start,
+            on_result=_generation_result,
+            recorded=recorded or None,
+            rename_prefix=None if detail else operation,
+        )
+
+    def decorate(target: F) -> F:
+        return _decorate(target, build)
+
+    return decorate(func) if func is not None else decorate
+
+
+@overload
+def action(func: F, /) -> F: ...
+@overload
+def action(name: str | None = None, /, *, verify: Verifier | None = None) -> Callable[[F], F]: ...
+@overload
+def action(*, name: str | None = None, verify: Verifier | None = None) -> Callable[[F], F]: ...
+def action(
+    func: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    verify: Verifier | None = None,
+) -> Any:
+    """Mark a downstream action (tool call, write, booking): span ``execute_tool {name}``.
+
+    ``verify(result, *args, **kwargs)`` checks the downstream state after a successful
+    call and returns ``bool`` or ``(bool, reason)`` (awaitable for async actions): it
+    sets ``llmspans.action.verified`` and, on failure, ``llmspans.action.verification``.
+    A verify that raises records ``verified=false`` with the exception as the reason;
+    it never changes the action's result. It runs only when the span is recorded.
+    """
+    if isinstance(func, str):
+        name, func = func, None
+
+    def build(target: Any) -> _Spec:
+        tool = name or _function_name(target)
+        return _Spec(
+            A.STAGE_ACTION,
+            A.span_name(A.STAGE_ACTION, tool),
+            SpanKind.INTERNAL,
+            {
+                A.STAGE: A.STAGE_ACTION,
+                A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
+                A.GEN_AI_TOOL_NAME: tool,
+            },
+            on_start=_action_start,
+            on_result=_action_result,
+            verify=verify,
+        )
+
+    def decorate(target: F) -> F:
+        return _decorate(target, build)
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,1 @@
+"""Internals of ``llmspans demo``: run plan and fault injection, a local collector, the report."""

@@ -1,0 +1,227 @@
+"""The demo from start to finish: collector up, requests through the examples, report.
+
+I/O lives here; the decisions (plan, comparison, agreement) are pure functions in
+the sibling modules.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llmspans._demo.collector import LocalCollector
+from llmspans._demo.examples import load_examples, submodule
+from llmspans._demo.faults import parse_faults
+from llmspans._demo.plan import Example, PlannedRun, make_plan, shape_of
+from llmspans._demo.render import render
+from llmspans._demo.scrape import ScrapedMetrics, parse_metrics
+from llmspans._demo.summary import LedgerEntry, agreement, compare, to_json
+from llmspans._demo.traces import RootVerdict, iter_root_verdicts
+from llmspans._tracing import use_tracer_provider
+from llmspans.analyze import analyze_lines
+from llmspans.core.model import Thresholds
+from llmspans.cost import ModelPrice, get_price_table, set_price_table
+
+#: share of the requests each example gets
+WEIGHTS = {"support_rag": 0.4, "sql_analyst": 0.35, "booking_agent": 0.25}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    requests: int
+    faults: str
+    seed: int
+    out_dir: Path
+    forward: str | None = None
+    keep_running: bool = False
+    json_output: bool = False
+    trace_idle_s: float = 0.5
+    latency: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    exact: bool
+    agree: bool
+    summary: dict[str, Any]
+
+
+def build_examples() -> list[Example]:
+    """One instance of each example pipeline, with fresh in-memory databases."""
+    return [
+        submodule("support_rag").SupportRag(),
+        submodule("sql_analyst").SqlAnalyst(),
+        submodule("booking_agent").BookingAgent(),
+    ]
+
+
+def execute(
+    plan: list[PlannedRun], examples: Mapping[str, Example], console: Console
+) -> list[LedgerEntry]:
+    """Run every planned request through its example, with its fault injected."""
+    faults = submodule("_faults")
+    ledger: list[LedgerEntry] = []
+    with Progress(
+        TextColumn("[bold]requests"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("requests", total=len(plan), last="")
+        for run in plan:
+            fault = (run.fault.stage, run.fault.mode) if run.fault else None
+            error: str | None = None
+            trace_id = ""
+            with faults.injecting(fault):
+                try:
+                    result = examples[run.pipeline].run(run.index)
+                    trace_id = str(getattr(result, "trace_id", ""))
+                except Exception as exc:  # an example that lets an error escape: still a run
+                    error = type(exc).__name__
+            ledger.append(
+                LedgerEntry(
+                    run.seq,
+                    run.pipeline,
+                    run.index,
+                    str(run.fault) if run.fault else None,
+                    trace_id,
+                    error,
+                )
+            )
+            progress.update(
+                task, advance=1, last=f"{run.pipeline}{' ⚡' + str(run.fault) if run.fault else ''}"
+            )
+    return ledger
+
+
+def _wait_for_runs(collector: LocalCollector, runs: int, timeout_s: float) -> ScrapedMetrics:
+    """Scrape until the collector has finalised ``runs`` runs (or the timeout passes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = parse_metrics(collector.scrape())
+        if metrics.runs() >= runs or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.2)
+
+
+def _read_verdicts(path: Path, runs: int, timeout_s: float) -> dict[str, RootVerdict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        verdicts = {v.trace_id: v for v in iter_root_verdicts(path)} if path.exists() else {}
+        if len(verdicts) >= runs or time.monotonic() > deadline:
+            return verdicts
+        time.sleep(0.2)
+
+
+def run_demo(options: DemoOptions, console: Console, progress_console: Console) -> DemoResult:
+    """The whole demo; prints the report on ``console`` and writes ``DIR/demo.json``."""
+    rates = parse_faults(options.faults)
+    out_dir = options.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    collector = LocalCollector(out_dir, forward=options.forward, trace_idle_s=options.trace_idle_s)
+    progress_console.print(
+        f"[dim]starting the llmspans collector (config {collector.config_path})[/dim]"
+    )
+    collector.launch()
+    try:
+        # The examples load while the collector starts up.
+        package = load_examples()
+        examples = {e.name: e for e in build_examples()}
+        shapes = [shape_of(e, WEIGHTS.get(name, 1.0)) for name, e in examples.items()]
+        plan = make_plan(shapes, options.requests, rates, options.seed)
+        collector.wait_ready()
+        started = time.monotonic()
+        provider = TracerProvider(
+            resource=Resource.create(
+                {"service.name": "llmspans-demo", "openinference.project.name": "llmspans-demo"}
+            )
+        )
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=collector.traces_endpoint),
+                max_queue_size=max(2048, 20 * options.requests),
+                schedule_delay_millis=200,
+            )
+        )
+        previous_provider = use_tracer_provider(provider)
+        previous_prices = get_price_table()
+        prices: dict[str, ModelPrice | dict[str, float]] = dict(package.MODEL_PRICES)
+        set_price_table(previous_prices.with_prices(prices))
+        latency = submodule("_latency")
+        latency.set_scale(options.latency, seed=options.seed)
+        try:
+            ledger = execute(plan, examples, progress_console)
+        finally:
+            latency.set_scale(0.0)
+            provider.force_flush()
+            provider.shutdown()
+            use_tracer_provider(previous_provider)
+            set_price_table(previous_prices)
+        elapsed = time.monotonic() - started
+        metrics = _wait_for_runs(collector, len(plan), timeout_s=30.0 + options.trace_idle_s)
+        if not options.keep_running:
+            collector.stop()
+        verdicts = _read_verdicts(collector.traces_path, len(plan), timeout_s=30.0)
+        with collector.traces_path.open(encoding="utf-8") as lines:
+            offline = analyze_lines(lines, Thresholds())
+        pipeline_stages = {name: tuple(e.stages) for name, e in examples.items()}
+        comparison = compare(ledger, verdicts, pipeline_stages, rates)
+        agreed = agreement(metrics, list(verdicts.values()), offline)
+        settings = {
+            "requests": options.requests,
+            "faults": rates,
+            "seed": options.seed,
+            "out_dir": str(out_dir),
+            "elapsed_s": round(elapsed, 3),
+        }
+        summary = to_json(
+            comparison, agreed, ledger=ledger, verdicts=verdicts, offline=offline, settings=settings
+        )
+        (out_dir / "demo.json").write_text(json.dumps(summary, indent=1), "utf-8")
+        with (out_dir / "injected.jsonl").open("w", encoding="utf-8") as f:
+            for entry in ledger:
+                f.write(json.dumps(asdict(entry)) + "\n")
+        if options.json_output:
+            console.print_json(data=summary)
+        else:
+            header = (
+                f"{len(plan)} requests through 3 example pipelines in {elapsed:.1f} s, "
+                f"seed {options.seed}, faults "
+                + ", ".join(f"{s}={r:g}" for s, r in rates.items() if r)
+                + f"\ncollector: {collector.traces_endpoint} -> {collector.traces_path}"
+            )
+            render(
+                console,
+                header=header,
+                metrics=metrics,
+                offline=offline,
+                comparison=comparison,
+                agreement=agreed,
+                metrics_url=collector.metrics_url if collector.running else None,
+                traces_path=str(collector.traces_path),
+                forward=options.forward,
+                keep_running=options.keep_running,
+            )
+        if options.keep_running and collector.running:
+            try:
+                while collector.running:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        return DemoResult(comparison.exact, agreed.ok, summary)
+    finally:
+        collector.stop()

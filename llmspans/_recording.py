@@ -1,0 +1,365 @@
+"""``record_*`` helpers and ``set_outcome``: facts set explicitly on the current stage.
+
+The decorators read what they can from arguments and return values; these helpers
+set the facts the code knows better. What a helper records wins over extraction:
+the decorator does not overwrite an attribute a helper has set.
+
+A helper called outside its stage (``record_retrieval`` with no enclosing
+``@retrieval``) records nothing and logs one warning on the ``llmspans`` logger;
+helpers never raise into the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from llmspans import _attributes as A
+from llmspans import _content
+from llmspans._context import ActiveStage, current_stage
+from llmspans._documents import document_texts, extract_documents
+from llmspans._safety import log_internal_error, warn_once
+from llmspans._tracing import current_run_span
+from llmspans.cost import get_price_table
+
+
+@dataclass(frozen=True, slots=True)
+class StageState(ActiveStage):
+    """The active stage of a decorated call, with what the helpers recorded so far.
+
+    ``recorded`` maps attribute names set explicitly (by a helper, or by the
+    decorator's options) to their values; extraction skips those names.
+    ``rename_prefix`` is the operation name when the span name still lacks the model
+    (``chat`` instead of ``chat gpt-4o``), so a later ``record_generation(model=...)``
+    can complete it.
+    """
+
+    recorded: dict[str, object] = field(default_factory=dict)
+    rename_prefix: str | None = None
+
+
+def _active(stage: str, helper: str) -> tuple[Span, dict[str, object]] | None:
+    active = current_stage()
+    if active is None or active.stage != stage:
+        warn_once(
+            f"outside.{helper}",
+            f"llmspans.{helper}() was called outside a {stage} stage; nothing was recorded",
+        )
+        return None
+    span = active.span
+    if not span.is_recording():
+        return None
+    recorded = active.recorded if isinstance(active, StageState) else {}
+    return span, recorded
+
+
+def _ids(values: Iterable[object]) -> list[str]:
+    return [str(value) for value in values]
+
+
+def _floats(values: Iterable[object]) -> list[float]:
+    return [float(value) for value in values]  # type: ignore[arg-type]
+
+
+def _set(span: Span, recorded: dict[str, object], key: str, value: Any) -> None:
+    span.set_attribute(key, value)
+    recorded[key] = value
+
+
+def _set_content(span: Span, key: str, value: object) -> None:
+    text = _content.prepare_content(value)
+    if text is not None:
+        span.set_attribute(key, text)
+
+
+# --- retrieval ---------------------------------------------------------------
+def record_retrieval(
+    documents: object = None,
+    *,
+    document_ids: Sequence[object] | None = None,
+    scores: Sequence[float] | None = None,
+    relevant_ids: Iterable[object] | None = None,
+    query: object = None,
+    data_source: str | None = None,
+    top_k: int | None = None,
+) -> None:
+    """Record the current retrieval's documents (ids in rank order), scores and labels.
+
+    ``documents`` is read like a decorated retrieval's return value; explicit
+    ``document_ids`` / ``scores`` win. ``relevant_ids`` is ground truth (labelled or
+    shadow traffic). ``query`` and document text are content: recorded only when
+    content capture is on.
+    """
+    try:
+        found = _active(A.STAGE_RETRIEVAL, "record_retrieval")
+        if found is None:
+            return
+        span, recorded = found
+        if documents is not None:
+            extracted = extract_documents(documents)
+            if extracted is not None:
+                ids, doc_scores = extracted
+                if document_ids is None:
+                    _set(span, recorded, A.RETRIEVAL_DOCUMENT_IDS, ids)
+                if scores is None and doc_scores is not None:
+                    _set(span, recorded, A.RETRIEVAL_SCORES, doc_scores)
+            if _content.capture_enabled():
+                _set_content(span, A.RETRIEVAL_DOCUMENTS_CONTENT, document_texts(documents))
+        if document_ids is not None:
+            _set(span, recorded, A.RETRIEVAL_DOCUMENT_IDS, _ids(document_ids))
+        if scores is not None:
+            _set(span, recorded, A.RETRIEVAL_SCORES, _floats(scores))
+        if relevant_ids is not None:
+            _set(span, recorded, A.RETRIEVAL_RELEVANT_IDS, _ids(relevant_ids))
+        if data_source is not None:
+            _set(span, recorded, A.GEN_AI_DATA_SOURCE_ID, data_source)
+        if top_k is not None:
+            _set(span, recorded, A.GEN_AI_REQUEST_TOP_K, int(top_k))
+        if query is not None:
+            _set_content(span, A.RETRIEVAL_QUERY, query)
+    except Exception as exc:
+        log_internal_error("record_retrieval", exc)
+
+
+# --- context selection ---------------------------------------------------------
+def record_context(
+    selected: object = None,
+    *,
+    candidates: object = None,
+    input_ids: Iterable[object] | None = None,
+    selected_ids: Iterable[object] | None = None,
+    token_budget: int | None = None,
+    tokens: int | None = None,
+) -> None:
+    """Record the current context selection: candidates offered and ids placed in the prompt.
+
+    ``candidates`` and ``selected`` are documents (read like a retrieval's result);
+    ``input_ids`` / ``selected_ids`` set the ids directly and win.
+    """
+    try:
+        found = _active(A.STAGE_CONTEXT_SELECTION, "record_context")
+        if found is None:
+            return
+        span, recorded = found
+        if candidates is not None and input_ids is None:
+            extracted = extract_documents(candidates)
+            if extracted is not None:
+                _set(span, recorded, A.CONTEXT_INPUT_IDS, extracted[0])
+        if selected is not None and selected_ids is None:
+            extracted = extract_documents(selected)
+            if extracted is not None:
+                _set(span, recorded, A.CONTEXT_SELECTED_IDS, extracted[0])
+        if input_ids is not None:
+            _set(span, recorded, A.CONTEXT_INPUT_IDS, _ids(input_ids))
+        if selected_ids is not None:
+            _set(span, recorded, A.CONTEXT_SELECTED_IDS, _ids(selected_ids))
+        if token_budget is not None:
+            _set(span, recorded, A.CONTEXT_TOKEN_BUDGET, int(token_budget))
+        if tokens is not None:
+            _set(span, recorded, A.CONTEXT_TOKENS, int(tokens))
+    except Exception as exc:
+        log_internal_error("record_context", exc)
+
+
+# --- generation -------------------------------------------------------------------
+def _probability(value: float, name: str) -> float | None:
+    number = float(value)
+    if math.isfinite(number) and 0.0 <= number <= 1.0:
+        return number
+    warn_once(f"range.{name}", f"llmspans: {name} must be in [0, 1], got {value!r}; not recorded")
+    return None
+
+
+def record_generation(
+    *,
+    model: str | None = None,
+    response_model: str | None = None,
+    provider: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cache_read_input_tokens: int | None = None,
+    cache_creation_input_tokens: int | None = None,
+    citations: Iterable[object] | None = None,
+    confidence: float | None = None,
+    refused: bool | None = None,
+    output_valid: bool | None = None,
+    cost_usd: float | None = None,
+    finish_reasons: Sequence[str] | None = None,
+    response_id: str | None = None,
+    prompt: object = None,
+    completion: object = None,
+) -> None:
+    """Record facts of the current generation.
+
+    Token counts follow the GenAI conventions: ``input_tokens`` counts all input
+    tokens, cached ones included. When the model and the input tokens are known,
+    ``llmspans.cost.usd`` is computed from the price table (an explicit
+    ``cost_usd`` wins). Values replace earlier ones. ``confidence`` must be in [0, 1].
+    ``prompt`` and ``completion`` are content: recorded only when capture is on.
+    """
+    try:
+        active = current_stage()
+        found = _active(A.STAGE_GENERATION, "record_generation")
+        if found is None:
+            return
+        span, recorded = found
+        if model is not None:
+            _set(span, recorded, A.GEN_AI_REQUEST_MODEL, model)
+            if isinstance(active, StageState) and active.rename_prefix is not None:
+                span.update_name(f"{active.rename_prefix} {model}")
+        if response_model is not None:
+            _set(span, recorded, A.GEN_AI_RESPONSE_MODEL, response_model)
+        if provider is not None:
+            _set(span, recorded, A.GEN_AI_PROVIDER_NAME, provider)
+        for key, count in (
+            (A.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
+            (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
+            (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_input_tokens),
+            (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_input_tokens),
+        ):
+            if count is not None:
+                _set(span, recorded, key, int(count))
+        if citations is not None:
+            _set(span, recorded, A.GENERATION_CITATIONS, _ids(citations))
+        if confidence is not None:
+            checked = _probability(confidence, "confidence")
+            if checked is not None:
+                _set(span, recorded, A.GENERATION_CONFIDENCE, checked)
+        if refused is not None:
+            _set(span, recorded, A.GENERATION_REFUSED, bool(refused))
+        if output_valid is not None:
+            _set(span, recorded, A.GENERATION_OUTPUT_VALID, bool(output_valid))
+        if finish_reasons is not None:
+            _set(span, recorded, A.GEN_AI_RESPONSE_FINISH_REASONS, [str(r) for r in finish_reasons])
+        if response_id is not None:
+            _set(span, recorded, A.GEN_AI_RESPONSE_ID, response_id)
+        if cost_usd is not None:
+            _set(span, recorded, A.COST_USD, float(cost_usd))
+            recorded.pop(_COMPUTED, None)
+        else:
+            update_cost(span, recorded)
+        if prompt is not None:
+            _set_content(span, A.GEN_AI_INPUT_MESSAGES, prompt)
+        if completion is not None:
+            _set_content(span, A.GEN_AI_OUTPUT_MESSAGES, completion)
+    except Exception as exc:
+        log_internal_error("record_generation", exc)
+
+
+def update_cost(span: Span, recorded: dict[str, object]) -> None:
+    """Set ``llmspans.cost.usd`` from the recorded model and tokens, unless set explicitly."""
+    if A.COST_USD in recorded and _COMPUTED not in recorded:
+        return
+    input_tokens = recorded.get(A.GEN_AI_USAGE_INPUT_TOKENS)
+    if not isinstance(input_tokens, int):
+        return
+    output_tokens = recorded.get(A.GEN_AI_USAGE_OUTPUT_TOKENS)
+    cache_read = recorded.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    cache_creation = recorded.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
+    table = get_price_table()
+    for key in (A.GEN_AI_RESPONSE_MODEL, A.GEN_AI_REQUEST_MODEL):
+        model = recorded.get(key)
+        if not isinstance(model, str):
+            continue
+        cost = table.cost(
+            model,
+            input_tokens,
+            output_tokens if isinstance(output_tokens, int) else 0,
+            cache_read_input_tokens=cache_read if isinstance(cache_read, int) else 0,
+            cache_creation_input_tokens=cache_creation if isinstance(cache_creation, int) else 0,
+        )
+        if cost is not None:
+            span.set_attribute(A.COST_USD, cost)
+            recorded[A.COST_USD] = cost
+            recorded[_COMPUTED] = True
+            return
+
+
+# Marks the cost in ``recorded`` as computed from tokens (recomputed when they change),
+# as opposed to set explicitly with ``cost_usd=`` (never overwritten).
+_COMPUTED = "llmspans._cost_computed"
+
+
+def usage_from_response(result: object) -> dict[str, Any] | None:
+    """Token usage and response model from an OpenAI- or Anthropic-style response object."""
+    usage = result.get("usage") if isinstance(result, Mapping) else getattr(result, "usage", None)
+    if usage is None:
+        return None
+
+    def read(*names: str) -> int | None:
+        for name in names:
+            value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    facts: dict[str, Any] = {
+        "input_tokens": read("input_tokens", "prompt_tokens"),
+        "output_tokens": read("output_tokens", "completion_tokens"),
+    }
+    model = result.get("model") if isinstance(result, Mapping) else getattr(result, "model", None)
+    if isinstance(model, str):
+        facts["response_model"] = model
+    return facts if facts["input_tokens"] is not None else None
+
+
+# --- action -------------------------------------------------------------------
+def record_action(
+    *,
+    verified: bool | None = None,
+    verification: str | None = None,
+    tool_name: str | None = None,
+    arguments: object = None,
+    result: object = None,
+) -> None:
+    """Record the current action's verification (execution-based check of downstream state).
+
+    An explicit ``verified`` wins over the decorator's ``verify`` callback.
+    ``arguments`` and ``result`` are content: recorded only when capture is on.
+    """
+    try:
+        found = _active(A.STAGE_ACTION, "record_action")
+        if found is None:
+            return
+        span, recorded = found
+        if verified is not None:
+            _set(span, recorded, A.ACTION_VERIFIED, bool(verified))
+        if verification is not None:
+            _set(span, recorded, A.ACTION_VERIFICATION, str(verification))
+        if tool_name is not None:
+            _set(span, recorded, A.GEN_AI_TOOL_NAME, tool_name)
+        if arguments is not None:
+            _set_content(span, A.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
+        if result is not None:
+            _set_content(span, A.GEN_AI_TOOL_CALL_RESULT, result)
+    except Exception as exc:
+        log_internal_error("record_action", exc)
+
+
+# --- pipeline outcome -------------------------------------------------------------
+def set_outcome(*, completed: bool | None = None, correct: bool | None = None) -> None:
+    """Record the outcome of the current pipeline run on its root span.
+
+    ``completed``: the app's own verdict on the task (``llmspans.task.completed``).
+    ``correct``: ground truth where known (``llmspans.task.correct``, for calibration).
+    """
+    try:
+        span = current_run_span()
+        if span is None:
+            warn_once(
+                "outside.set_outcome",
+                "llmspans.set_outcome() was called outside a pipeline; nothing was recorded",
+            )
+            return
+        if not span.is_recording():
+            return
+        if completed is not None:
+            span.set_attribute(A.TASK_COMPLETED, bool(completed))
+        if correct is not None:
+            span.set_attribute(A.TASK_CORRECT, bool(correct))
+    except Exception as exc:
+        log_internal_error("set_outcome", exc)

@@ -1,0 +1,587 @@
+"""Converters from every span source into :class:`~llmspans.core.records.SpanRecord`.
+
+Three sources, one record:
+
+* :func:`record_from_readable_span`: an SDK ``ReadableSpan`` (the embedded mode).
+* :func:`record_from_otlp_span`: an OTLP protobuf ``Span`` (the collector's hot
+  path: it walks the attribute list once and reads only the keys listed in
+  :data:`~llmspans.core.records.ATTRIBUTE_FIELDS`).
+* :func:`records_from_otlp_json` / :func:`iter_otlp_json_file`: OTLP JSON, one
+  ``ExportTraceServiceRequest`` per line, as the OpenTelemetry file exporters write
+  it (offline analysis).
+
+Structural problems (an id that is not hex, a span that is not an object) raise
+``ValueError`` naming the path of the bad value. A *known attribute* with a value
+of the wrong type (a string where a bool belongs, a NaN confidence, a mixed array)
+is not an error: it is skipped and counted in ``SpanRecord.bad_attributes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry.trace import StatusCode
+
+from llmspans import _attributes as A
+from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord, ValueKind
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+    from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = [
+    "iter_otlp_json_file",
+    "iter_otlp_json_lines",
+    "record_from_otlp_span",
+    "record_from_readable_span",
+    "records_from_otlp_json",
+]
+
+#: OTLP ``Status.code`` of an error (``STATUS_CODE_ERROR``).
+_STATUS_ERROR: Final = 2
+
+
+class _Bad:
+    """Marker for a value of the wrong type (distinct from ``None``, a valid absence)."""
+
+
+_BAD: Final = _Bad()
+
+
+# --- value checks shared by every source -------------------------------------------
+
+
+def _finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
+
+
+def _unit_interval(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0.0
+
+
+#: Extra checks on a value of the right type; failing one makes the value bad.
+_FLOAT_CHECKS: Final[dict[str, Callable[[float], bool]]] = {
+    "confidence": _unit_interval,
+    "edit_ratio": _unit_interval,
+    "cost_usd": _non_negative,
+}
+_STR_CHOICES: Final[dict[str, frozenset[str]]] = {
+    "stage": frozenset(A.ALL_STAGES),
+    "feedback_kind": frozenset(A.FEEDBACK_KINDS),
+}
+
+
+def _check_str(field: str, value: str) -> object:
+    choices = _STR_CHOICES.get(field)
+    if choices is not None and value not in choices:
+        return _BAD
+    return value
+
+
+def _check_float(field: str, value: float) -> object:
+    if not _finite(value):
+        return _BAD
+    check = _FLOAT_CHECKS.get(field)
+    if check is not None and not check(value):
+        return _BAD
+    return value
+
+
+def _python_value(field: str, kind: ValueKind, value: object) -> object:
+    """Typed value of a Python attribute value (SDK spans, decoded JSON), or ``_BAD``."""
+    if kind is ValueKind.STR:
+        return _check_str(field, value) if isinstance(value, str) else _BAD
+    if kind is ValueKind.BOOL:
+        return value if isinstance(value, bool) else _BAD
+    if kind is ValueKind.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _BAD
+        return _check_float(field, float(value))
+    if kind is ValueKind.INT:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        return _BAD
+    if kind is ValueKind.STR_LIST:
+        return tuple(value) if all(isinstance(item, str) for item in value) else _BAD
+    floats: list[float] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            return _BAD
+        number = float(item)
+        if not _finite(number):
+            return _BAD
+        floats.append(number)
+    return tuple(floats)
+
+
+# --- SDK ReadableSpan ------------------------------------------------------------
+
+
+def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
+    """Convert an ended SDK span (what a ``SpanProcessor.on_end`` receives)."""
+    context = span.context
+    parent = span.parent
+    record = SpanRecord(
+        trace_id=context.trace_id.to_bytes(16, "big") if context is not None else b"",
+        span_id=context.span_id.to_bytes(8, "big") if context is not None else b"",
+        parent_span_id=parent.span_id.to_bytes(8, "big") if parent is not None else b"",
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or 0,
+        error=span.status.status_code is StatusCode.ERROR,
+        links=tuple(
+            (link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
+            for link in span.links
+        ),
+    )
+    attributes = span.attributes
+    if attributes:
+        bad = 0
+        for key, (field, kind) in ATTRIBUTE_FIELDS.items():
+            if key not in attributes:
+                continue
+            value = _python_value(field, kind, attributes[key])
+            if value is _BAD:
+                bad += 1
+            else:
+                setattr(record, field, value)
+        record.bad_attributes = bad
+    return record
+
+
+# --- OTLP protobuf -----------------------------------------------------------------
+#
+# The hot path of the collector. With the upb runtime each attribute access costs a
+# wrapper object, so the converter touches as little as it can: one pass over the
+# attribute list, the key first, then only the value field that fits the expected
+# kind. A non-default scalar (a non-empty string, ``True``, a non-zero double) can
+# only come from that oneof field being set, so ``WhichOneof`` is called only for
+# default-looking values, where the field may be unset or another type.
+
+_STR, _STR_CHOICE, _BOOL, _FLOAT, _FLOAT_CHECKED, _INT, _STR_LIST, _FLOAT_LIST = range(8)
+
+
+def _proto_code(field: str, kind: ValueKind) -> int:
+    if kind is ValueKind.STR:
+        return _STR_CHOICE if field in _STR_CHOICES else _STR
+    if kind is ValueKind.FLOAT:
+        return _FLOAT_CHECKED if field in _FLOAT_CHECKS else _FLOAT
+    return {
+        ValueKind.BOOL: _BOOL,
+        ValueKind.INT: _INT,
+        ValueKind.STR_LIST: _STR_LIST,
+        ValueKind.FLOAT_LIST: _FLOAT_LIST,
+    }[kind]
+
+
+#: attribute key -> (record field, decoding code), built once from ATTRIBUTE_FIELDS.
+_PROTO_FIELDS: Final[dict[str, tuple[str, int]]] = {
+    key: (field, _proto_code(field, kind)) for key, (field, kind) in ATTRIBUTE_FIELDS.items()
+}
+
+
+def _proto_str_list(values: Any) -> object:
+    strings = [item.string_value for item in values]
+    if "" in strings:
+        for item in values:
+            if item.WhichOneof("value") != "string_value":
+                return _BAD
+    return tuple(strings)
+
+
+def _proto_float_list(values: Any) -> object:
+    floats: list[float] = []
+    for item in values:
+        number = item.double_value
+        if not number:
+            which = item.WhichOneof("value")
+            if which == "int_value":
+                number = float(item.int_value)
+            elif which != "double_value":
+                return _BAD
+        elif not _finite(number):
+            return _BAD
+        floats.append(number)
+    return tuple(floats)
+
+
+def _proto_value(field: str, code: int, value: Any) -> object:
+    """Typed value of an OTLP ``AnyValue`` for a field's decoding code, or ``_BAD``."""
+    if code <= _STR_CHOICE:
+        text = value.string_value
+        if not text and value.WhichOneof("value") != "string_value":
+            return _BAD
+        return text if code == _STR else _check_str(field, text)
+    if code == _BOOL:
+        flag = value.bool_value
+        if not flag and value.WhichOneof("value") != "bool_value":
+            return _BAD
+        return flag
+    if code <= _FLOAT_CHECKED:
+        number = value.double_value
+        if not number:
+            which = value.WhichOneof("value")
+            if which == "int_value":
+                number = float(value.int_value)
+            elif which != "double_value":
+                return _BAD
+        return number if code == _FLOAT and _finite(number) else _check_float(field, number)
+    if code == _INT:
+        integer = value.int_value
+        if not integer and value.WhichOneof("value") != "int_value":
+            return _BAD
+        return integer
+    if value.WhichOneof("value") != "array_value":
+        return _BAD
+    values = value.array_value.values
+    return _proto_str_list(values) if code == _STR_LIST else _proto_float_list(values)
+
+
+def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
+    """Convert an OTLP protobuf span; the collector calls this once per received span.
+
+    Walks ``span.attributes`` once and decodes only the keys the core knows.
+    Never raises on attribute values: wrong types are counted in ``bad_attributes``.
+    """
+    record = SpanRecord(
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.name,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code == _STATUS_ERROR,
+    )
+    fields = _PROTO_FIELDS
+    bad = 0
+    for key_value in span.attributes:
+        spec = fields.get(key_value.key)
+        if spec is None:
+            continue
+        field, code = spec
+        value = _proto_value(field, code, key_value.value)
+        if value is _BAD:
+            bad += 1
+        else:
+            setattr(record, field, value)
+    if bad:
+        record.bad_attributes = bad
+    if span.links:
+        record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+    return record
+
+
+# --- OTLP JSON ---------------------------------------------------------------------
+
+
+def _get(obj: Mapping[str, Any], camel: str, snake: str) -> Any:
+    """A field by its lowerCamelCase name (the OTLP JSON spelling) or snake_case."""
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
+def _expect_object(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{path}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _expect_list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: expected an array, got {type(value).__name__}")
+    return value
+
+
+def _json_id(value: Any, size: int, path: str, *, required: bool) -> bytes:
+    """Decode a trace or span id: hex as OTLP JSON says; base64 (protobuf's own JSON
+    mapping, as ``json_format.MessageToJson`` writes it) is accepted too."""
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"{path}: missing, expected {size * 2} hex characters")
+        return b""
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: expected {size * 2} hex characters, got {type(value).__name__}")
+    raw: bytes | None = None
+    if len(value) == size * 2:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = None
+    elif len(value) == 4 * math.ceil(size / 3):
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        raw = decoded if len(decoded) == size else None
+    if raw is None:
+        raise ValueError(f"{path}: expected {size * 2} hex characters, got {value!r}")
+    if required and not any(raw):
+        raise ValueError(f"{path}: an all-zero id is invalid")
+    return raw
+
+
+def _json_uint(value: Any, path: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ValueError(f"{path}: expected an integer, got a bool")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{path}: expected an integer, got {value!r}") from None
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise ValueError(f"{path}: expected an integer, got {value!r}")
+    if number < 0:
+        raise ValueError(f"{path}: expected a non-negative integer, got {number}")
+    return number
+
+
+_STATUS_NAMES: Final[dict[str, int]] = {
+    "STATUS_CODE_UNSET": 0,
+    "STATUS_CODE_OK": 1,
+    "STATUS_CODE_ERROR": 2,
+}
+
+
+def _json_status_error(status: Any, path: str) -> bool:
+    if status is None:
+        return False
+    code = _expect_object(status, path).get("code")
+    if code is None:
+        return False
+    if isinstance(code, str):
+        if code in _STATUS_NAMES:
+            return _STATUS_NAMES[code] == _STATUS_ERROR
+        if code.isdigit():
+            return int(code) == _STATUS_ERROR
+        raise ValueError(f"{path}.code: unknown status code {code!r}")
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code == _STATUS_ERROR
+    raise ValueError(f"{path}.code: expected an integer or a status code name, got {code!r}")
+
+
+_NON_FINITE: Final[dict[str, float]] = {
+    "NaN": math.nan,
+    "Infinity": math.inf,
+    "-Infinity": -math.inf,
+}
+
+
+def _json_scalar(key: str, decoded: Any) -> object:
+    """Decode the payload of a scalar ``AnyValue`` field, or ``_BAD``."""
+    if key in ("stringValue", "string_value"):
+        return decoded if isinstance(decoded, str) else _BAD
+    if key in ("boolValue", "bool_value"):
+        return decoded if isinstance(decoded, bool) else _BAD
+    if key in ("intValue", "int_value"):
+        if isinstance(decoded, int) and not isinstance(decoded, bool):
+            return decoded
+        if isinstance(decoded, str):
+            try:
+                return int(decoded)
+            except ValueError:
+                return _BAD
+        return _BAD
+    if key in ("doubleValue", "double_value"):
+        if isinstance(decoded, bool):
+            return _BAD
+        if isinstance(decoded, int | float):
+            return float(decoded)
+        if isinstance(decoded, str):
+            if decoded in _NON_FINITE:
+                return _NON_FINITE[decoded]
+            try:
+                return float(decoded)
+            except ValueError:
+                return _BAD
+    return _BAD
+
+
+_ARRAY_KEYS: Final = ("arrayValue", "array_value")
+
+
+def _json_any_value(value: Any, path: str) -> object:
+    """Decode an OTLP JSON ``AnyValue`` into a Python value (a list for an array).
+
+    Returns ``_BAD`` for a value that is well-formed but unusable for a known
+    attribute (a kvlist, bytes, a nested array, an int that is no integer); raises
+    ``ValueError`` on bad structure. Arrays are read one level deep only: the
+    attributes the core reads are flat, and deep input must not recurse.
+    """
+    value = _expect_object(value, path)
+    for key, decoded in value.items():
+        if key in _ARRAY_KEYS:
+            array = _expect_object(decoded, f"{path}.{key}")
+            items = _expect_list(array.get("values"), f"{path}.{key}.values")
+            converted: list[object] = []
+            for index, raw in enumerate(items):
+                item = _expect_object(raw, f"{path}.{key}.values[{index}]")
+                if len(item) != 1:
+                    return _BAD
+                ((item_key, payload),) = item.items()
+                scalar = _BAD if item_key in _ARRAY_KEYS else _json_scalar(item_key, payload)
+                if scalar is _BAD:
+                    return _BAD
+                converted.append(scalar)
+            return converted
+        scalar = _json_scalar(key, decoded)
+        if scalar is not _BAD or key in _SCALAR_KEYS:
+            return scalar
+    return _BAD
+
+
+_SCALAR_KEYS: Final = frozenset(
+    {
+        "stringValue",
+        "string_value",
+        "boolValue",
+        "bool_value",
+        "intValue",
+        "int_value",
+        "doubleValue",
+        "double_value",
+        "kvlistValue",
+        "kvlist_value",
+        "bytesValue",
+        "bytes_value",
+    }
+)
+
+
+def _json_span(span: Any, path: str) -> SpanRecord:
+    span = _expect_object(span, path)
+    record = SpanRecord(
+        trace_id=_json_id(_get(span, "traceId", "trace_id"), 16, f"{path}.traceId", required=True),
+        span_id=_json_id(_get(span, "spanId", "span_id"), 8, f"{path}.spanId", required=True),
+        parent_span_id=_json_id(
+            _get(span, "parentSpanId", "parent_span_id"), 8, f"{path}.parentSpanId", required=False
+        ),
+        start_ns=_json_uint(
+            _get(span, "startTimeUnixNano", "start_time_unix_nano"), f"{path}.startTimeUnixNano"
+        ),
+        end_ns=_json_uint(
+            _get(span, "endTimeUnixNano", "end_time_unix_nano"), f"{path}.endTimeUnixNano"
+        ),
+        error=_json_status_error(span.get("status"), f"{path}.status"),
+    )
+    name = span.get("name", "")
+    if not isinstance(name, str):
+        raise ValueError(f"{path}.name: expected a string, got {type(name).__name__}")
+    record.name = name
+    bad = 0
+    for index, item in enumerate(_expect_list(span.get("attributes"), f"{path}.attributes")):
+        attribute_path = f"{path}.attributes[{index}]"
+        attribute = _expect_object(item, attribute_path)
+        key = attribute.get("key")
+        if not isinstance(key, str):
+            raise ValueError(f"{attribute_path}.key: expected a string")
+        spec = ATTRIBUTE_FIELDS.get(key)
+        if spec is None:
+            continue
+        field, kind = spec
+        raw = attribute.get("value")
+        decoded = _BAD if raw is None else _json_any_value(raw, f"{attribute_path}.value")
+        value = _BAD if decoded is _BAD else _python_value(field, kind, decoded)
+        if value is _BAD:
+            bad += 1
+        else:
+            setattr(record, field, value)
+    record.bad_attributes = bad
+    links: list[tuple[bytes, bytes]] = []
+    for index, item in enumerate(_expect_list(span.get("links"), f"{path}.links")):
+        link_path = f"{path}.links[{index}]"
+        link = _expect_object(item, link_path)
+        trace_id = _get(link, "traceId", "trace_id")
+        span_id = _get(link, "spanId", "span_id")
+        links.append(
+            (
+                _json_id(trace_id, 16, f"{link_path}.traceId", required=True),
+                _json_id(span_id, 8, f"{link_path}.spanId", required=True),
+            )
+        )
+    record.links = tuple(links)
+    return record
+
+
+def records_from_otlp_json(request: Mapping[str, Any]) -> list[SpanRecord]:
+    """Convert one ``ExportTraceServiceRequest`` in OTLP JSON encoding.
+
+    Accepts the specification's lowerCamelCase keys and snake_case; hex ids (base64
+    too); enums as integers or names; 64-bit integers as strings or numbers.
+    Raises ``ValueError`` naming the path of the first malformed value, e.g.
+    ``resourceSpans[0].scopeSpans[1].spans[3].traceId: expected 32 hex characters``.
+    """
+    request = _expect_object(request, "request")
+    records: list[SpanRecord] = []
+    resource_spans = _expect_list(_get(request, "resourceSpans", "resource_spans"), "resourceSpans")
+    for r_index, r_item in enumerate(resource_spans):
+        r_path = f"resourceSpans[{r_index}]"
+        resource = _expect_object(r_item, r_path)
+        scopes = _get(resource, "scopeSpans", "scope_spans")
+        scope_key = "scopeSpans"
+        if scopes is None:
+            # The name before OTLP 0.15, still written by some old file exporters.
+            scopes = _get(resource, "instrumentationLibrarySpans", "instrumentation_library_spans")
+            scope_key = "instrumentationLibrarySpans"
+        for s_index, s_item in enumerate(_expect_list(scopes, f"{r_path}.{scope_key}")):
+            s_path = f"{r_path}.{scope_key}[{s_index}]"
+            scope = _expect_object(s_item, s_path)
+            for index, span in enumerate(_expect_list(scope.get("spans"), f"{s_path}.spans")):
+                records.append(_json_span(span, f"{s_path}.spans[{index}]"))
+    return records
+
+
+def iter_otlp_json_lines(
+    lines: Iterable[str],
+    on_error: Callable[[int, str], None] | None = None,
+) -> Iterator[SpanRecord]:
+    """Records from OTLP JSON lines (one export request per line; blank lines skipped).
+
+    A bad line raises ``ValueError`` with its 1-based line number, unless
+    ``on_error(line_number, message)`` is given: then the line is reported there and
+    skipped, and every valid line is still read.
+    """
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            try:
+                request = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"invalid JSON: {error}") from None
+            except RecursionError:
+                raise ValueError("invalid JSON: nested too deeply") from None
+            records = records_from_otlp_json(request)
+        except ValueError as error:
+            if on_error is None:
+                raise ValueError(f"line {number}: {error}") from None
+            on_error(number, str(error))
+            continue
+        yield from records
+
+
+def iter_otlp_json_file(
+    path: str | Path,
+    on_error: Callable[[int, str], None] | None = None,
+) -> Iterator[SpanRecord]:
+    """Records from an OTLP JSON lines file (see :func:`iter_otlp_json_lines`)."""
+    with Path(path).open(encoding="utf-8") as lines:
+        yield from iter_otlp_json_lines(lines, on_error)

@@ -1,0 +1,432 @@
+"""Metric definitions (SPEC section 4) and the observations one evaluated trace yields.
+
+The definitions are pure functions over ids and numbers. :func:`observations`
+turns a :class:`~llmspans.core.model.TraceResult` into a flat list of
+:class:`Observation` values (instrument, kind, labels, value) that any sink can
+record: OTel instruments (embedded mode, collector) or :class:`Aggregates`
+(offline analysis, tests). Every place derives its numbers from this one list, so
+they agree by construction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple
+
+from llmspans import _attributes as A
+from llmspans.core.model import Run, TraceResult, Verdict
+from llmspans.core.records import SpanRecord
+from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context
+
+__all__ = [
+    "CALIBRATION_BINS",
+    "COUNTERS",
+    "HISTOGRAM_BOUNDARIES",
+    "UNKNOWN_LABEL",
+    "UNKNOWN_PIPELINE",
+    "Aggregates",
+    "HistogramData",
+    "Observation",
+    "PipelineLabeler",
+    "calibration_bin",
+    "citation_precision",
+    "context_precision",
+    "context_recall",
+    "ece",
+    "observations",
+    "run_confidence",
+    "run_correct",
+]
+
+#: Pipeline label of spans that carry no pipeline name (standalone stage spans,
+#: feedback sent from outside any pipeline).
+UNKNOWN_PIPELINE: Final = "unknown"
+#: Label value for a missing feedback kind.
+UNKNOWN_LABEL: Final = "unknown"
+CALIBRATION_BINS: Final = 10
+
+_DURATION_BOUNDARIES: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+_RATIO_BOUNDARIES: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+#: Explicit bucket boundaries per histogram instrument (seconds for durations).
+HISTOGRAM_BOUNDARIES: Final[dict[str, tuple[float, ...]]] = {
+    A.METRIC_STAGE_DURATION: _DURATION_BOUNDARIES,
+    A.METRIC_TASK_DURATION: _DURATION_BOUNDARIES,
+    A.METRIC_CONTEXT_PRECISION: _RATIO_BOUNDARIES,
+    A.METRIC_CONTEXT_RECALL: _RATIO_BOUNDARIES,
+    A.METRIC_CITATION_PRECISION: _RATIO_BOUNDARIES,
+}
+#: The counter instruments :func:`observations` emits.
+COUNTERS: Final = (
+    A.METRIC_STAGE_CALLS,
+    A.METRIC_TASK_OUTCOMES,
+    A.METRIC_STAGE_FAILURES,
+    A.METRIC_TASK_COST,
+    A.METRIC_FEEDBACK,
+    A.METRIC_CALIBRATION_RUNS,
+    A.METRIC_CALIBRATION_CONFIDENCE,
+)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+# --- definitions ------------------------------------------------------------------
+
+
+def context_precision(retrieved: Sequence[str], relevant: Iterable[str]) -> float | None:
+    """Rank-weighted context precision (RAGAS's formula, relevance from labels).
+
+    Σ_k (precision@k · v_k) / (number of relevant documents among the retrieved),
+    v_k = 1 when the k-th retrieved id is relevant; 0 when none is; ``None``
+    without labels (an empty ``relevant``).
+    """
+    relevant_set = set(relevant)
+    if not relevant_set:
+        return None
+    hits = 0
+    total = 0.0
+    for rank, doc in enumerate(retrieved, start=1):
+        if doc in relevant_set:
+            hits += 1
+            total += hits / rank
+    return total / hits if hits else 0.0
+
+
+def context_recall(retrieved: Iterable[str], relevant: Iterable[str]) -> float | None:
+    """|retrieved ∩ relevant| / |relevant|; ``None`` without labels."""
+    relevant_set = set(relevant)
+    if not relevant_set:
+        return None
+    return len(relevant_set & set(retrieved)) / len(relevant_set)
+
+
+def citation_precision(citations: Iterable[str], selected: Iterable[str]) -> float | None:
+    """|citations ∩ selected context| / |citations| (distinct ids); ``None`` without citations."""
+    cited = set(citations)
+    if not cited:
+        return None
+    return len(cited & set(selected)) / len(cited)
+
+
+def calibration_bin(confidence: float, bins: int = CALIBRATION_BINS) -> int:
+    """The equal-width bin of a confidence in [0, 1]: ``[0, 0.1) -> 0`` ... ``[0.9, 1] -> 9``."""
+    if not confidence > 0.0:  # also catches NaN
+        return 0
+    return min(int(confidence * bins), bins - 1)
+
+
+def ece(pairs: Iterable[tuple[float, bool]], bins: int = CALIBRATION_BINS) -> float | None:
+    """Expected calibration error: Σ_b (n_b / N) · |accuracy_b - mean confidence_b|.
+
+    ``pairs`` are (confidence, correct); ``None`` when there are none. Computed as
+    Σ_b |correct_b - confidence sum_b| / N, the same sum the Prometheus counters give.
+    """
+    count = [0] * bins
+    correct = [0] * bins
+    confidence_sum = [0.0] * bins
+    for confidence, is_correct in pairs:
+        index = calibration_bin(confidence, bins)
+        count[index] += 1
+        correct[index] += 1 if is_correct else 0
+        confidence_sum[index] += confidence
+    total = sum(count)
+    if total == 0:
+        return None
+    return sum(abs(correct[b] - confidence_sum[b]) for b in range(bins)) / total
+
+
+def run_confidence(run: Run) -> float | None:
+    """The confidence of a run's answer: that of its last generation that recorded one."""
+    confidences = [
+        span.confidence
+        for span in run.stages.get(A.STAGE_GENERATION, ())
+        if span.confidence is not None
+    ]
+    return confidences[-1] if confidences else None
+
+
+def run_correct(run: Run, verdict: Verdict) -> bool:
+    """Ground truth when the app recorded ``llmspans.task.correct``, else ``outcome == success``."""
+    if run.root.task_correct is not None:
+        return run.root.task_correct
+    return verdict.outcome == A.OUTCOME_SUCCESS
+
+
+# --- observations -------------------------------------------------------------------
+
+
+class Observation(NamedTuple):
+    """One measurement to record: ``instrument`` is a ``METRIC_*`` dotted name."""
+
+    instrument: str
+    kind: Literal["counter", "histogram"]
+    labels: Labels
+    value: float
+
+
+class PipelineLabeler:
+    """Bounds the ``pipeline`` label: the first ``limit`` names pass, later ones become
+    ``"other"``.
+
+    A lock guards the set of admitted names, so concurrent callers never admit more
+    than ``limit``.
+    """
+
+    def __init__(self, limit: int = 50) -> None:
+        self.limit = limit
+        self._known: set[str] = set()
+        self._lock = threading.Lock()  # guards _known
+
+    def __call__(self, pipeline: str) -> str:
+        if pipeline in self._known:
+            return pipeline
+        with self._lock:
+            if pipeline in self._known:
+                return pipeline
+            if len(self._known) < self.limit:
+                self._known.add(pipeline)
+                return pipeline
+        return A.OTHER_LABEL
+
+
+def _identity(pipeline: str) -> str:
+    return pipeline
+
+
+def _stage_observations(span: SpanRecord, pipeline: str, out: list[Observation]) -> None:
+    stage = span.stage or ""
+    out.append(
+        Observation(
+            A.METRIC_STAGE_CALLS,
+            "counter",
+            (("pipeline", pipeline), ("stage", stage), ("status", "error" if span.error else "ok")),
+            1.0,
+        )
+    )
+    out.append(
+        Observation(
+            A.METRIC_STAGE_DURATION,
+            "histogram",
+            (("pipeline", pipeline), ("stage", stage)),
+            span.duration_s,
+        )
+    )
+
+
+def _run_observations(run: Run, verdict: Verdict, pipeline: str, out: list[Observation]) -> None:
+    outcome = verdict.outcome
+    for stage in A.PIPELINE_ORDER:
+        for span in run.stages.get(stage, ()):
+            _stage_observations(span, pipeline, out)
+    by_outcome = (("pipeline", pipeline), ("outcome", outcome))
+    out.append(Observation(A.METRIC_TASK_OUTCOMES, "counter", by_outcome, 1.0))
+    out.append(Observation(A.METRIC_TASK_DURATION, "histogram", by_outcome, run.root.duration_s))
+    if outcome == A.OUTCOME_FAILURE:
+        out.append(
+            Observation(
+                A.METRIC_STAGE_FAILURES,
+                "counter",
+                (
+                    ("pipeline", pipeline),
+                    ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
+                    ("reason", verdict.failure_reason or A.REASON_ERROR),
+                ),
+                1.0,
+            )
+        )
+    cost = math.fsum(span.cost_usd for span in run.spans if span.cost_usd is not None)
+    out.append(Observation(A.METRIC_TASK_COST, "counter", by_outcome, cost))
+
+    by_pipeline = (("pipeline", pipeline),)
+    labels = relevant_ids(run)
+    retrievals = [
+        span for span in run.stages.get(A.STAGE_RETRIEVAL, ()) if span.document_ids is not None
+    ]
+    if labels and retrievals:
+        retrieved = retrieved_ids(run)
+        precision = context_precision(retrieved, labels)
+        recall = context_recall(retrieved, labels)
+        if precision is not None:
+            out.append(Observation(A.METRIC_CONTEXT_PRECISION, "histogram", by_pipeline, precision))
+        if recall is not None:
+            out.append(Observation(A.METRIC_CONTEXT_RECALL, "histogram", by_pipeline, recall))
+
+    selected = selected_context(run)
+    if selected is not None:
+        for span in run.stages.get(A.STAGE_GENERATION, ()):
+            if span.citations:
+                value = citation_precision(span.citations, selected)
+                if value is not None:
+                    out.append(
+                        Observation(A.METRIC_CITATION_PRECISION, "histogram", by_pipeline, value)
+                    )
+
+    confidence = run_confidence(run)
+    if confidence is not None:
+        bin_label = str(calibration_bin(confidence))
+        correct = "true" if run_correct(run, verdict) else "false"
+        out.append(
+            Observation(
+                A.METRIC_CALIBRATION_RUNS,
+                "counter",
+                (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
+                1.0,
+            )
+        )
+        out.append(
+            Observation(
+                A.METRIC_CALIBRATION_CONFIDENCE,
+                "counter",
+                (("pipeline", pipeline), ("bin", bin_label)),
+                confidence,
+            )
+        )
+
+
+def observations(
+    result: TraceResult, pipeline_label: Callable[[str], str] | None = None
+) -> list[Observation]:
+    """Every SPEC section 4 measurement of one evaluated trace (the ECE gauge aside).
+
+    Stage calls and durations for every stage span (standalone ones under
+    ``pipeline="unknown"`` unless they carry a pipeline name); per run its outcome,
+    duration, cost (the sum of ``llmspans.cost.usd`` over the run's spans), its one
+    root-cause failure, context precision and recall (runs with labels), citation
+    precision (per generation with citations) and calibration counters (runs with a
+    confidence); one feedback count per feedback span.
+    """
+    label = pipeline_label or _identity
+    out: list[Observation] = []
+    for run, verdict in result.runs:
+        _run_observations(run, verdict, label(run.pipeline), out)
+    for span in result.standalone:
+        _stage_observations(span, label(span.pipeline or UNKNOWN_PIPELINE), out)
+    for span in result.feedback:
+        out.append(
+            Observation(
+                A.METRIC_FEEDBACK,
+                "counter",
+                (
+                    ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
+                    ("kind", span.feedback_kind or UNKNOWN_LABEL),
+                ),
+                1.0,
+            )
+        )
+    return out
+
+
+# --- in-memory aggregation ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HistogramData:
+    """A cumulative-free histogram: ``bucket_counts[i]`` counts values ≤ ``boundaries[i]``
+    (and above the previous boundary); the last bucket counts values above every boundary."""
+
+    boundaries: tuple[float, ...]
+    bucket_counts: list[int]
+    count: int = 0
+    sum: float = 0.0
+
+    @classmethod
+    def empty(cls, boundaries: tuple[float, ...]) -> HistogramData:
+        return cls(boundaries, [0] * (len(boundaries) + 1))
+
+    def add(self, value: float) -> None:
+        self.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def merge(self, other: HistogramData) -> None:
+        for index, count in enumerate(other.bucket_counts):
+            self.bucket_counts[index] += count
+        self.count += other.count
+        self.sum += other.sum
+
+
+@dataclass
+class Aggregates:
+    """Counters and histograms accumulated from observations, keyed by (instrument, labels).
+
+    Histograms use the explicit boundaries of :data:`HISTOGRAM_BOUNDARIES` (the same
+    buckets OTel records), so these numbers equal what the metric backends see. Not
+    thread-safe: one owner applies observations.
+    """
+
+    counters: dict[tuple[str, Labels], float] = field(default_factory=dict)
+    histograms: dict[tuple[str, Labels], HistogramData] = field(default_factory=dict)
+
+    def apply(self, observations: Iterable[Observation]) -> None:
+        for observation in observations:
+            key = (observation.instrument, observation.labels)
+            if observation.kind == "counter":
+                self.counters[key] = self.counters.get(key, 0.0) + observation.value
+            else:
+                histogram = self.histograms.get(key)
+                if histogram is None:
+                    histogram = HistogramData.empty(HISTOGRAM_BOUNDARIES[observation.instrument])
+                    self.histograms[key] = histogram
+                histogram.add(observation.value)
+
+    @staticmethod
+    def _matches(labels: Labels, wanted: Mapping[str, str]) -> bool:
+        present = dict(labels)
+        return all(present.get(key) == value for key, value in wanted.items())
+
+    def counter(self, instrument: str, **labels: str) -> float:
+        """Sum of a counter over every series whose labels include ``labels``."""
+        return math.fsum(
+            value
+            for (name, series), value in self.counters.items()
+            if name == instrument and self._matches(series, labels)
+        )
+
+    def histogram(self, instrument: str, **labels: str) -> HistogramData:
+        """A histogram merged over every series whose labels include ``labels``."""
+        merged = HistogramData.empty(HISTOGRAM_BOUNDARIES[instrument])
+        for (name, series), histogram in self.histograms.items():
+            if name == instrument and self._matches(series, labels):
+                merged.merge(histogram)
+        return merged
+
+    def series(self, instrument: str) -> dict[Labels, float | HistogramData]:
+        """Every series of one instrument: counter values or histograms by label set."""
+        found: dict[Labels, float | HistogramData] = {}
+        for (name, labels), value in self.counters.items():
+            if name == instrument:
+                found[labels] = value
+        for (name, labels), histogram in self.histograms.items():
+            if name == instrument:
+                found[labels] = histogram
+        return found
+
+    def label_values(self, instrument: str, label: str) -> set[str]:
+        """The values one label takes across an instrument's series."""
+        return {
+            dict(labels).get(label, "")
+            for labels in self.series(instrument)
+            if label in dict(labels)
+        }
+
+    def ece(self, **labels: str) -> float | None:
+        """ECE from the calibration counters, exactly as the PromQL in docs/metrics.md:
+        Σ_bin |correct runs - confidence sum| / runs."""
+        total = self.counter(A.METRIC_CALIBRATION_RUNS, **labels)
+        if total == 0:
+            return None
+        error = 0.0
+        for index in range(CALIBRATION_BINS):
+            bin_label = str(index)
+            correct = self.counter(
+                A.METRIC_CALIBRATION_RUNS, bin=bin_label, correct="true", **labels
+            )
+            confidence = self.counter(A.METRIC_CALIBRATION_CONFIDENCE, bin=bin_label, **labels)
+            error += abs(correct - confidence)
+        return error / total

@@ -1,0 +1,182 @@
+"""Assembling runs from span records.
+
+A *run* is the spans under one ``pipeline`` span (SPEC section 5). Real traces are
+messy, and :func:`assemble` decides as follows:
+
+* Each span belongs to the run of its **nearest** pipeline ancestor, so the spans
+  of a nested pipeline belong to the nested run (which is a run of its own).
+* A span whose parent never arrived (lost, sampled out, still in flight) cannot
+  be placed by ancestry. It joins the run of its trace when the trace holds
+  **exactly one** run; with none or several runs it is not guessed into one: a
+  stage span is then *standalone* (stage metrics only), any other span is left out.
+* Feedback spans are never part of a run: they are returned on their own, whether
+  their trace is a run's trace or a trace of their own.
+* Stage spans outside any pipeline are standalone.
+* A stage's spans are kept in start-time order, whatever order they arrived in.
+* A span seen twice (same trace and span id) counts once; a parent cycle in bad
+  input ends the ancestor walk instead of looping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from llmspans import _attributes as A
+from llmspans.core.model import Run
+from llmspans.core.records import SpanRecord
+
+__all__ = [
+    "assemble",
+    "pipeline_name",
+    "relevant_ids",
+    "retrieved_ids",
+    "selected_context",
+    "unique_ids",
+]
+
+_WORKING_STAGES: Final = frozenset(A.PIPELINE_ORDER)
+_WORKFLOW_PREFIX: Final = A.OP_INVOKE_WORKFLOW + " "
+#: Pipeline name used when a pipeline span carries no name at all.
+UNNAMED_PIPELINE: Final = "unknown"
+
+_Key = tuple[bytes, bytes]
+
+
+def pipeline_name(root: SpanRecord) -> str:
+    """The name of the pipeline a root span starts: its ``llmspans.pipeline``, else the
+    name in its span name (``invoke_workflow {name}``), else ``"unknown"``."""
+    if root.pipeline:
+        return root.pipeline
+    if root.name.startswith(_WORKFLOW_PREFIX) and len(root.name) > len(_WORKFLOW_PREFIX):
+        return root.name[len(_WORKFLOW_PREFIX) :]
+    return UNNAMED_PIPELINE
+
+
+def assemble(
+    records: Sequence[SpanRecord],
+) -> tuple[list[Run], list[SpanRecord], list[SpanRecord]]:
+    """Group records (of one or several traces) into runs.
+
+    Returns ``(runs, standalone, feedback)``: the runs in root start-time order,
+    the stage spans that belong to no run, and the feedback spans.
+    """
+    by_key: dict[_Key, SpanRecord] = {}
+    for record in records:
+        by_key.setdefault((record.trace_id, record.span_id), record)
+    spans = sorted(by_key.values(), key=lambda span: (span.start_ns, span.span_id))
+
+    runs_by_root: dict[_Key, Run] = {}
+    runs_per_trace: dict[bytes, list[Run]] = {}
+    feedback: list[SpanRecord] = []
+    for span in spans:
+        if span.stage == A.STAGE_PIPELINE:
+            run = Run(root=span, pipeline=pipeline_name(span), spans=[span])
+            runs_by_root[(span.trace_id, span.span_id)] = run
+            runs_per_trace.setdefault(span.trace_id, []).append(run)
+        elif span.stage == A.STAGE_FEEDBACK:
+            feedback.append(span)
+
+    # owner[key] is the run a span belongs to (None: under no pipeline, or unknown).
+    owner: dict[_Key, Run | None] = {}
+    standalone: list[SpanRecord] = []
+    for span in spans:
+        if span.stage in (A.STAGE_PIPELINE, A.STAGE_FEEDBACK):
+            continue
+        owning = _owning_run(span, by_key, runs_by_root, runs_per_trace, owner)
+        if owning is None:
+            if span.stage in _WORKING_STAGES:
+                standalone.append(span)
+            continue
+        owning.spans.append(span)
+        if span.stage in _WORKING_STAGES:
+            owning.stages.setdefault(span.stage, []).append(span)
+
+    runs = sorted(runs_by_root.values(), key=lambda run: (run.root.start_ns, run.root.span_id))
+    return runs, standalone, feedback
+
+
+def _owning_run(
+    span: SpanRecord,
+    by_key: dict[_Key, SpanRecord],
+    runs_by_root: dict[_Key, Run],
+    runs_per_trace: dict[bytes, list[Run]],
+    owner: dict[_Key, Run | None],
+) -> Run | None:
+    """Walk up the parents to the nearest pipeline span; memoised in ``owner``."""
+    trace_id = span.trace_id
+    path: list[_Key] = []
+    seen: set[_Key] = set()
+    current = span
+    result: Run | None
+    while True:
+        key = (trace_id, current.span_id)
+        if key in owner:
+            result = owner[key]
+            break
+        path.append(key)
+        seen.add(key)
+        if not current.parent_span_id:
+            result = None  # a root that is not a pipeline span: under no run
+            break
+        parent_key = (trace_id, current.parent_span_id)
+        run = runs_by_root.get(parent_key)
+        if run is not None:
+            result = run
+            break
+        parent = by_key.get(parent_key)
+        if parent is None or parent_key in seen:
+            # The parent never arrived (or the input has a cycle): only an
+            # unambiguous trace lets us place the span.
+            candidates = runs_per_trace.get(trace_id, [])
+            result = candidates[0] if len(candidates) == 1 else None
+            break
+        current = parent
+    for key in path:
+        owner[key] = result
+    return result
+
+
+# --- facts of a run that several rules and metrics read --------------------------------
+
+
+def unique_ids(ids: Iterable[str]) -> tuple[str, ...]:
+    """Ids in first-seen order, without repeats."""
+    return tuple(dict.fromkeys(ids))
+
+
+def retrieved_ids(run: Run) -> tuple[str, ...]:
+    """Every document id the run's retrievals returned, in order, without repeats."""
+    return unique_ids(
+        doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.document_ids or ()
+    )
+
+
+def relevant_ids(run: Run) -> tuple[str, ...]:
+    """The ground-truth relevant ids recorded on the run's retrievals (labels)."""
+    return unique_ids(
+        doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.relevant_ids or ()
+    )
+
+
+def selected_context(run: Run) -> tuple[str, ...] | None:
+    """The ids the model was shown: what context selection put in the prompt.
+
+    A run without a context-selection span that recorded ``selected_ids`` shows the
+    model what retrieval returned; a run with neither has no known context (``None``).
+    """
+    selections = [
+        span.selected_ids
+        for span in run.stages.get(A.STAGE_CONTEXT_SELECTION, ())
+        if span.selected_ids is not None
+    ]
+    if selections:
+        return unique_ids(doc for selected in selections for doc in selected)
+    retrievals = [
+        span.document_ids
+        for span in run.stages.get(A.STAGE_RETRIEVAL, ())
+        if span.document_ids is not None
+    ]
+    if retrievals:
+        return unique_ids(doc for documents in retrievals for doc in documents)
+    return None

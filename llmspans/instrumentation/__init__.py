@@ -1,0 +1,90 @@
+"""Auto-instrumentation: the client libraries people already use emit stage spans.
+
+``llmspans.instrument()`` enables every instrumentor whose library is installed
+(or the named ones); each is also an OpenTelemetry ``BaseInstrumentor``
+registered under the ``opentelemetry_instrumentor`` entry point, so
+``opentelemetry-instrument python app.py`` picks them up with no code change.
+See docs/auto-instrumentation.md for the support matrix and the no-duplicate rule.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import Final
+
+from opentelemetry.trace import TracerProvider
+
+from llmspans.instrumentation._patching import PatchingInstrumentor
+
+__all__ = ["INSTRUMENTORS", "instrument", "uninstrument"]
+
+_logger = logging.getLogger("llmspans")
+
+#: Instrumentor name -> ``module:Class`` (the same classes as the entry points).
+INSTRUMENTORS: Final[dict[str, str]] = {
+    "openai": "llmspans.instrumentation.openai:OpenAIInstrumentor",
+    "anthropic": "llmspans.instrumentation.anthropic:AnthropicInstrumentor",
+    "langchain": "llmspans.instrumentation.langchain:LangChainInstrumentor",
+    "llama_index": "llmspans.instrumentation.llama_index:LlamaIndexInstrumentor",
+    "chromadb": "llmspans.instrumentation.chromadb:ChromaInstrumentor",
+    "qdrant": "llmspans.instrumentation.qdrant:QdrantInstrumentor",
+}
+
+# Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.
+_lock: Final = threading.Lock()
+_enabled: dict[str, PatchingInstrumentor] = {}
+
+
+def _load(name: str) -> PatchingInstrumentor:
+    module_name, _, class_name = INSTRUMENTORS[name].partition(":")
+    cls: type[PatchingInstrumentor] = getattr(importlib.import_module(module_name), class_name)
+    return cls()
+
+
+def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> list[str]:
+    """Enable the named instrumentors (default: all); return the names now enabled.
+
+    A library that is not installed (or not in a supported version) is skipped
+    with a debug log. Spans go to ``tracer_provider``, else to the provider given
+    to ``llmspans.configure(tracer_provider=...)``, else to the global one.
+    Calling it again for an enabled instrumentor changes nothing.
+
+    Raises:
+        ValueError: a name that is not one of ``INSTRUMENTORS``.
+    """
+    unknown = [name for name in names if name not in INSTRUMENTORS]
+    if unknown:
+        raise ValueError(f"unknown instrumentor(s) {unknown}; known: {sorted(INSTRUMENTORS)}")
+    if tracer_provider is None:
+        from llmspans._tracing import get_tracer_provider
+
+        tracer_provider = get_tracer_provider()
+    enabled: list[str] = []
+    with _lock:
+        for name in names or tuple(INSTRUMENTORS):
+            if name in _enabled:
+                enabled.append(name)
+                continue
+            instrumentor = _load(name)
+            if not instrumentor.available():
+                _logger.debug("llmspans.instrument: %s is not installed; skipped", name)
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                # Already enabled elsewhere (opentelemetry-instrument): keep its provider.
+                enabled.append(name)
+                continue
+            instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True)
+            _enabled[name] = instrumentor
+            enabled.append(name)
+    return enabled
+
+
+def uninstrument(*names: str) -> None:
+    """Undo ``instrument()`` for the named instrumentors (default: every enabled one)."""
+    with _lock:
+        for name in names or tuple(_enabled):
+            instrumentor = _enabled.pop(name, None)
+            if instrumentor is not None:
+                instrumentor.uninstrument()

@@ -1,0 +1,296 @@
+"""What every instrumentor shares: one client call, the span it reports to, the wrappers.
+
+A client call either *owns* a new stage span or *enriches* the span of an enclosing
+stage of the same kind (the no-duplicate rule, docs/auto-instrumentation.md):
+
+- inside a decorated (or instrumented) stage of the same kind --
+  ``llmspans._context.enclosing_stage_span(stage)`` is not ``None`` -- the call
+  writes its facts (model, tokens, cost, document ids) onto that span and starts
+  no span of its own; token counts and cost are *added* to what the span already
+  carries, so a stage that calls the client twice reports the sum;
+- otherwise it starts its own stage span and, while the client call runs, puts
+  that stage into the context (``_context.STAGE_KEY``), so nested instrumented
+  calls (a LangChain retriever querying chromadb) enrich it instead of starting a
+  second span of the same stage.
+
+Errors raised by the client propagate unchanged; an owned span gets status ERROR,
+``error.type`` and an exception event. Errors of ours are caught here, logged once
+per kind on the ``llmspans`` logger, and the client call goes on untraced.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from llmspans import _attributes as attr
+from llmspans._content import prepare_content
+from llmspans._context import STAGE_KEY, ActiveStage, current_pipeline, enclosing_stage_span
+from llmspans._safety import log_internal_error
+
+TRACER_NAME: Final = "llmspans.instrumentation"
+_VERSION: Final = "0.1.0"
+
+#: Numeric attributes that add up when several client calls enrich one span.
+SUMMED_ATTRIBUTES: Final = frozenset(
+    {
+        attr.GEN_AI_USAGE_INPUT_TOKENS,
+        attr.GEN_AI_USAGE_OUTPUT_TOKENS,
+        attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+        attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+        attr.COST_USD,
+    }
+)
+
+
+def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
+    """The instrumentation tracer, from the given provider or the global one."""
+    return trace.get_tracer(TRACER_NAME, _VERSION, tracer_provider=tracer_provider)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What an instrumentor reads from a call before it runs."""
+
+    stage: str | None
+    """The stage the call belongs to; ``None`` for a plain span (embeddings)."""
+    name: str
+    kind: SpanKind
+    attributes: Mapping[str, AttributeValue | None] = field(default_factory=dict)
+    content: Mapping[str, object] = field(default_factory=dict)
+    """Content attributes (prompts, queries): recorded only as ``prepare_content`` allows."""
+
+
+class StageCall:
+    """One instrumented client call and the span it reports to.
+
+    ``owned`` calls started their span and end it exactly once through ``end``;
+    enriching calls only write attributes onto the enclosing stage span.
+    """
+
+    __slots__ = ("_base", "_ended", "_lock", "deferred", "instance", "owned", "span", "stage")
+
+    def __init__(self, span: Span, stage: str | None, *, owned: bool) -> None:
+        self.span = span
+        self.stage = stage
+        self.owned = owned
+        self.deferred = False
+        """Set by a stream proxy that takes over ending the call."""
+        self.instance: Any = None
+        """The client object the wrapped method was called on."""
+        self._ended = False
+        self._base: dict[str, float] = {}
+        self._lock = threading.Lock()  # guards _ended: a stream may end from a finalizer thread
+
+    @classmethod
+    def start(cls, tracer: Tracer, request: Request) -> StageCall:
+        """Enrich the enclosing stage of the same kind, or start a new span."""
+        if request.stage is not None:
+            enclosing = enclosing_stage_span(request.stage)
+            if enclosing is not None:
+                call = cls(enclosing, request.stage, owned=False)
+                call.snapshot_counts()
+                call.set_many(
+                    {k: v for k, v in request.attributes.items() if k != attr.GEN_AI_OPERATION_NAME}
+                )
+                call.set_content(request.content)
+                return call
+        attributes = {k: v for k, v in request.attributes.items() if v is not None}
+        if request.stage is not None:
+            attributes[attr.STAGE] = request.stage
+        pipeline = current_pipeline()
+        if pipeline is not None:
+            attributes[attr.PIPELINE] = pipeline
+        span = tracer.start_span(request.name, kind=request.kind, attributes=attributes)
+        call = cls(span, request.stage, owned=True)
+        call.set_content(request.content)
+        return call
+
+    @contextmanager
+    def activate(self) -> Iterator[None]:
+        """Make an owned span current (and its stage active) while the client runs."""
+        if not self.owned:
+            yield
+            return
+        ctx = trace.set_span_in_context(self.span)
+        if self.stage is not None:
+            ctx = otel_context.set_value(STAGE_KEY, ActiveStage(self.stage, self.span), ctx)
+        token = otel_context.attach(ctx)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    def set(self, key: str, value: AttributeValue | None) -> None:
+        """Set one attribute; ``None`` and empty sequences are skipped; counts add up."""
+        if value is None:
+            return
+        if isinstance(value, Sequence) and not isinstance(value, str) and not value:
+            return
+        if key in SUMMED_ATTRIBUTES and isinstance(value, int | float):
+            value = self._summed(key, value)
+        self.span.set_attribute(key, value)
+
+    def set_many(self, attributes: Mapping[str, AttributeValue | None]) -> None:
+        for key, value in attributes.items():
+            self.set(key, value)
+
+    def snapshot_counts(self) -> None:
+        """Remember the summed counts the enclosing span carries before this call."""
+        existing = getattr(self.span, "attributes", None) or {}
+        for key in SUMMED_ATTRIBUTES:
+            previous = existing.get(key)
+            if isinstance(previous, int | float) and not isinstance(previous, bool):
+                self._base[key] = float(previous)
+
+    def set_content(self, content: Mapping[str, object]) -> None:
+        """Content attributes, only when capture is on and the span records."""
+        if not content or not self.span.is_recording():
+            return
+        for key, value in content.items():
+            if value is not None:
+                self.set(key, prepare_content(value))
+
+    def _summed(self, key: str, value: float) -> float:
+        """``value`` on top of what the span carried when this call started.
+
+        The base is taken at the start, so a call that reports totals overwrites
+        what nested calls of the same stage added in between (a LangChain chat
+        model reporting the usage of the ``openai`` call it made): no double count.
+        """
+        total = self._base.get(key, 0.0) + value
+        return int(total) if isinstance(value, int) and total.is_integer() else total
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End an owned span exactly once (ERROR and an exception event when ``error``)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        if not self.owned:
+            return
+        if error is not None:
+            self.span.set_attribute(attr.ERROR_TYPE, type(error).__qualname__)
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+        self.span.end()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+
+RequestReader = Callable[[Any, tuple[Any, ...], dict[str, Any]], Request]
+"""Reads the call (instance, args, kwargs) before it runs."""
+ResponseReader = Callable[[StageCall, Any], Any]
+"""Writes the result's facts onto the call; returns the result to hand back (maybe proxied)."""
+
+
+def _begin(
+    tracer: Tracer, kind: str, read: RequestReader, *, instance: Any, args: Any, kwargs: Any
+) -> StageCall | None:
+    try:
+        call = StageCall.start(tracer, read(instance, args, kwargs))
+    except Exception as exc:
+        log_internal_error(f"{kind}.request", exc)
+        return None
+    call.instance = instance
+    return call
+
+
+def _finish(kind: str, call: StageCall, respond: ResponseReader, result: Any) -> Any:
+    try:
+        returned = respond(call, result)
+    except Exception as exc:
+        log_internal_error(f"{kind}.response", exc)
+        call.end()
+        return result
+    if not call.deferred:
+        call.end()
+    return returned
+
+
+def sync_wrapper(
+    tracer: Tracer, kind: str, read: RequestReader, respond: ResponseReader
+) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper for a synchronous client method."""
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = _begin(tracer, kind, read, instance=instance, args=args, kwargs=kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        with call.activate():
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException as error:
+                call.end(error)
+                raise
+        return _finish(kind, call, respond, result)
+
+    return wrapper
+
+
+def async_wrapper(
+    tracer: Tracer, kind: str, read: RequestReader, respond: ResponseReader
+) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper for a coroutine client method."""
+
+    async def wrapper(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        call = _begin(tracer, kind, read, instance=instance, args=args, kwargs=kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        with call.activate():
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as error:
+                call.end(error)
+                raise
+        return _finish(kind, call, respond, result)
+
+    return wrapper
+
+
+def field_of(value: Any, name: str) -> Any:
+    """``value.name`` or ``value[name]``: provider responses come as models or as dicts."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def given(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A keyword argument, or ``None`` when absent or the client's "not given" sentinel."""
+    value = kwargs.get(name)
+    if value is None or type(value).__name__ in {"NotGiven", "Omit"}:
+        return None
+    return value

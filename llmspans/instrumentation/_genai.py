@@ -1,0 +1,52 @@
+"""Generation facts shared by the model-client instrumentors: usage, cost, content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from llmspans import _attributes as attr
+from llmspans.cost import cost_usd
+from llmspans.instrumentation._base import StageCall
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call; ``input_tokens`` includes cached input (GenAI semconv)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+def record_usage(call: StageCall, model: str | None, usage: Usage) -> None:
+    """Write tokens and, when the price table knows ``model``, ``llmspans.cost.usd``.
+
+    Called again on the same call with newer counts (streams), it overwrites the
+    call's share; on an enriched span the counts add to what other calls reported.
+    """
+    call.set(attr.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
+    call.set(attr.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+    call.set(attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_input_tokens)
+    call.set(attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation_input_tokens)
+    if model is None or (usage.input_tokens is None and usage.output_tokens is None):
+        return
+    cost = cost_usd(
+        model,
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+    )
+    call.set(attr.COST_USD, cost)
+
+
+def record_finish_reasons(call: StageCall, reasons: Iterable[object]) -> None:
+    values = [reason for reason in reasons if isinstance(reason, str) and reason]
+    call.set(attr.GEN_AI_RESPONSE_FINISH_REASONS, values)
+
+
+def unique(values: Iterable[str]) -> list[str]:
+    """Values in first-seen order, without repeats."""
+    return list(dict.fromkeys(values))

@@ -1,0 +1,113 @@
+"""The instrumentor base: patch a list of public methods with ``wrapt``, and undo it.
+
+Each library instrumentor lists its ``Patch`` targets; this module does the rest
+the same way for all of them: it checks that the library is installed in a
+supported version (a debug log and no patching otherwise), wraps each method with
+the sync or async wrapper of ``_base``, and unwraps on ``uninstrument()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import wrapt
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.trace import Tracer
+
+from llmspans.instrumentation._base import (
+    RequestReader,
+    ResponseReader,
+    async_wrapper,
+    get_tracer,
+    sync_wrapper,
+)
+
+_logger = logging.getLogger("llmspans")
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """One public method to wrap: ``module.Class.method``."""
+
+    module: str
+    target: str
+    """``"Class.method"``."""
+    kind: str
+    """Names the call shape in internal-error logs (``"openai.chat"``)."""
+    read: RequestReader
+    respond: ResponseReader
+    is_async: bool = False
+
+
+class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """A ``BaseInstrumentor`` for one client library, driven by ``patches()``."""
+
+    #: The importable module whose presence means "the library is installed".
+    library: ClassVar[str]
+    #: The supported versions, as a requirement string (``"openai >= 1.40, < 4"``).
+    requirement: ClassVar[str]
+
+    _applied: list[Patch]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return (self.requirement,)
+
+    @abstractmethod
+    def patches(self, tracer: Tracer) -> Sequence[Patch]:
+        """The methods to wrap (called only when the library is importable)."""
+
+    def available(self) -> bool:
+        """Whether the library is installed in a supported version."""
+        try:
+            if importlib.util.find_spec(self.library) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
+        return get_dependency_conflicts([self.requirement]) is None
+
+    def _instrument(self, **kwargs: Any) -> None:
+        self._applied = []
+        if not self.available():
+            conflict = get_dependency_conflicts([self.requirement])
+            _logger.debug(
+                "%s: not instrumenting (%s)",
+                type(self).__name__,
+                conflict or f"{self.library} is not installed",
+            )
+            return
+        tracer = get_tracer(kwargs.get("tracer_provider"))
+        for patch in self.patches(tracer):
+            factory = async_wrapper if patch.is_async else sync_wrapper
+            try:
+                wrapt.wrap_function_wrapper(
+                    patch.module,
+                    patch.target,
+                    factory(tracer, patch.kind, patch.read, patch.respond),
+                )
+            except (ImportError, AttributeError) as exc:
+                _logger.debug(
+                    "%s: %s.%s not patched (%s)",
+                    type(self).__name__,
+                    patch.module,
+                    patch.target,
+                    exc,
+                )
+                continue
+            self._applied.append(patch)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for patch in getattr(self, "_applied", []):
+            owner_name, _, method = patch.target.rpartition(".")
+            owner: Any = importlib.import_module(patch.module)
+            for part in owner_name.split("."):
+                owner = getattr(owner, part)
+            unwrap(owner, method)
+        self._applied = []

@@ -1,0 +1,214 @@
+"""Anthropic client: messages (sync, async, streaming) -> generation spans.
+
+Wrapped public methods: ``messages.create`` (also with ``stream=True``),
+``messages.parse`` and ``messages.stream`` on ``Anthropic`` and ``AsyncAnthropic``.
+
+Token counts follow the GenAI semantic conventions: ``gen_ai.usage.input_tokens``
+is *all* input tokens (Anthropic's ``input_tokens`` plus the cache reads and cache
+writes it reports separately); the cache shares are also recorded on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from llmspans import _attributes as attr
+from llmspans._content import capture_enabled
+from llmspans.instrumentation._base import (
+    Request,
+    StageCall,
+    as_float,
+    as_int,
+    as_str,
+    field_of,
+    given,
+)
+from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage, unique
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._streams import (
+    AsyncManagerProxy,
+    AsyncStreamProxy,
+    Ending,
+    SyncManagerProxy,
+    SyncStreamProxy,
+)
+
+PROVIDER = "anthropic"
+_MESSAGES = "anthropic.resources.messages.messages"
+_KIND = "anthropic.messages"
+
+
+def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    model = as_str(given(kwargs, "model"))
+    system = given(kwargs, "system")
+    messages = given(kwargs, "messages")
+    prompt: Any = messages
+    if system is not None and messages is not None:
+        prompt = [{"role": "system", "content": system}, *messages]
+    return Request(
+        stage=attr.STAGE_GENERATION,
+        name=attr.span_name(attr.STAGE_GENERATION, model),
+        kind=SpanKind.CLIENT,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
+            attr.GEN_AI_PROVIDER_NAME: PROVIDER,
+            attr.GEN_AI_REQUEST_MODEL: model,
+            attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(given(kwargs, "max_tokens")),
+            attr.GEN_AI_REQUEST_TEMPERATURE: as_float(given(kwargs, "temperature")),
+        },
+        content={attr.GEN_AI_INPUT_MESSAGES: prompt},
+    )
+
+
+def _usage(usage: Any) -> Usage:
+    uncached = as_int(field_of(usage, "input_tokens"))
+    cache_read = as_int(field_of(usage, "cache_read_input_tokens"))
+    cache_creation = as_int(field_of(usage, "cache_creation_input_tokens"))
+    total = None
+    if uncached is not None:
+        total = uncached + (cache_read or 0) + (cache_creation or 0)
+    return Usage(
+        input_tokens=total,
+        output_tokens=as_int(field_of(usage, "output_tokens")),
+        cache_read_input_tokens=cache_read,
+        cache_creation_input_tokens=cache_creation,
+    )
+
+
+def _citation_id(citation: Any) -> str | None:
+    return (
+        as_str(field_of(citation, "url"))
+        or as_str(field_of(citation, "source"))
+        or as_str(field_of(citation, "document_title"))
+    )
+
+
+def _record_message(call: StageCall, message: Any) -> None:
+    model = as_str(field_of(message, "model"))
+    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+    call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(message, "id")))
+    stop_reason = as_str(field_of(message, "stop_reason"))
+    if stop_reason:
+        record_finish_reasons(call, [stop_reason])
+        if stop_reason == "refusal":
+            call.set(attr.GENERATION_REFUSED, True)
+    blocks = field_of(message, "content") or ()
+    cited = [
+        cid
+        for block in blocks
+        for citation in (field_of(block, "citations") or ())
+        if (cid := _citation_id(citation)) is not None
+    ]
+    call.set(attr.GENERATION_CITATIONS, unique(cited))
+    usage = field_of(message, "usage")
+    if usage is not None:
+        record_usage(call, model, _usage(usage))
+    if blocks and call.span.is_recording() and capture_enabled():
+        content = [_dump(block) for block in blocks]
+        call.set_content({attr.GEN_AI_OUTPUT_MESSAGES: [{"role": "assistant", "content": content}]})
+
+
+def _dump(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if callable(dump) else value
+
+
+class _Events:
+    """Folds raw message-stream events into the call as they arrive."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.usage: dict[str, int] = {}
+        self.text: list[str] = []
+
+    def observe(self, call: StageCall, event: Any) -> None:
+        kind = field_of(event, "type")
+        if kind == "message_start":
+            message = field_of(event, "message")
+            self.model = as_str(field_of(message, "model"))
+            call.set(attr.GEN_AI_RESPONSE_MODEL, self.model)
+            call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(message, "id")))
+            self._fold(call, field_of(message, "usage"))
+        elif kind == "message_delta":
+            stop_reason = as_str(field_of(field_of(event, "delta"), "stop_reason"))
+            if stop_reason:
+                record_finish_reasons(call, [stop_reason])
+                if stop_reason == "refusal":
+                    call.set(attr.GENERATION_REFUSED, True)
+            self._fold(call, field_of(event, "usage"))
+        elif kind == "content_block_delta" and capture_enabled():
+            text = as_str(field_of(field_of(event, "delta"), "text"))
+            if text:
+                self.text.append(text)
+
+    def _fold(self, call: StageCall, usage: Any) -> None:
+        """Usage counts in later events are cumulative: the latest value of each wins."""
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
+            value = as_int(field_of(usage, key))
+            if value is not None:
+                self.usage[key] = value
+        record_usage(call, self.model, _usage(self.usage))
+
+    def on_end(self, call: StageCall, subject: Any) -> None:
+        if self.text:
+            call.set_content(
+                {
+                    attr.GEN_AI_OUTPUT_MESSAGES: [
+                        {"role": "assistant", "content": "".join(self.text)}
+                    ]
+                }
+            )
+
+
+def _record_snapshot(call: StageCall, stream: Any) -> None:
+    """At the end of a ``messages.stream()`` block: the message as accumulated so far."""
+    if stream is None:
+        return
+    try:
+        snapshot = stream.current_message_snapshot
+    except AssertionError:  # no message_start arrived: nothing to record
+        return
+    _record_message(call, snapshot)
+
+
+class AnthropicInstrumentor(PatchingInstrumentor):
+    """Traces the ``anthropic`` client (``Anthropic`` and ``AsyncAnthropic``)."""
+
+    library: ClassVar[str] = "anthropic"
+    requirement: ClassVar[str] = "anthropic >= 0.34, < 2"
+
+    def patches(self, tracer: Tracer) -> Sequence[Patch]:
+        from anthropic import AsyncStream, Stream
+
+        def result(call: StageCall, value: Any) -> Any:
+            if isinstance(value, Stream):
+                events = _Events()
+                return SyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
+            if isinstance(value, AsyncStream):
+                events = _Events()
+                return AsyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
+            _record_message(call, value)
+            return value
+
+        def sync_manager(call: StageCall, manager: Any) -> Any:
+            return SyncManagerProxy(manager, Ending(call, _KIND, _record_snapshot))
+
+        def async_manager(call: StageCall, manager: Any) -> Any:
+            return AsyncManagerProxy(manager, Ending(call, _KIND, _record_snapshot))
+
+        return (
+            Patch(_MESSAGES, "Messages.create", _KIND, _request, result),
+            Patch(_MESSAGES, "AsyncMessages.create", _KIND, _request, result, is_async=True),
+            Patch(_MESSAGES, "Messages.parse", _KIND, _request, result),
+            Patch(_MESSAGES, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
+            Patch(_MESSAGES, "Messages.stream", _KIND, _request, sync_manager),
+            Patch(_MESSAGES, "AsyncMessages.stream", _KIND, _request, async_manager),
+        )

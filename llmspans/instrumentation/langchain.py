@@ -1,0 +1,289 @@
+"""LangChain (``langchain-core``): retrievers, chat models and tools -> stage spans.
+
+Wrapped public methods of the base classes every integration inherits from, so
+any retriever, chat model or tool is covered without knowing its package:
+
+- ``BaseRetriever.invoke`` / ``ainvoke`` -> ``retrieval {name}`` with the ids (and
+  scores, where the documents carry them) of the returned ``Document`` objects;
+- ``BaseChatModel.generate`` / ``agenerate`` (behind ``invoke``, ``ainvoke``,
+  ``batch``) and ``stream`` / ``astream`` -> ``chat {model}`` with tokens
+  (``usage_metadata``), finish reasons and cost;
+- ``BaseTool.run`` / ``arun`` (behind ``invoke`` / ``ainvoke``) -> ``execute_tool {name}``.
+
+Why wrapping rather than a callback handler: a wrapped call runs inside the
+caller's OpenTelemetry context, so the span it starts is the parent of what the
+integration does underneath, and the provider client's own instrumentor (a
+``ChatOpenAI`` calling ``openai``) sees the active generation stage and enriches
+that span instead of adding a second one. Callback handlers cannot make their span
+current for the code between ``on_*_start`` and ``on_*_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from llmspans import _attributes as attr
+from llmspans._documents import document_texts, extract_documents
+from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
+from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
+
+_RETRIEVERS = "langchain_core.retrievers"
+_CHAT_MODELS = "langchain_core.language_models.chat_models"
+_TOOLS = "langchain_core.tools.base"
+
+
+# --- retrievers ------------------------------------------------------------------
+
+
+def _retriever_name(retriever: Any) -> str:
+    name = as_str(getattr(retriever, "name", None))
+    if name:
+        return name
+    vectorstore = getattr(retriever, "vectorstore", None)
+    if vectorstore is not None:
+        return type(vectorstore).__name__
+    return type(retriever).__name__
+
+
+def _retriever_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    search_kwargs = getattr(instance, "search_kwargs", None)
+    top_k = as_int(field_of(search_kwargs, "k")) if isinstance(search_kwargs, dict) else None
+    if top_k is None:
+        top_k = as_int(getattr(instance, "k", None))
+    query = args[0] if args else kwargs.get("input")
+    return retrieval_request(
+        _retriever_name(instance), kind=SpanKind.INTERNAL, top_k=top_k, query=query
+    )
+
+
+def _retriever_result(call: StageCall, documents: Any) -> Any:
+    found = extract_documents(documents)
+    if found is not None:
+        ids, scores = found
+        record_documents(call, ids, scores, texts=document_texts(documents))
+    return documents
+
+
+# --- chat models -----------------------------------------------------------------
+
+
+def _model_name(model: Any) -> str | None:
+    for name in ("model_name", "model", "model_id"):
+        value = as_str(getattr(model, name, None))
+        if value:
+            return value
+    return None
+
+
+def _provider(model: Any) -> str | None:
+    """LangChain's own provider label (``ls_provider``: ``openai``, ``anthropic``, ...)."""
+    params = getattr(model, "_get_ls_params", None)
+    if not callable(params):
+        return None
+    try:
+        return as_str(field_of(params(), "ls_provider"))
+    except Exception:  # an integration's parameter hook failing must not lose the span
+        return None
+
+
+def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    model = _model_name(instance)
+    messages = args[0] if args else kwargs.get("messages", kwargs.get("input"))
+    return Request(
+        stage=attr.STAGE_GENERATION,
+        name=attr.span_name(attr.STAGE_GENERATION, model),
+        kind=SpanKind.CLIENT,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
+            attr.GEN_AI_PROVIDER_NAME: _provider(instance),
+            attr.GEN_AI_REQUEST_MODEL: model,
+        },
+        content={attr.GEN_AI_INPUT_MESSAGES: messages},
+    )
+
+
+class _Tally:
+    """Token counts and finish reasons summed over the messages (or chunks) of one call."""
+
+    def __init__(self, request_model: str | None) -> None:
+        self.model = request_model
+        self.input = self.output = self.cache_read = self.cache_creation = 0
+        self.seen_usage = False
+        self.reasons: list[str] = []
+
+    def add(self, message: Any) -> None:
+        metadata = field_of(message, "response_metadata") or {}
+        model = as_str(field_of(metadata, "model_name")) or as_str(field_of(metadata, "model"))
+        if model:
+            self.model = model
+        reason = as_str(field_of(metadata, "finish_reason")) or as_str(
+            field_of(metadata, "stop_reason")
+        )
+        if reason:
+            self.reasons.append(reason)
+        usage = field_of(message, "usage_metadata")
+        if usage:
+            self.seen_usage = True
+            details = field_of(usage, "input_token_details") or {}
+            self.input += as_int(field_of(usage, "input_tokens")) or 0
+            self.output += as_int(field_of(usage, "output_tokens")) or 0
+            self.cache_read += as_int(field_of(details, "cache_read")) or 0
+            self.cache_creation += as_int(field_of(details, "cache_creation")) or 0
+
+    def record(self, call: StageCall) -> None:
+        if self.model:
+            call.set(attr.GEN_AI_RESPONSE_MODEL, self.model)
+        record_finish_reasons(call, self.reasons)
+        if self.seen_usage:
+            record_usage(
+                call,
+                self.model,
+                Usage(
+                    input_tokens=self.input,
+                    output_tokens=self.output,
+                    cache_read_input_tokens=self.cache_read or None,
+                    cache_creation_input_tokens=self.cache_creation or None,
+                ),
+            )
+
+
+def _messages_of(result: Any) -> Iterable[Any]:
+    for generations in field_of(result, "generations") or ():
+        for generation in generations or ():
+            message = field_of(generation, "message")
+            if message is not None:
+                yield message
+
+
+def _generate_result(call: StageCall, result: Any) -> Any:
+    tally = _Tally(_model_name(call.instance))
+    messages = list(_messages_of(result))
+    for message in messages:
+        tally.add(message)
+    tally.record(call)
+    if messages and call.span.is_recording():
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: [
+                    {"role": "assistant", "content": field_of(message, "content")}
+                    for message in messages
+                ]
+            }
+        )
+    return result
+
+
+class _ChunkTally(_Tally):
+    def observe(self, call: StageCall, chunk: Any) -> None:
+        self.add(chunk)
+        self.record(call)
+
+
+def _stream_result(call: StageCall, generator: Any) -> Any:
+    tally = _ChunkTally(_model_name(call.instance))
+    return SyncStreamProxy(
+        generator, Ending(call, "langchain.stream"), tally.observe, activate=True
+    )
+
+
+def _astream_result(call: StageCall, generator: Any) -> Any:
+    tally = _ChunkTally(_model_name(call.instance))
+    return AsyncStreamProxy(
+        generator, Ending(call, "langchain.stream"), tally.observe, activate=True
+    )
+
+
+# --- tools -----------------------------------------------------------------------
+
+
+def _tool_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    name = as_str(getattr(instance, "name", None)) or type(instance).__name__
+    tool_input = args[0] if args else kwargs.get("tool_input")
+    return Request(
+        stage=attr.STAGE_ACTION,
+        name=attr.span_name(attr.STAGE_ACTION, name),
+        kind=SpanKind.INTERNAL,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_EXECUTE_TOOL,
+            attr.GEN_AI_TOOL_NAME: name,
+            attr.GEN_AI_TOOL_CALL_ID: as_str(kwargs.get("tool_call_id")),
+        },
+        content={attr.GEN_AI_TOOL_CALL_ARGUMENTS: tool_input},
+    )
+
+
+def _tool_result(call: StageCall, result: Any) -> Any:
+    if call.span.is_recording():
+        content = field_of(result, "content") if type(result).__name__ == "ToolMessage" else result
+        call.set_content({attr.GEN_AI_TOOL_CALL_RESULT: content})
+    return result
+
+
+class LangChainInstrumentor(PatchingInstrumentor):
+    """Traces LangChain retrievers, chat models and tools (any integration package)."""
+
+    library: ClassVar[str] = "langchain_core"
+    requirement: ClassVar[str] = "langchain-core >= 0.3, < 2"
+
+    def patches(self, tracer: Tracer) -> Sequence[Patch]:
+        return (
+            Patch(
+                _RETRIEVERS,
+                "BaseRetriever.invoke",
+                "langchain.retriever",
+                _retriever_request,
+                _retriever_result,
+            ),
+            Patch(
+                _RETRIEVERS,
+                "BaseRetriever.ainvoke",
+                "langchain.retriever",
+                _retriever_request,
+                _retriever_result,
+                is_async=True,
+            ),
+            Patch(
+                _CHAT_MODELS,
+                "BaseChatModel.generate",
+                "langchain.chat",
+                _chat_request,
+                _generate_result,
+            ),
+            Patch(
+                _CHAT_MODELS,
+                "BaseChatModel.agenerate",
+                "langchain.chat",
+                _chat_request,
+                _generate_result,
+                is_async=True,
+            ),
+            Patch(
+                _CHAT_MODELS,
+                "BaseChatModel.stream",
+                "langchain.chat",
+                _chat_request,
+                _stream_result,
+            ),
+            Patch(
+                _CHAT_MODELS,
+                "BaseChatModel.astream",
+                "langchain.chat",
+                _chat_request,
+                _astream_result,
+            ),
+            Patch(_TOOLS, "BaseTool.run", "langchain.tool", _tool_request, _tool_result),
+            Patch(
+                _TOOLS,
+                "BaseTool.arun",
+                "langchain.tool",
+                _tool_request,
+                _tool_result,
+                is_async=True,
+            ),
+        )

@@ -1,0 +1,365 @@
+"""OpenAI client: chat completions, the Responses API and embeddings -> spans.
+
+Wrapped public methods (sync and async clients alike):
+
+- ``chat.completions.create`` / ``parse`` / ``stream`` and ``responses.create`` /
+  ``parse`` / ``stream``: a ``generation`` stage span ``chat {model}`` (or the
+  enclosing generation stage, enriched);
+- ``embeddings.create``: a plain ``embeddings {model}`` span (no stage: an
+  embedding is part of whatever stage calls it), with tokens and cost.
+
+``create(stream=True)`` returns a proxied stream whose span ends once the stream
+is exhausted, closed, left (``with``) or garbage-collected; usage comes from the
+final chunk when the request asked for it (``stream_options={"include_usage":
+True}`` for chat completions; the user's request is never changed). The
+``stream()`` helpers return a proxied manager: the span covers the ``with`` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from llmspans import _attributes as attr
+from llmspans._content import capture_enabled
+from llmspans.instrumentation._base import (
+    Request,
+    StageCall,
+    as_float,
+    as_int,
+    as_str,
+    field_of,
+    given,
+)
+from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage, unique
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._streams import (
+    AsyncManagerProxy,
+    AsyncStreamProxy,
+    Ending,
+    SyncManagerProxy,
+    SyncStreamProxy,
+)
+
+PROVIDER = "openai"
+_CHAT = "openai.resources.chat.completions.completions"
+_RESPONSES = "openai.resources.responses.responses"
+_EMBEDDINGS = "openai.resources.embeddings"
+
+
+def _generation_request(kwargs: dict[str, Any], *, messages_key: str) -> Request:
+    model = as_str(given(kwargs, "model"))
+    max_tokens = (
+        given(kwargs, "max_completion_tokens")
+        or given(kwargs, "max_output_tokens")
+        or given(kwargs, "max_tokens")
+    )
+    return Request(
+        stage=attr.STAGE_GENERATION,
+        name=attr.span_name(attr.STAGE_GENERATION, model),
+        kind=SpanKind.CLIENT,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
+            attr.GEN_AI_PROVIDER_NAME: PROVIDER,
+            attr.GEN_AI_REQUEST_MODEL: model,
+            attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(max_tokens),
+            attr.GEN_AI_REQUEST_TEMPERATURE: as_float(given(kwargs, "temperature")),
+        },
+        content={attr.GEN_AI_INPUT_MESSAGES: given(kwargs, messages_key)},
+    )
+
+
+def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _generation_request(kwargs, messages_key="messages")
+
+
+def _responses_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _generation_request(kwargs, messages_key="input")
+
+
+def _embeddings_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    model = as_str(given(kwargs, "model"))
+    return Request(
+        stage=None,
+        name=f"{attr.OP_EMBEDDINGS} {model}" if model else attr.OP_EMBEDDINGS,
+        kind=SpanKind.CLIENT,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
+            attr.GEN_AI_PROVIDER_NAME: PROVIDER,
+            attr.GEN_AI_REQUEST_MODEL: model,
+        },
+    )
+
+
+# --- chat completions ------------------------------------------------------------
+
+
+def _chat_usage(usage: Any) -> Usage:
+    details = field_of(usage, "prompt_tokens_details")
+    return Usage(
+        input_tokens=as_int(field_of(usage, "prompt_tokens")),
+        output_tokens=as_int(field_of(usage, "completion_tokens")),
+        cache_read_input_tokens=as_int(field_of(details, "cached_tokens")),
+    )
+
+
+def _citations(annotations: Any) -> list[str]:
+    """Cited sources: URLs of ``url_citation`` and file ids of ``file_citation`` annotations."""
+    cited: list[str] = []
+    for annotation in annotations or ():
+        url = as_str(field_of(field_of(annotation, "url_citation"), "url")) or as_str(
+            field_of(annotation, "url")
+        )
+        file_id = as_str(field_of(annotation, "file_id"))
+        if url or file_id:
+            cited.append(url or file_id or "")
+    return cited
+
+
+def _record_chat_completion(call: StageCall, completion: Any) -> None:
+    model = as_str(field_of(completion, "model"))
+    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+    call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(completion, "id")))
+    choices = field_of(completion, "choices") or ()
+    record_finish_reasons(call, (field_of(choice, "finish_reason") for choice in choices))
+    messages = [field_of(choice, "message") for choice in choices]
+    if any(as_str(field_of(message, "refusal")) for message in messages):
+        call.set(attr.GENERATION_REFUSED, True)
+    citations: list[str] = []
+    for message in messages:
+        citations.extend(_citations(field_of(message, "annotations")))
+    call.set(attr.GENERATION_CITATIONS, unique(citations))
+    usage = field_of(completion, "usage")
+    if usage is not None:
+        record_usage(call, model, _chat_usage(usage))
+    if call.span.is_recording() and capture_enabled():
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: [
+                    _dump(message) for message in messages if message is not None
+                ]
+            }
+        )
+
+
+def _dump(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if callable(dump) else value
+
+
+class _ChatChunks:
+    """Folds chat-completion chunks into the call, as they arrive."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[int, str] = {}
+        self.text: list[str] = []
+        self.citations: list[str] = []
+
+    def observe(self, call: StageCall, chunk: Any) -> None:
+        model = as_str(field_of(chunk, "model"))
+        if model:
+            call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+        call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(chunk, "id")))
+        for choice in field_of(chunk, "choices") or ():
+            reason = as_str(field_of(choice, "finish_reason"))
+            index = as_int(field_of(choice, "index")) or 0
+            if reason:
+                self.reasons[index] = reason
+                record_finish_reasons(call, (self.reasons[i] for i in sorted(self.reasons)))
+            delta = field_of(choice, "delta")
+            if as_str(field_of(delta, "refusal")):
+                call.set(attr.GENERATION_REFUSED, True)
+            cited = _citations(field_of(delta, "annotations"))
+            if cited:
+                self.citations.extend(cited)
+                call.set(attr.GENERATION_CITATIONS, unique(self.citations))
+            content = as_str(field_of(delta, "content"))
+            if content and capture_enabled():
+                self.text.append(content)
+        usage = field_of(chunk, "usage")
+        if usage is not None:
+            record_usage(call, model, _chat_usage(usage))
+
+    def on_end(self, call: StageCall, subject: Any) -> None:
+        if self.text:
+            call.set_content(
+                {
+                    attr.GEN_AI_OUTPUT_MESSAGES: [
+                        {"role": "assistant", "content": "".join(self.text)}
+                    ]
+                }
+            )
+
+
+# --- Responses API -----------------------------------------------------------------
+
+
+def _record_response(call: StageCall, response: Any) -> None:
+    model = as_str(field_of(response, "model"))
+    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+    call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(response, "id")))
+    status = as_str(field_of(response, "status"))
+    reason = as_str(field_of(field_of(response, "incomplete_details"), "reason"))
+    if status and status not in {"in_progress", "queued"}:
+        record_finish_reasons(call, [reason or status])
+    citations: list[str] = []
+    for item in field_of(response, "output") or ():
+        for part in field_of(item, "content") or ():
+            kind = field_of(part, "type")
+            if kind == "refusal":
+                call.set(attr.GENERATION_REFUSED, True)
+            elif kind == "output_text":
+                citations.extend(_citations(field_of(part, "annotations")))
+    call.set(attr.GENERATION_CITATIONS, unique(citations))
+    usage = field_of(response, "usage")
+    if usage is not None:
+        details = field_of(usage, "input_tokens_details")
+        record_usage(
+            call,
+            model,
+            Usage(
+                input_tokens=as_int(field_of(usage, "input_tokens")),
+                output_tokens=as_int(field_of(usage, "output_tokens")),
+                cache_read_input_tokens=as_int(field_of(details, "cached_tokens")),
+            ),
+        )
+    if call.span.is_recording() and capture_enabled():
+        text = field_of(response, "output_text")
+        if isinstance(text, str) and text:
+            call.set_content(
+                {attr.GEN_AI_OUTPUT_MESSAGES: [{"role": "assistant", "content": text}]}
+            )
+
+
+def _observe_response_event(call: StageCall, event: Any) -> None:
+    kind = as_str(field_of(event, "type")) or ""
+    if kind.startswith("response.refusal"):
+        call.set(attr.GENERATION_REFUSED, True)
+    response = field_of(event, "response")
+    if response is not None and kind.startswith("response."):
+        _record_response(call, response)
+
+
+# --- embeddings --------------------------------------------------------------------
+
+
+def _record_embeddings(call: StageCall, result: Any) -> Any:
+    model = as_str(field_of(result, "model"))
+    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+    usage = field_of(result, "usage")
+    if usage is not None:
+        record_usage(
+            call,
+            model,
+            Usage(input_tokens=as_int(field_of(usage, "prompt_tokens")), output_tokens=0),
+        )
+    return result
+
+
+class OpenAIInstrumentor(PatchingInstrumentor):
+    """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
+
+    library: ClassVar[str] = "openai"
+    requirement: ClassVar[str] = "openai >= 1.40, < 4"
+
+    def patches(self, tracer: Tracer) -> Sequence[Patch]:
+        from openai import AsyncStream, Stream
+
+        def chat_result(call: StageCall, result: Any) -> Any:
+            if isinstance(result, Stream):
+                chunks = _ChatChunks()
+                return SyncStreamProxy(
+                    result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
+                )
+            if isinstance(result, AsyncStream):
+                chunks = _ChatChunks()
+                return AsyncStreamProxy(
+                    result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
+                )
+            _record_chat_completion(call, result)
+            return result
+
+        def responses_result(call: StageCall, result: Any) -> Any:
+            if isinstance(result, Stream):
+                return SyncStreamProxy(
+                    result, Ending(call, "openai.responses"), _observe_response_event
+                )
+            if isinstance(result, AsyncStream):
+                return AsyncStreamProxy(
+                    result, Ending(call, "openai.responses"), _observe_response_event
+                )
+            _record_response(call, result)
+            return result
+
+        def sync_manager(kind: str) -> Any:
+            def respond(call: StageCall, manager: Any) -> Any:
+                return SyncManagerProxy(manager, Ending(call, kind))
+
+            return respond
+
+        def async_manager(kind: str) -> Any:
+            def respond(call: StageCall, manager: Any) -> Any:
+                return AsyncManagerProxy(manager, Ending(call, kind))
+
+            return respond
+
+        chat, responses = "openai.chat", "openai.responses"
+        return (
+            Patch(_CHAT, "Completions.create", chat, _chat_request, chat_result),
+            Patch(
+                _CHAT, "AsyncCompletions.create", chat, _chat_request, chat_result, is_async=True
+            ),
+            Patch(_CHAT, "Completions.parse", chat, _chat_request, chat_result),
+            Patch(_CHAT, "AsyncCompletions.parse", chat, _chat_request, chat_result, is_async=True),
+            Patch(_CHAT, "Completions.stream", chat, _chat_request, sync_manager(chat)),
+            Patch(_CHAT, "AsyncCompletions.stream", chat, _chat_request, async_manager(chat)),
+            Patch(_RESPONSES, "Responses.create", responses, _responses_request, responses_result),
+            Patch(
+                _RESPONSES,
+                "AsyncResponses.create",
+                responses,
+                _responses_request,
+                responses_result,
+                is_async=True,
+            ),
+            Patch(_RESPONSES, "Responses.parse", responses, _responses_request, responses_result),
+            Patch(
+                _RESPONSES,
+                "AsyncResponses.parse",
+                responses,
+                _responses_request,
+                responses_result,
+                is_async=True,
+            ),
+            Patch(
+                _RESPONSES,
+                "Responses.stream",
+                responses,
+                _responses_request,
+                sync_manager(responses),
+            ),
+            Patch(
+                _RESPONSES,
+                "AsyncResponses.stream",
+                responses,
+                _responses_request,
+                async_manager(responses),
+            ),
+            Patch(
+                _EMBEDDINGS,
+                "Embeddings.create",
+                "openai.embeddings",
+                _embeddings_request,
+                _record_embeddings,
+            ),
+            Patch(
+                _EMBEDDINGS,
+                "AsyncEmbeddings.create",
+                "openai.embeddings",
+                _embeddings_request,
+                _record_embeddings,
+                is_async=True,
+            ),
+        )

@@ -1,0 +1,147 @@
+"""Each benchmark script runs end to end in its seconds-long ``--quick`` mode.
+
+The numbers of a quick run mean nothing; what is checked is that every script
+measures what it says (the right variants, every run attributed, every span
+forwarded) so ``bash benchmarks/run.sh`` does not break unnoticed. Comparison
+packages (OpenLLMetry, OpenInference, Langfuse, rotel, Phoenix, py-spy) live in
+the benchmark environment only; a script skips what is not installed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+RunScript = Callable[..., dict[str, Any]]
+
+sys.path.insert(0, str(BENCHMARKS))
+
+from _otlp import LoadShape, RequestBuilder  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_load_batches_have_fresh_trace_ids_and_whole_runs() -> None:
+    builder = RequestBuilder(LoadShape())
+    batches = list(builder.batches(5000, batch_spans=512))
+    trace_ids: set[bytes] = set()
+    total = 0
+    for data, count in batches:
+        request = ExportTraceServiceRequest.FromString(data)
+        spans = request.resource_spans[0].scope_spans[0].spans
+        assert len(spans) == count
+        assert count % 6 == 0 and count <= 512
+        batch_traces = {span.trace_id for span in spans}
+        assert not batch_traces & trace_ids, "a trace id was reused across batches"
+        trace_ids |= batch_traces
+        roots = [s for s in spans if not s.parent_span_id]
+        pipelines = [s for s in roots if not s.links]
+        feedback = [s for s in roots if s.links]
+        assert len(pipelines) == len(feedback) == count // 6
+        # Each feedback span links to a pipeline root of the same batch.
+        root_ids = {(s.trace_id, s.span_id) for s in pipelines}
+        assert {(s.links[0].trace_id, s.links[0].span_id) for s in feedback} == root_ids
+        total += count
+    assert total >= 5000
+
+
+def test_decorators(run_script: RunScript) -> None:
+    data = run_script("bench_decorators.py", "--quick", result="decorators")
+    variants = {(row["group"], row["variant"]): row for row in data["rows"]}
+    for group in ("retrieval", "generation", "generator", "async retrieval"):
+        assert (group, "raw span + attrs") in variants
+        assert (group, "llmspans") in variants, data.get("skipped")
+        assert variants[(group, "llmspans")]["us_per_call"] > 0
+    assert "llmspans/raw_same_attrs (retrieval)" in data["ratios"]
+
+
+def test_core(run_script: RunScript) -> None:
+    data = run_script("bench_core.py", "--quick", result="core")
+    steps = {row["step"]: row["us_per_span"] for row in data["rows"]}
+    assert {
+        "parse",
+        "convert",
+        "evaluate",
+        "observations",
+        "processor accept",
+        "processor finalise",
+    } <= steps.keys()
+    assert all(value > 0 for value in steps.values())
+
+
+def test_collector(run_script: RunScript) -> None:
+    data = run_script(
+        "bench_collector.py", "--quick", "--targets", "llmspans", "python-naive", result="collector"
+    )
+    rows = {(row["target"], row["protocol"]): row for row in data["rows"]}
+    for protocol in ("http", "grpc"):
+        row = rows[(f"llmspans-collector-{protocol}", protocol)]
+        assert row["errors"] == 0, row["error_samples"]
+        assert not row["attribution_timed_out"]
+        assert row["runs_attributed"] == row["runs"] > 0
+        assert row["feedback_counted"] >= row["runs"]
+        # Every span forwarded (probes included), each run's root with its verdict.
+        assert row["forwarded_spans"] >= row["spans_sent"]
+        assert row["forwarded_roots_with_verdict"] >= row["runs"]
+        assert row["metric_delay_idle_s"]["n"] == 3
+        assert row["spans_per_cpu_s"] > 0
+    naive = rows[("python-naive", "http")]
+    assert naive["errors"] == 0 and naive["spans_sent"] >= 5000
+
+
+def test_memory(run_script: RunScript) -> None:
+    data = run_script("bench_memory.py", "--quick", result="memory")
+    rows = data["inflight"]["rows"]
+    assert [row["spans_in_flight"] >= level for row, level in zip(rows, (1000, 5000), strict=True)]
+    assert rows[-1]["traces_in_flight"] and rows[-1]["traces_in_flight"] > 0
+    soak = data["soak"]
+    assert soak["spans_sent"] and soak["errors"] == 0
+    assert len(soak["samples"]) >= 2
+
+
+def test_scaling(run_script: RunScript) -> None:
+    data = run_script("bench_scaling.py", "--quick", result="scaling")
+    shapes = {(row["spans_per_trace"], row["payload_bytes"]): row for row in data["shapes"]}
+    assert set(shapes) == {(6, 0), (60, 0), (600, 0), (6, 1024), (6, 8192)}
+    for row in shapes.values():
+        assert row["errors"] == 0 and row["runs_attributed"] == row["runs"]
+    assert shapes[(6, 8192)]["bytes_per_span"] > 8192
+    assert len(data["inflight"]) == 3
+
+
+def test_profile(run_script: RunScript) -> None:
+    data = run_script("bench_profile.py", "--quick", result="profile")
+    assert data["decorators"]["exit"] == 0
+    collector = data["collector"]
+    assert "skipped" in collector or collector["spans"] >= 3000
+
+
+def test_report(run_script: RunScript, bench_out: Path, tmp_path: Path) -> None:
+    run_script("bench_decorators.py", "--quick", result="decorators")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "report.py"),
+            "--no-readme",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"LLMSPANS_BENCH_OUT": str(bench_out), "PATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "Decorator overhead" in text and "| target | goal | measured | status |" in text
+    assert (tmp_path / "results.json").exists()

@@ -1,0 +1,148 @@
+"""Run assembly over messy traces."""
+
+from __future__ import annotations
+
+import random
+
+from llmspans import _attributes as A
+from llmspans.core.runs import assemble, pipeline_name
+
+from .builders import pipeline_root, record, span_id
+
+OTHER_TRACE = bytes.fromhex("22" * 16)
+
+
+def test_several_spans_per_stage_in_start_order_whatever_the_arrival_order() -> None:
+    root = pipeline_root("rag")
+    first = record(A.STAGE_RETRIEVAL, parent=root, start=10)
+    second = record(A.STAGE_RETRIEVAL, parent=root, start=20)
+    generation = record(A.STAGE_GENERATION, parent=root, start=30)
+    helper = record(None, parent=generation, start=31, cost_usd=0.5)  # an HTTP span, say
+    spans = [helper, second, generation, root, first]
+    random.Random(4).shuffle(spans)
+    (run,), standalone, feedback = assemble(spans)
+    assert run.root is root and run.pipeline == "rag"
+    assert run.stages[A.STAGE_RETRIEVAL] == [first, second]
+    assert run.stages[A.STAGE_GENERATION] == [generation]
+    assert helper in run.spans and helper not in run.stages.get(A.STAGE_GENERATION, [])
+    assert len(run.spans) == 5
+    assert standalone == [] and feedback == []
+
+
+def test_nested_pipeline_spans_belong_to_the_inner_run() -> None:
+    outer = pipeline_root("agent")
+    outer_generation = record(A.STAGE_GENERATION, parent=outer, start=1)
+    action = record(A.STAGE_ACTION, parent=outer, start=2)
+    inner = pipeline_root("rag", parent_span_id=action.span_id, start=3)
+    inner_retrieval = record(A.STAGE_RETRIEVAL, parent=inner, start=4)
+    deep = record(None, parent=inner_retrieval, start=5)
+    deep_generation = record(A.STAGE_GENERATION, parent=deep, start=6)
+    runs, standalone, _ = assemble(
+        [deep_generation, deep, inner_retrieval, inner, action, outer_generation, outer]
+    )
+    by_name = {run.pipeline: run for run in runs}
+    assert set(by_name) == {"agent", "rag"}
+    assert by_name["agent"].stages == {
+        A.STAGE_GENERATION: [outer_generation],
+        A.STAGE_ACTION: [action],
+    }
+    assert by_name["rag"].stages == {
+        A.STAGE_RETRIEVAL: [inner_retrieval],
+        A.STAGE_GENERATION: [deep_generation],
+    }
+    assert inner not in by_name["agent"].spans
+    assert standalone == []
+
+
+def test_orphan_joins_the_only_run_of_its_trace() -> None:
+    root = pipeline_root("rag")
+    orphan = record(A.STAGE_GENERATION, parent_span_id=span_id())  # its parent never arrived
+    orphan_child = record(A.STAGE_ACTION, parent=orphan)
+    (run,), standalone, _ = assemble([root, orphan, orphan_child])
+    assert run.stages == {A.STAGE_GENERATION: [orphan], A.STAGE_ACTION: [orphan_child]}
+    assert standalone == []
+
+
+def test_orphan_with_two_runs_in_its_trace_is_standalone() -> None:
+    first = pipeline_root("a")
+    second = pipeline_root("b", start=5)
+    orphan = record(A.STAGE_GENERATION, parent_span_id=span_id())
+    orphan_helper = record(None, parent_span_id=span_id())
+    runs, standalone, _ = assemble([first, second, orphan, orphan_helper])
+    assert [run.pipeline for run in runs] == ["a", "b"]
+    assert all(run.stages == {} for run in runs)
+    assert standalone == [orphan]
+
+
+def test_orphan_in_another_trace_is_not_guessed_into_a_run() -> None:
+    root = pipeline_root("rag")
+    stray = record(A.STAGE_RETRIEVAL, trace_id=OTHER_TRACE, parent_span_id=root.span_id)
+    (run,), standalone, _ = assemble([root, stray])
+    assert run.stages == {}
+    assert standalone == [stray]
+
+
+def test_stage_spans_outside_any_pipeline_are_standalone() -> None:
+    server = record(None)  # an HTTP server span as the root
+    retrieval = record(A.STAGE_RETRIEVAL, parent=server)
+    generation = record(A.STAGE_GENERATION)
+    runs, standalone, _ = assemble([server, retrieval, generation])
+    assert runs == []
+    assert standalone == sorted([retrieval, generation], key=lambda s: (s.start_ns, s.span_id))
+
+
+def test_pipeline_under_a_non_pipeline_root() -> None:
+    server = record(None)
+    root = pipeline_root("rag", parent_span_id=server.span_id)
+    retrieval = record(A.STAGE_RETRIEVAL, parent=root)
+    (run,), standalone, _ = assemble([server, root, retrieval])
+    assert run.stages == {A.STAGE_RETRIEVAL: [retrieval]}
+    assert server not in run.spans
+    assert standalone == []
+
+
+def test_root_with_no_stage_spans_is_a_run() -> None:
+    root = pipeline_root("empty")
+    (run,), _, _ = assemble([root])
+    assert run.stages == {} and run.spans == [root]
+
+
+def test_feedback_is_never_part_of_a_run() -> None:
+    root = pipeline_root("rag")
+    inside = record(A.STAGE_FEEDBACK, parent=root, feedback_kind="accept")
+    own_trace = record(A.STAGE_FEEDBACK, trace_id=OTHER_TRACE, feedback_kind="edit")
+    (run,), standalone, feedback = assemble([root, inside, own_trace])
+    assert inside not in run.spans
+    assert feedback == [inside, own_trace]
+    assert standalone == []
+
+
+def test_duplicates_count_once_and_cycles_terminate() -> None:
+    root = pipeline_root("rag")
+    retrieval = record(A.STAGE_RETRIEVAL, parent=root)
+    a_id, b_id = span_id(), span_id()
+    cycle_a = record(A.STAGE_GENERATION, span_id=a_id, parent_span_id=b_id)
+    cycle_b = record(None, span_id=b_id, parent_span_id=a_id)
+    (run,), standalone, _ = assemble([root, retrieval, retrieval, cycle_a, cycle_b])
+    assert run.stages[A.STAGE_RETRIEVAL] == [retrieval]
+    # the cycle never reaches a pipeline: with one run in the trace it joins that run
+    assert run.stages[A.STAGE_GENERATION] == [cycle_a]
+    assert standalone == []
+
+
+def test_pipeline_name_fallbacks() -> None:
+    assert pipeline_name(record(A.STAGE_PIPELINE, pipeline="x", name="whatever")) == "x"
+    assert pipeline_name(record(A.STAGE_PIPELINE, name="invoke_workflow support")) == "support"
+    assert pipeline_name(record(A.STAGE_PIPELINE, name="invoke_workflow")) == "unknown"
+
+
+def test_records_of_several_traces() -> None:
+    first = pipeline_root("a")
+    second = pipeline_root("b", trace_id=OTHER_TRACE)
+    r1 = record(A.STAGE_RETRIEVAL, parent=first)
+    r2 = record(A.STAGE_RETRIEVAL, parent=second, trace_id=OTHER_TRACE)
+    runs, _, _ = assemble([r2, r1, second, first])
+    assert {run.pipeline: run.stages[A.STAGE_RETRIEVAL] for run in runs} == {
+        "a": [r1],
+        "b": [r2],
+    }

@@ -1,0 +1,261 @@
+"""``llmspans demo`` end to end: a real collector subprocess, real OTLP over loopback.
+
+The ground truth is the demo's run plan (a pure function of the seed), recomputed
+here independently of the demo's own bookkeeping; the attribution is read from the
+root spans the collector wrote to ``traces.jsonl``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from llmspans import _attributes as A
+from llmspans._demo.faults import parse_faults
+from llmspans._demo.plan import make_plan, shape_of
+from llmspans._demo.runner import WEIGHTS, build_examples
+from llmspans._demo.scrape import parse_metrics
+from llmspans._demo.summary import expected_stage_rate
+from llmspans._demo.traces import iter_root_verdicts
+
+FAULTS = "retrieval=0.12,selection=0.08,generation=0.08,action=0.08"
+SEED = 11
+REQUESTS = 300
+
+
+def _demo(out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmspans.cli", "demo", "--out", str(out), "--latency", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("demo")
+    done = _demo(
+        out, "--requests", str(REQUESTS), "--seed", str(SEED), "--faults", FAULTS, "--json"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, json.loads((out / "demo.json").read_text())
+
+
+def test_each_injected_fault_is_attributed_to_its_stage_exactly(
+    demo_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = demo_run
+    examples = {e.name: e for e in build_examples()}
+    shapes = [shape_of(e, WEIGHTS[name]) for name, e in examples.items()]
+    plan = make_plan(shapes, REQUESTS, parse_faults(FAULTS), SEED)
+    ledger = [json.loads(line) for line in (out / "injected.jsonl").read_text().splitlines()]
+    assert [(e["pipeline"], e["index"], e["fault"]) for e in ledger] == [
+        (r.pipeline, r.index, str(r.fault) if r.fault else None) for r in plan
+    ]
+    verdicts = {v.trace_id: v for v in iter_root_verdicts(out / "traces.jsonl")}
+    assert len(verdicts) == REQUESTS
+    injected = [r for r in plan if r.fault]
+    assert len(injected) > 30
+    for entry, run in zip(ledger, plan, strict=True):
+        verdict = verdicts[entry["trace_id"]]
+        assert verdict.pipeline == run.pipeline
+        assert verdict.injected == (str(run.fault) if run.fault else None)
+        if run.fault is None:
+            # The examples succeed on every shipped input: nothing else fails.
+            assert verdict.outcome == A.OUTCOME_SUCCESS, entry
+        else:
+            assert verdict.outcome == A.OUTCOME_FAILURE, entry
+            assert verdict.failure_stage == run.fault.stage, entry
+    by_stage = Counter(v.failure_stage for v in verdicts.values() if v.failure_stage)
+    assert by_stage == Counter(r.fault.stage for r in injected if r.fault)
+
+
+def test_the_injected_rates_are_the_configured_ones_within_sampling_noise(
+    demo_run: tuple[Path, dict[str, Any]],
+) -> None:
+    _, summary = demo_run
+    rates = parse_faults(FAULTS)
+    stages_of = {e.name: tuple(e.stages) for e in build_examples()}
+    pipeline_runs = Counter(e["pipeline"] for e in summary["ledger"])
+    for stage, numbers in summary["stages"].items():
+        eligible = sum(n for p, n in pipeline_runs.items() if stage in stages_of[p])
+        assert numbers["eligible_runs"] == eligible
+        expected = sum(
+            n * expected_stage_rate(stage, stages_of[p], rates) for p, n in pipeline_runs.items()
+        )
+        variance = sum(
+            n * (q := expected_stage_rate(stage, stages_of[p], rates)) * (1 - q)
+            for p, n in pipeline_runs.items()
+        )
+        assert abs(numbers["attributed"] - expected) <= 4 * variance**0.5 + 1, stage
+        assert numbers["matched"] == numbers["injected"] == numbers["attributed"]
+        assert numbers["natural"] == 0
+
+
+def test_metrics_traces_and_offline_analysis_agree(demo_run: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = demo_run
+    assert summary["exact"] is True
+    assert summary["agreement"] == {"ok": True, "differences": []}
+    analyzed = subprocess.run(
+        [sys.executable, "-m", "llmspans.cli", "analyze", str(out / "traces.jsonl"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(analyzed.stdout)
+    assert report["traces"] == REQUESTS
+    failures = Counter[str]()
+    for pipeline in report["pipelines"].values():
+        for stage, numbers in pipeline["stages"].items():
+            failures[stage] += numbers["root_cause_failures"]
+    expected = Counter({s: n["injected"] for s, n in summary["stages"].items() if n["injected"]})
+    assert +failures == expected
+
+
+def test_the_report_is_printed_as_tables(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "--requests", "40", "--seed", "3", "--faults", "retrieval=0.5")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = done.stdout
+    for heading in (
+        "Outcomes",
+        "Root-cause failures by stage and reason",
+        "Injected faults vs attributed root causes",
+        "Quality",
+        "Stage latency p50 / p95",
+        "Where to look next",
+        f"llmspans analyze {tmp_path / 'traces.jsonl'}",
+    ):
+        assert heading in text
+    assert "missed_relevant" in text or "empty" in text or "error" in text
+    assert "injected faults were attributed to the stage they were injected into" in text
+
+
+def test_no_faults_means_every_run_succeeds(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "--requests", "30", "--faults", "none", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["injected"] == 0
+    assert {e["outcome"] for e in summary["ledger"]} == {A.OUTCOME_SUCCESS}
+
+
+def test_bad_fault_specifications_are_rejected(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "--faults", "retreival=0.1")
+    assert done.returncode == 2
+    assert "bad fault 'retreival=0.1'" in done.stderr
+
+
+class _OtlpReceiver(BaseHTTPRequestHandler):
+    """A small OTLP/HTTP trace receiver: the stand-in for Phoenix or Jaeger."""
+
+    spans: list[Any] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        with self.lock:
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    type(self).spans.extend(scope.spans)
+        data = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+    _OtlpReceiver.spans = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    server.shutdown()
+    server.server_close()
+
+
+def test_forward_sends_every_span_with_the_verdict_to_a_backend(
+    tmp_path: Path, otlp_receiver: str
+) -> None:
+    done = _demo(
+        tmp_path, "--requests", "30", "--seed", "5", "--faults", "action=0.3",
+        "--forward", otlp_receiver, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    received = _OtlpReceiver.spans
+    roots = [s for s in received if not s.parent_span_id]
+    assert len(roots) == 30
+    assert len(received) == summary["report"]["spans"]
+    verdicts = {
+        s.trace_id.hex(): {a.key: a.value.string_value for a in s.attributes} for s in roots
+    }
+    for entry in summary["ledger"]:
+        attributes = verdicts[entry["trace_id"]]
+        assert attributes[A.OUTCOME] == entry["outcome"]
+        if entry["fault"]:
+            assert attributes[A.FAILURE_STAGE] == "action"
+
+
+def test_keep_running_serves_metrics_until_ctrl_c(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "llmspans.cli", "demo", "--out", str(tmp_path),
+            "--latency", "0", "--requests", "20", "--keep-running",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            match = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", line)
+            if match and "live" in line:
+                url = match.group(1)
+                break
+        assert url is not None, "the demo did not announce its live metrics endpoint"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            metrics = parse_metrics(response.read().decode())
+        assert metrics.runs() == 20
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        log = (tmp_path / "collector.log").read_text()
+        assert "stopped" in log and "Traceback" not in log
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

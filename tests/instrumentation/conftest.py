@@ -1,0 +1,126 @@
+"""Fixtures of the auto-instrumentation tests.
+
+Every instrumentor is enabled once per session against one SDK TracerProvider
+with an in-memory exporter; each test starts from an empty exporter. Model
+providers are a loopback HTTP server answering like their APIs
+(``fake_providers``); chromadb and qdrant run in process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llmspans import _attributes as attr
+from llmspans._context import PIPELINE_KEY, STAGE_KEY, ActiveStage
+from llmspans.instrumentation import instrument, uninstrument
+from .fake_providers import FakeProviderServer
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _instrumented() -> Iterator[list[str]]:
+    enabled = instrument(tracer_provider=_PROVIDER)
+    yield enabled
+    uninstrument()
+
+
+@pytest.fixture
+def provider() -> TracerProvider:
+    return _PROVIDER
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    _EXPORTER.clear()
+    yield Spans(_EXPORTER)
+    _EXPORTER.clear()
+
+
+@pytest.fixture
+def capture_content() -> Iterator[None]:
+    """Content capture on for one test (it is off by default)."""
+    from llmspans import _content
+
+    _content.set_capture(True)
+    yield
+    _content.set_capture(None)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeProviderServer]:
+    server = FakeProviderServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(fake_server: FakeProviderServer) -> FakeProviderServer:
+    with fake_server.lock:
+        fake_server.requests.clear()
+    return fake_server
+
+
+class Spans:
+    """Finished spans of the current test."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self._exporter = exporter
+
+    def all(self) -> list[ReadableSpan]:
+        return list(self._exporter.get_finished_spans())
+
+    def names(self) -> list[str]:
+        return [span.name for span in self.all()]
+
+    def one(self, name: str | None = None) -> ReadableSpan:
+        found = [s for s in self.all() if name is None or s.name == name]
+        assert len(found) == 1, f"expected one span {name!r}, got {[s.name for s in self.all()]}"
+        return found[0]
+
+    def attributes(self, name: str | None = None) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in (self.one(name).attributes or {}).items()}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@contextmanager
+def decorated_stage(stage: str, name: str, *, pipeline: str | None = None) -> Iterator[trace.Span]:
+    """A stage span set up the way the decorators do (``llmspans._context``)."""
+    tracer = _PROVIDER.get_tracer("test-app")
+    with tracer.start_as_current_span(attr.span_name(stage, name)) as span:
+        span.set_attribute(attr.STAGE, stage)
+        ctx = otel_context.set_value(STAGE_KEY, ActiveStage(stage, span))
+        if pipeline is not None:
+            ctx = otel_context.set_value(PIPELINE_KEY, pipeline, ctx)
+        token = otel_context.attach(ctx)
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+
+
+@contextmanager
+def pipeline_root(name: str) -> Iterator[trace.Span]:
+    """A pipeline root span with the pipeline name in the context, as ``@pipeline`` does."""
+    tracer = _PROVIDER.get_tracer("test-app")
+    with tracer.start_as_current_span(attr.span_name(attr.STAGE_PIPELINE, name)) as span:
+        span.set_attribute(attr.STAGE, attr.STAGE_PIPELINE)
+        token = otel_context.attach(otel_context.set_value(PIPELINE_KEY, name))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
