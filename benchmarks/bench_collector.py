@@ -1,6 +1,6 @@
 """Collector throughput: OTLP/HTTP and OTLP/gRPC load from a separate process.
 
-    python benchmarks/bench_collector.py [--spans 300000] [--quick] [--targets ...]
+    python benchmarks/bench_collector.py [--spans 150000] [--quick] [--targets ...]
 
 For each receiver (the llmspans collector, rotel, a naive Python receiver, Arize
 Phoenix) a load generator process (``loadgen.py``) sends pre-built batches of 512
@@ -244,8 +244,8 @@ def measure_llmspans(  # noqa: PLR0917
         "spans_per_cpu_s": round(accepted / cpu_attr) if cpu_attr > 0 else None,
         "spans_per_cpu_s_with_forwarding": round(accepted / cpu_total) if cpu_total > 0 else None,
         "send_s": round(t_sent - marks["t0"], 3),
-        "metric_delay_under_load_s": _delays(prober.delays if prober else []),
-        "metric_delay_idle_s": _delays(idle_delays),
+        "metric_delay_under_load_s": delays(prober.delays if prober else []),
+        "metric_delay_idle_s": delays(idle_delays),
         "probe_errors": prober.errors if prober else [],
         "retries": load["retries"],
         "errors": load["errors"],
@@ -255,7 +255,7 @@ def measure_llmspans(  # noqa: PLR0917
     }
 
 
-def _delays(xs: list[float]) -> dict[str, float] | None:
+def delays(xs: list[float]) -> dict[str, float] | None:
     if not xs:
         return None
     return {"n": len(xs), "median": round(median(xs), 3), "max": round(max(xs), 3)}
@@ -325,7 +325,8 @@ def run(  # noqa: PLR0917
                     f"llmspans-collector-{protocol}", trace_idle_s=trace_idle_s
                 ) as coll:
                     # A short warm-up (imports, first-call paths) before measuring.
-                    measure_llmspans(coll, protocol, 2048, shape, probes=False)
+                    if not quick:
+                        measure_llmspans(coll, protocol, 2048, shape, probes=False)
                     rows.append(measure_llmspans(coll, protocol, spans, shape, probes=True))
         elif name == "rotel":
             if rotel_binary() is None:
@@ -333,11 +334,13 @@ def run(  # noqa: PLR0917
                 continue
             with Rotel() as rotel:
                 for protocol in ("http", "grpc"):
-                    measure_passthrough(rotel, protocol, 2048, shape)
+                    if not quick:
+                        measure_passthrough(rotel, protocol, 2048, shape)
                     rows.append(measure_passthrough(rotel, protocol, spans, shape))
         elif name == "python-naive":
             with CountingSink(naive=True) as sink:
-                measure_passthrough(sink, "http", 2048, shape)
+                if not quick:
+                    measure_passthrough(sink, "http", 2048, shape)
                 rows.append(measure_passthrough(sink, "http", spans, shape))
         elif name == "phoenix":
             try:
@@ -365,7 +368,7 @@ def run(  # noqa: PLR0917
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spans", type=int, default=300_000)
+    parser.add_argument("--spans", type=int, default=150_000)
     parser.add_argument("--phoenix-spans", type=int, default=3072)
     parser.add_argument("--phoenix-timeout", type=float, default=60.0)
     parser.add_argument(

@@ -7,7 +7,9 @@ The same batches the load generator sends are pushed through the collector's own
 with no exporter attached, then each step is timed on its own:
 
 - ``parse``: ``ExportTraceServiceRequest.ParseFromString`` (upb);
-- ``convert``: ``record_from_otlp_span`` on every span;
+- ``convert``: ``record_from_otlp_span`` on every span (``parse + convert``: both);
+- ``slim parse + convert (prototype)``: ``_slim_decode.py``, the same records
+  without building a message per attribute (checked equal to the above);
 - ``naive walk``: every attribute of every span into a dict (the comparison point);
 - ``evaluate``: ``evaluate_trace`` per trace (runs assembled and attributed);
 - ``observations``: ``observations`` per evaluated trace;
@@ -61,6 +63,25 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
         lambda: [ExportTraceServiceRequest.FromString(b) for b in batches], repeat
     )
     steps["convert"] = _best(lambda: [record_from_otlp_span(s) for s in all_spans], repeat)
+    steps["parse + convert"] = _best(
+        lambda: [
+            record_from_otlp_span(sp)
+            for b in batches
+            for rs in ExportTraceServiceRequest.FromString(b).resource_spans
+            for ss in rs.scope_spans
+            for sp in ss.spans
+        ],
+        repeat,
+    )
+    from _slim_decode import SlimRequest, records_from_slim
+
+    slim_records = [r for b in batches for r in records_from_slim(SlimRequest.FromString(b), {})]
+    full_records = [record_from_otlp_span(sp) for sp in all_spans]
+    slim_equal = slim_records == full_records
+    cache: dict[bytes, object] = {}
+    steps["slim parse + convert (prototype)"] = _best(
+        lambda: [records_from_slim(SlimRequest.FromString(b), cache) for b in batches], repeat
+    )
     steps["naive walk"] = _best(lambda: [naive_walk(r) for r in requests], repeat)
     steps["serialize"] = _best(lambda: [r.SerializeToString() for r in requests], repeat)
 
@@ -123,7 +144,13 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
         }
         for name, seconds in steps.items()
     ]
-    return {"spans": total, "traces": len(traces), "rows": rows, "skipped": skipped}
+    return {
+        "spans": total,
+        "traces": len(traces),
+        "rows": rows,
+        "slim_prototype_equal_records": slim_equal,
+        "skipped": skipped,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

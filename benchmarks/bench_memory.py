@@ -10,9 +10,10 @@ collector process is read; bytes per in-flight span = (RSS - RSS before the load
 on the wire).
 
 Soak: the collector runs with short assembly times and a load generator sends
-fresh traces at a steady rate for ``--soak`` seconds (600 for the full
-ten-minute profile); RSS is sampled every second. Flat means the growth over
-the second half of the run stays within noise.
+fresh traces at a steady rate (5,000 spans/s by default, well below saturation)
+for ``--soak`` seconds (600 for the full ten-minute profile); RSS is sampled
+every second, and probe runs measure the metric delay under that steady load.
+Flat means the growth over the second half of the run stays within noise.
 """
 
 from __future__ import annotations
@@ -26,17 +27,26 @@ from typing import Any
 from _common import HERE, PYTHON, machine, wait_until, write_result
 from _otlp import LoadShape
 from _targets import LlmspansCollector, collector_available
+from bench_collector import ProbeThread, delays
 
 RECEIVED = "llmspans_collector_spans_received_total"
 INFLIGHT_TRACES = "llmspans_collector_traces_inflight"
+FORWARD_QUEUE = "llmspans_collector_forward_queue_spans"
 
 
 def _settle(coll: LlmspansCollector, expected: float) -> None:
+    """Waits until every span is in and the forwarding queue has drained."""
     wait_until(
         lambda: coll.metrics().get(RECEIVED, 0.0) >= expected,
         300,
         interval=0.2,
         what=f"{expected:.0f} spans received",
+    )
+    wait_until(
+        lambda: coll.metrics().get(FORWARD_QUEUE, 0.0) == 0.0,
+        300,
+        interval=0.2,
+        what="forwarding queue drained",
     )
     time.sleep(1.0)
 
@@ -116,7 +126,9 @@ def soak(seconds: float, rate: float) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        prober = ProbeThread(coll)
         t0 = time.perf_counter()
+        prober.start()
         while load.poll() is None:
             coll.proc.check_alive()
             samples.append((round(time.perf_counter() - t0, 1), round(coll.proc.rss() / 2**20, 2)))
@@ -126,6 +138,8 @@ def soak(seconds: float, rate: float) -> dict[str, Any]:
         import json
 
         sent = json.loads(result_line[-1]) if result_line else {}
+        prober.stop_event.set()
+        prober.join(timeout=60)
         metrics = coll.metrics()
     finally:
         coll.stop()
@@ -142,6 +156,8 @@ def soak(seconds: float, rate: float) -> dict[str, Any]:
         "rss_mib_second_half_max": max(half) if half else None,
         "rss_mib_end": samples[-1][1] if samples else None,
         "slope_mib_per_min_second_half": round(slope * 60, 3) if slope is not None else None,
+        "metric_delay_s": delays(prober.delays),
+        "probe_errors": prober.errors,
         "samples": samples[:: max(1, len(samples) // 60)],
     }
 
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--soak", type=float, default=60.0, help="seconds of steady load")
-    parser.add_argument("--soak-rate", type=float, default=20_000.0, help="spans/s")
+    parser.add_argument("--soak-rate", type=float, default=5_000.0, help="spans/s")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     args = parser.parse_args(argv)
     if args.quick:

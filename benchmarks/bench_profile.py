@@ -1,6 +1,6 @@
 """Where the llmspans hot paths spend their time.
 
-    python benchmarks/bench_profile.py [--spans 150000] [--seconds 20] [--quick]
+    python benchmarks/bench_profile.py [--spans 100000] [--seconds 15] [--quick]
 
 - The collector: ``py-spy record`` samples the collector process (all threads,
   native frames off) while the load generator sends OTLP/HTTP; the collapsed
@@ -124,8 +124,8 @@ def profile_collector(spans: int, seconds: float) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spans", type=int, default=150_000)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     args = parser.parse_args(argv)
     if args.quick:

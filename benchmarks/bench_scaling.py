@@ -1,6 +1,6 @@
 """Collector scaling: throughput against spans per trace, attribute payload, traces in flight.
 
-    python benchmarks/bench_scaling.py [--spans 150000] [--quick]
+    python benchmarks/bench_scaling.py [--spans 60000] [--quick]
 
 OTLP/HTTP into the llmspans collector (attribution, metrics and forwarding on), as
 in ``bench_collector.py``:
@@ -26,24 +26,39 @@ from _otlp import LoadShape
 from _targets import LlmspansCollector, collector_available
 from bench_collector import loadgen_args, measure_llmspans
 
+SHAPES = ((6, 0), (60, 0), (600, 0), (6, 1024), (6, 8192))
 
-def shapes_rows(spans: int, trace_idle_s: float) -> list[dict[str, Any]]:
+
+def shapes_rows(spans: int, trace_idle_s: float, quick: bool) -> list[dict[str, Any]]:
+    """One fresh collector per shape, warmed up first; ``quick``: one collector for all."""
     rows = []
-    for spt, payload in ((6, 0), (60, 0), (600, 0), (6, 1024), (6, 8192)):
-        shape = LoadShape(spans_per_trace=spt, payload_bytes=payload)
-        n = spans if payload <= 1024 else spans // 3
-        with LlmspansCollector(
-            f"llmspans-collector-scaling-{spt}-{payload}", trace_idle_s=trace_idle_s
-        ) as coll:
-            measure_llmspans(coll, "http", 2048, shape, probes=False)
-            row = measure_llmspans(coll, "http", n, shape, probes=False)
-        rows.append(row)
-        print(
-            f"   spt={spt} payload={payload}: {row['accepted_spans_per_s']} spans/s accepted, "
-            f"{row['spans_per_cpu_s']} spans/cpu-s",
-            file=sys.stderr,
-            flush=True,
-        )
+    shared = (
+        LlmspansCollector("llmspans-collector-scaling", trace_idle_s=trace_idle_s)
+        if quick
+        else None
+    )
+    try:
+        for spt, payload in SHAPES:
+            shape = LoadShape(spans_per_trace=spt, payload_bytes=payload)
+            n = spans if payload <= 1024 else spans // 3
+            if shared is not None:
+                row = measure_llmspans(shared, "http", n, shape, probes=False)
+            else:
+                with LlmspansCollector(
+                    f"llmspans-collector-scaling-{spt}-{payload}", trace_idle_s=trace_idle_s
+                ) as coll:
+                    measure_llmspans(coll, "http", 2048, shape, probes=False)
+                    row = measure_llmspans(coll, "http", n, shape, probes=False)
+            rows.append(row)
+            print(
+                f"   spt={spt} payload={payload}: {row['accepted_spans_per_s']} spans/s accepted, "
+                f"{row['spans_per_cpu_s']} spans/cpu-s",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        if shared is not None:
+            shared.stop()
     return rows
 
 
@@ -84,7 +99,7 @@ def inflight_rows(spans: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spans", type=int, default=150_000)
+    parser.add_argument("--spans", type=int, default=60_000)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not collector_available():
         result["skipped"] = "collector package has no __main__ yet"
     else:
-        result["shapes"] = shapes_rows(args.spans, 0.3 if args.quick else 1.0)
+        result["shapes"] = shapes_rows(args.spans, 0.3 if args.quick else 1.0, args.quick)
         result["inflight"] = inflight_rows(args.spans)
     print(write_result("scaling", result))
     return 0

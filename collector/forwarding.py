@@ -99,7 +99,8 @@ class Exporter(abc.ABC):
         self._closing = False
 
     def room(self, spans: int) -> bool:
-        return self.queued_spans + spans <= self.queue_size
+        """Whether ``spans`` more fit; spans being sent or retried still count."""
+        return self.queued_spans + self.sending_spans + spans <= self.queue_size
 
     def submit(self, payload: bytes, spans: int) -> None:
         """Queue one payload (already admitted: the bound is checked by :meth:`room`)."""

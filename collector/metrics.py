@@ -28,6 +28,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from llmspans import _attributes as A
 from llmspans.core.metrics import (
+    HISTOGRAM_BOUNDARIES,
     Aggregates,
     HistogramData,
     Observation,
@@ -241,27 +242,42 @@ class MetricsStore:
     # --- recording ---------------------------------------------------------------
 
     def apply(self, observations: Sequence[Observation], trace_id: bytes) -> None:
-        """Add one finalised trace's observations; they become exemplars of their series."""
-        self.aggregates.apply(observations)
-        stamp = (trace_id.hex(), time.time())
+        """Add one finalised trace's observations; they become exemplars of their series.
+
+        One pass: sums into the core's :class:`Aggregates` dicts, the exemplar of each
+        series, and the (confidence, correct) pairs of the ECE window.
+        """
+        counters = self.aggregates.counters
+        histograms = self.aggregates.histograms
         exemplars = self.exemplars
+        stamp = (trace_id.hex(), time.time())
         pending_correct: tuple[str, bool] | None = None
         for observation in observations:
-            instrument = observation[0]
-            exemplars[(instrument, observation[2])] = (observation, stamp)
+            instrument, kind, labels, value = observation
+            key = (instrument, labels)
+            if kind == "counter":
+                counters[key] = counters.get(key, 0.0) + value
+            else:
+                histogram = histograms.get(key)
+                if histogram is None:
+                    histogram = histograms[key] = HistogramData.empty(
+                        HISTOGRAM_BOUNDARIES[instrument]
+                    )
+                histogram.add(value)
+            exemplars[key] = (observation, stamp)
             if instrument not in _CALIBRATION:
                 continue
             # The core emits a run's calibration count (with its correctness) right
             # before its confidence; together they make one (confidence, correct) pair.
             if instrument == A.METRIC_CALIBRATION_RUNS:
-                found = dict(observation.labels)
+                found = dict(labels)
                 pending_correct = (found.get("pipeline", ""), found.get("correct") == "true")
             elif pending_correct is not None:
                 pipeline, correct = pending_correct
                 window = self._calibration.get(pipeline)
                 if window is None:
                     window = self._calibration[pipeline] = deque(maxlen=self._ece_window)
-                window.append((observation.value, correct))
+                window.append((value, correct))
                 pending_correct = None
 
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:

@@ -113,6 +113,8 @@ class Processor:
         self.max_inflight_spans = assembly.max_inflight_spans
         self.thresholds: Thresholds = settings.attribution.thresholds()
         self.retry_after = settings.limits.retry_after_s
+        self._sweep_interval = assembly.sweep_interval_s
+        self._last_sweep = clock()
         self.closing = False
         metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
             ((), float(self.assembler.inflight_traces))
@@ -284,10 +286,26 @@ class Processor:
 
     def sweep(self) -> int:
         """Finalise every trace that is due now; returns how many were finalised."""
-        done = self.assembler.due(self.clock())
+        now = self.clock()
+        self._last_sweep = now
+        done = self.assembler.due(now)
         if done:
             self._finalise(done)
         return len(done)
+
+    def sweep_if_overdue(self) -> None:
+        """Sweep when the last sweep is older than ``sweep_interval_s``.
+
+        Called after each request: under load the event loop is busy with requests
+        and a timer-driven sweep would wait behind them, delaying the metrics.
+        """
+        if self.clock() - self._last_sweep >= self._sweep_interval:
+            try:
+                self.sweep()
+            except Exception as error:
+                # The request that happened to trigger the sweep was taken already:
+                # a fault here is ours, counted and logged, never the sender's error.
+                self.internal_error("sweep", error)
 
     def drain(self) -> int:
         """Finalise every in-flight trace (shutdown)."""
@@ -310,7 +328,7 @@ class Processor:
             except Exception as error:
                 # A fault in evaluating one trace must not stop the collector: its
                 # spans still go out, without a verdict.
-                self._internal_error("evaluate", error)
+                self.internal_error("evaluate", error)
             else:
                 metrics.apply(found, trace.trace_id)
                 for run, verdict in result.runs:
@@ -329,12 +347,12 @@ class Processor:
             try:
                 payload = _enriched_request(outgoing)
             except Exception as error:
-                self._internal_error("enrich", error)
+                self.internal_error("enrich", error)
                 return
             # Held spans were admitted with their requests: they never wait for room.
             self.forwarder.submit(payload, held_spans)
 
-    def _internal_error(self, kind: str, error: Exception) -> None:
+    def internal_error(self, kind: str, error: Exception) -> None:
         self.metrics.count("llmspans_collector_internal_errors", kind=kind)
         if self.metrics.health_value("llmspans_collector_internal_errors", kind=kind) == 1:
             _log.error("internal error (%s); logged once per kind", kind, exc_info=error)

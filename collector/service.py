@@ -132,10 +132,7 @@ class Collector:
         interval = self.settings.assembly.sweep_interval_s
         while True:
             await asyncio.sleep(interval)
-            try:
-                self.processor.sweep()
-            except Exception as error:
-                self.processor._internal_error("sweep", error)
+            self.processor.sweep_if_overdue()
 
     async def _push_loop(self) -> None:
         interval = self.settings.metrics.otlp.interval_s

@@ -190,8 +190,14 @@ def _meter_provider(
     readers: list[MetricReader] = []
     server: WSGIServer | None = None
     if metrics_port is not None:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError as exc:
+            raise ImportError(
+                "configure(metrics_port=...) needs the Prometheus exporter: "
+                "pip install 'llmspans[prometheus]'"
+            ) from exc
 
         # A registry of our own: several configurations (or the app's own
         # prometheus_client metrics) never collide.

@@ -543,17 +543,21 @@ def _retrieval_result(
     kwargs: dict[str, Any],
 ) -> None:
     recorded = state.recorded
+    updates: dict[str, AttributeValue] = {}
     if A.RETRIEVAL_DOCUMENT_IDS not in recorded:
         found = extract_documents(result)
         if found is not None:
             ids, scores = found
-            span.set_attribute(A.RETRIEVAL_DOCUMENT_IDS, ids)
+            updates[A.RETRIEVAL_DOCUMENT_IDS] = ids
             if scores is not None and A.RETRIEVAL_SCORES not in recorded:
-                span.set_attribute(A.RETRIEVAL_SCORES, scores)
+                updates[A.RETRIEVAL_SCORES] = scores
     if _content.capture_enabled() and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
         texts = document_texts(result)
-        if texts is not None:
-            _set_content(span, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
+        text = _content.prepare_content(texts) if texts is not None else None
+        if text is not None:
+            updates[A.RETRIEVAL_DOCUMENTS_CONTENT] = text
+    if updates:
+        span.set_attributes(updates)
 
 
 def _selection_start(

@@ -25,6 +25,7 @@ Scores are recorded only when every item has one.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, cast
 
@@ -49,12 +50,14 @@ Documents = tuple[list[str], list[float] | None]
 
 
 def _id_value(value: object) -> str | None:
+    if type(value) is str:
+        return value if value else None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
         return value if value else None
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
     # UUIDs and similar id types print as their id.
     if type(value).__name__ == "UUID":
         return str(value)
@@ -62,7 +65,8 @@ def _id_value(value: object) -> str | None:
 
 
 def _score_value(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # numbers.Real also admits numpy scalars (float32 scores of vector stores).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     score = float(value)
     return score if math.isfinite(score) else None
@@ -103,7 +107,7 @@ def _id_of(item: object, depth: int = 0) -> str | None:
 
 
 def _score_of(item: object) -> float | None:
-    if isinstance(item, str | int | float):
+    if isinstance(item, str | numbers.Number):
         return None
     for key in _SCORE_KEYS:
         found = _score_value(_get(item, key))
@@ -127,11 +131,46 @@ def _is_pair(item: object) -> bool:
         isinstance(item, tuple)
         and len(item) == 2
         and _score_value(item[1]) is not None
-        and not isinstance(item[0], int | float)
+        and not isinstance(item[0], numbers.Number)
     )
 
 
+def _from_common_items(items: Sequence[object]) -> Documents | None:
+    """The hot path: dicts with ``"id"`` and ``"score"`` keys, or objects with ``id`` and
+    ``score`` attributes, ids non-empty strings and scores finite numbers.
+
+    Plain comprehensions and exact type checks, no per-item calls; ``None`` sends the
+    caller to the general path, which gives the same answer for these shapes.
+    """
+    try:
+        if type(items[0]) is dict:
+            ids = [item["id"] for item in items]  # type: ignore[index]  # dicts, see except
+            scores = [item["score"] for item in items]  # type: ignore[index]
+        else:
+            ids = [item.id for item in items]  # type: ignore[attr-defined]  # see except
+            scores = [item.score for item in items]  # type: ignore[attr-defined]
+    except Exception:  # not this shape: the general path decides
+        return None
+    for doc_id in ids:
+        if type(doc_id) is not str or not doc_id:
+            return None
+    for score in scores:
+        if type(score) is not float:
+            if type(score) is not int:
+                return None
+            scores = [float(value) for value in scores]
+            break
+    # The sum of finite numbers is finite (barring overflow, which only costs the fast path).
+    if not math.isfinite(sum(scores)):
+        return None
+    return ids, scores
+
+
 def _from_items(items: Sequence[object]) -> Documents | None:
+    if 0 < len(items) <= _MAX_ITEMS:
+        common = _from_common_items(items)
+        if common is not None:
+            return common
     ids: list[str] = []
     scores: list[float] | None = []
     for item in items[:_MAX_ITEMS]:
@@ -172,6 +211,8 @@ def extract_documents(value: object) -> Documents | None:
 
     An empty sequence gives ``([], None)``: "no documents" is a fact worth recording.
     """
+    if type(value) is list:
+        return _from_items(value)
     if value is None or isinstance(value, str | bytes | bytearray):
         return None
     if _is_sequence(value):

@@ -42,7 +42,7 @@ class StageState(ActiveStage):
     rename_prefix: str | None = None
 
 
-def _active(stage: str, helper: str) -> tuple[Span, dict[str, object]] | None:
+def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveStage] | None:
     active = current_stage()
     if active is None or active.stage != stage:
         warn_once(
@@ -54,7 +54,7 @@ def _active(stage: str, helper: str) -> tuple[Span, dict[str, object]] | None:
     if not span.is_recording():
         return None
     recorded = active.recorded if isinstance(active, StageState) else {}
-    return span, recorded
+    return span, recorded, active
 
 
 def _ids(values: Iterable[object]) -> list[str]:
@@ -65,15 +65,17 @@ def _floats(values: Iterable[object]) -> list[float]:
     return [float(value) for value in values]  # type: ignore[arg-type]
 
 
-def _set(span: Span, recorded: dict[str, object], key: str, value: Any) -> None:
-    span.set_attribute(key, value)
-    recorded[key] = value
-
-
-def _set_content(span: Span, key: str, value: object) -> None:
+def _put_content(updates: dict[str, Any], key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
-        span.set_attribute(key, text)
+        updates[key] = text
+
+
+def _flush(span: Span, recorded: dict[str, object], updates: dict[str, Any]) -> None:
+    # One call, one lock acquisition on the span, however many facts were given.
+    if updates:
+        span.set_attributes(updates)
+        recorded.update(updates)
 
 
 # --- retrieval ---------------------------------------------------------------
@@ -98,29 +100,31 @@ def record_retrieval(
         found = _active(A.STAGE_RETRIEVAL, "record_retrieval")
         if found is None:
             return
-        span, recorded = found
+        span, recorded, _ = found
+        updates: dict[str, Any] = {}
         if documents is not None:
             extracted = extract_documents(documents)
             if extracted is not None:
                 ids, doc_scores = extracted
                 if document_ids is None:
-                    _set(span, recorded, A.RETRIEVAL_DOCUMENT_IDS, ids)
+                    updates[A.RETRIEVAL_DOCUMENT_IDS] = ids
                 if scores is None and doc_scores is not None:
-                    _set(span, recorded, A.RETRIEVAL_SCORES, doc_scores)
+                    updates[A.RETRIEVAL_SCORES] = doc_scores
             if _content.capture_enabled():
-                _set_content(span, A.RETRIEVAL_DOCUMENTS_CONTENT, document_texts(documents))
+                _put_content(updates, A.RETRIEVAL_DOCUMENTS_CONTENT, document_texts(documents))
         if document_ids is not None:
-            _set(span, recorded, A.RETRIEVAL_DOCUMENT_IDS, _ids(document_ids))
+            updates[A.RETRIEVAL_DOCUMENT_IDS] = _ids(document_ids)
         if scores is not None:
-            _set(span, recorded, A.RETRIEVAL_SCORES, _floats(scores))
+            updates[A.RETRIEVAL_SCORES] = _floats(scores)
         if relevant_ids is not None:
-            _set(span, recorded, A.RETRIEVAL_RELEVANT_IDS, _ids(relevant_ids))
+            updates[A.RETRIEVAL_RELEVANT_IDS] = _ids(relevant_ids)
         if data_source is not None:
-            _set(span, recorded, A.GEN_AI_DATA_SOURCE_ID, data_source)
+            updates[A.GEN_AI_DATA_SOURCE_ID] = data_source
         if top_k is not None:
-            _set(span, recorded, A.GEN_AI_REQUEST_TOP_K, int(top_k))
+            updates[A.GEN_AI_REQUEST_TOP_K] = int(top_k)
         if query is not None:
-            _set_content(span, A.RETRIEVAL_QUERY, query)
+            _put_content(updates, A.RETRIEVAL_QUERY, query)
+        _flush(span, recorded, updates)
     except Exception as exc:
         log_internal_error("record_retrieval", exc)
 
@@ -144,23 +148,25 @@ def record_context(
         found = _active(A.STAGE_CONTEXT_SELECTION, "record_context")
         if found is None:
             return
-        span, recorded = found
+        span, recorded, _ = found
+        updates: dict[str, Any] = {}
         if candidates is not None and input_ids is None:
             extracted = extract_documents(candidates)
             if extracted is not None:
-                _set(span, recorded, A.CONTEXT_INPUT_IDS, extracted[0])
+                updates[A.CONTEXT_INPUT_IDS] = extracted[0]
         if selected is not None and selected_ids is None:
             extracted = extract_documents(selected)
             if extracted is not None:
-                _set(span, recorded, A.CONTEXT_SELECTED_IDS, extracted[0])
+                updates[A.CONTEXT_SELECTED_IDS] = extracted[0]
         if input_ids is not None:
-            _set(span, recorded, A.CONTEXT_INPUT_IDS, _ids(input_ids))
+            updates[A.CONTEXT_INPUT_IDS] = _ids(input_ids)
         if selected_ids is not None:
-            _set(span, recorded, A.CONTEXT_SELECTED_IDS, _ids(selected_ids))
+            updates[A.CONTEXT_SELECTED_IDS] = _ids(selected_ids)
         if token_budget is not None:
-            _set(span, recorded, A.CONTEXT_TOKEN_BUDGET, int(token_budget))
+            updates[A.CONTEXT_TOKEN_BUDGET] = int(token_budget)
         if tokens is not None:
-            _set(span, recorded, A.CONTEXT_TOKENS, int(tokens))
+            updates[A.CONTEXT_TOKENS] = int(tokens)
+        _flush(span, recorded, updates)
     except Exception as exc:
         log_internal_error("record_context", exc)
 
@@ -202,19 +208,19 @@ def record_generation(
     ``prompt`` and ``completion`` are content: recorded only when capture is on.
     """
     try:
-        active = current_stage()
         found = _active(A.STAGE_GENERATION, "record_generation")
         if found is None:
             return
-        span, recorded = found
+        span, recorded, active = found
+        updates: dict[str, Any] = {}
         if model is not None:
-            _set(span, recorded, A.GEN_AI_REQUEST_MODEL, model)
+            updates[A.GEN_AI_REQUEST_MODEL] = model
             if isinstance(active, StageState) and active.rename_prefix is not None:
                 span.update_name(f"{active.rename_prefix} {model}")
         if response_model is not None:
-            _set(span, recorded, A.GEN_AI_RESPONSE_MODEL, response_model)
+            updates[A.GEN_AI_RESPONSE_MODEL] = response_model
         if provider is not None:
-            _set(span, recorded, A.GEN_AI_PROVIDER_NAME, provider)
+            updates[A.GEN_AI_PROVIDER_NAME] = provider
         for key, count in (
             (A.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
             (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
@@ -222,41 +228,47 @@ def record_generation(
             (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_input_tokens),
         ):
             if count is not None:
-                _set(span, recorded, key, int(count))
+                updates[key] = int(count)
         if citations is not None:
-            _set(span, recorded, A.GENERATION_CITATIONS, _ids(citations))
+            updates[A.GENERATION_CITATIONS] = _ids(citations)
         if confidence is not None:
             checked = _probability(confidence, "confidence")
             if checked is not None:
-                _set(span, recorded, A.GENERATION_CONFIDENCE, checked)
+                updates[A.GENERATION_CONFIDENCE] = checked
         if refused is not None:
-            _set(span, recorded, A.GENERATION_REFUSED, bool(refused))
+            updates[A.GENERATION_REFUSED] = bool(refused)
         if output_valid is not None:
-            _set(span, recorded, A.GENERATION_OUTPUT_VALID, bool(output_valid))
+            updates[A.GENERATION_OUTPUT_VALID] = bool(output_valid)
         if finish_reasons is not None:
-            _set(span, recorded, A.GEN_AI_RESPONSE_FINISH_REASONS, [str(r) for r in finish_reasons])
+            updates[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(r) for r in finish_reasons]
         if response_id is not None:
-            _set(span, recorded, A.GEN_AI_RESPONSE_ID, response_id)
-        if cost_usd is not None:
-            _set(span, recorded, A.COST_USD, float(cost_usd))
-            recorded.pop(_COMPUTED, None)
-        else:
-            update_cost(span, recorded)
+            updates[A.GEN_AI_RESPONSE_ID] = response_id
         if prompt is not None:
-            _set_content(span, A.GEN_AI_INPUT_MESSAGES, prompt)
+            _put_content(updates, A.GEN_AI_INPUT_MESSAGES, prompt)
         if completion is not None:
-            _set_content(span, A.GEN_AI_OUTPUT_MESSAGES, completion)
+            _put_content(updates, A.GEN_AI_OUTPUT_MESSAGES, completion)
+        if cost_usd is not None:
+            updates[A.COST_USD] = float(cost_usd)
+            recorded.pop(_COMPUTED, None)
+        recorded.update(updates)
+        if cost_usd is None:
+            cost = computed_cost(recorded)
+            if cost is not None:
+                updates[A.COST_USD] = recorded[A.COST_USD] = cost
+                recorded[_COMPUTED] = True
+        if updates:
+            span.set_attributes(updates)
     except Exception as exc:
         log_internal_error("record_generation", exc)
 
 
-def update_cost(span: Span, recorded: dict[str, object]) -> None:
-    """Set ``llmspans.cost.usd`` from the recorded model and tokens, unless set explicitly."""
+def computed_cost(recorded: dict[str, object]) -> float | None:
+    """The cost from the recorded model and tokens; ``None`` when set explicitly or unknown."""
     if A.COST_USD in recorded and _COMPUTED not in recorded:
-        return
+        return None
     input_tokens = recorded.get(A.GEN_AI_USAGE_INPUT_TOKENS)
     if not isinstance(input_tokens, int):
-        return
+        return None
     output_tokens = recorded.get(A.GEN_AI_USAGE_OUTPUT_TOKENS)
     cache_read = recorded.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
     cache_creation = recorded.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
@@ -273,10 +285,17 @@ def update_cost(span: Span, recorded: dict[str, object]) -> None:
             cache_creation_input_tokens=cache_creation if isinstance(cache_creation, int) else 0,
         )
         if cost is not None:
-            span.set_attribute(A.COST_USD, cost)
-            recorded[A.COST_USD] = cost
-            recorded[_COMPUTED] = True
-            return
+            return cost
+    return None
+
+
+def update_cost(span: Span, recorded: dict[str, object]) -> None:
+    """Set ``llmspans.cost.usd`` from the recorded model and tokens, unless set explicitly."""
+    cost = computed_cost(recorded)
+    if cost is not None:
+        span.set_attribute(A.COST_USD, cost)
+        recorded[A.COST_USD] = cost
+        recorded[_COMPUTED] = True
 
 
 # Marks the cost in ``recorded`` as computed from tokens (recomputed when they change),
@@ -325,17 +344,19 @@ def record_action(
         found = _active(A.STAGE_ACTION, "record_action")
         if found is None:
             return
-        span, recorded = found
+        span, recorded, _ = found
+        updates: dict[str, Any] = {}
         if verified is not None:
-            _set(span, recorded, A.ACTION_VERIFIED, bool(verified))
+            updates[A.ACTION_VERIFIED] = bool(verified)
         if verification is not None:
-            _set(span, recorded, A.ACTION_VERIFICATION, str(verification))
+            updates[A.ACTION_VERIFICATION] = str(verification)
         if tool_name is not None:
-            _set(span, recorded, A.GEN_AI_TOOL_NAME, tool_name)
+            updates[A.GEN_AI_TOOL_NAME] = tool_name
         if arguments is not None:
-            _set_content(span, A.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
+            _put_content(updates, A.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
         if result is not None:
-            _set_content(span, A.GEN_AI_TOOL_CALL_RESULT, result)
+            _put_content(updates, A.GEN_AI_TOOL_CALL_RESULT, result)
+        _flush(span, recorded, updates)
     except Exception as exc:
         log_internal_error("record_action", exc)
 
@@ -357,9 +378,12 @@ def set_outcome(*, completed: bool | None = None, correct: bool | None = None) -
             return
         if not span.is_recording():
             return
+        updates: dict[str, Any] = {}
         if completed is not None:
-            span.set_attribute(A.TASK_COMPLETED, bool(completed))
+            updates[A.TASK_COMPLETED] = bool(completed)
         if correct is not None:
-            span.set_attribute(A.TASK_CORRECT, bool(correct))
+            updates[A.TASK_CORRECT] = bool(correct)
+        if updates:
+            span.set_attributes(updates)
     except Exception as exc:
         log_internal_error("set_outcome", exc)

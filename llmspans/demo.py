@@ -17,6 +17,7 @@ import argparse
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -48,19 +49,30 @@ def _non_negative(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Start a local llmspans collector, send requests through three example pipelines "
+        "with faults injected per stage, and print the per-stage report: which stage "
+        "broke, why, and whether the injected faults were blamed on the right stage."
+    )
     parser.add_argument(
-        "--requests", type=_positive, default=300, help="requests to send (default: 300)"
+        "--requests",
+        metavar="N",
+        type=_positive,
+        default=300,
+        help="requests to send (default: 300)",
     )
     parser.add_argument(
         "--faults",
+        metavar="SPEC",
         type=_faults,
         default=DEFAULT_FAULTS,
-        help="fault probability per stage, e.g. retrieval=0.1,selection=0.05,generation=0.05,"
-        f"action=0.05; 'none' for no faults (default: {DEFAULT_FAULTS})",
+        help="fault probability per stage as STAGE=RATE,... with STAGE one of retrieval, "
+        "selection, generation, action; 'none' for a clean run (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    parser.add_argument("--seed", metavar="S", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument(
         "--out",
+        metavar="DIR",
         type=Path,
         default=None,
         help="directory for traces.jsonl, demo.json and the collector's config and log "
@@ -95,7 +107,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from llmspans._demo.collector import CollectorError
-    from llmspans._demo.runner import DemoOptions, run_demo
+
+    try:
+        from llmspans._demo.runner import DemoOptions, run_demo
+    except ImportError as error:
+        print(
+            f"llmspans demo: {error}; the demo runs the collector: "
+            "pip install 'llmspans[collector,prometheus]' (or bash scripts/setup.sh demo)",
+            file=sys.stderr,
+        )
+        return 2
 
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="llmspans-demo-"))
     options = DemoOptions(
@@ -112,14 +133,16 @@ def run(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=120)
     progress_console = Console(stderr=True)
     # SIGTERM unwinds like Ctrl-C does, so the collector is stopped and flushed, not orphaned.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
         result = run_demo(options, console, progress_console)
-    except (CollectorError, FileNotFoundError, OSError) as error:
+    except (CollectorError, OSError) as error:
         print(f"llmspans demo: {error}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0 if result.exact and result.agree else 1
 
 

@@ -137,26 +137,54 @@ class CollectorHealth(_Section):
 class Profile(_Section):
     """Every window and threshold the rules use."""
 
+    @field_validator("recording_windows")
+    @classmethod
+    def _check_windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for window in value:
+            duration_seconds(window)
+        return value
+
     interval: str | None = None
+    recording_windows: tuple[str, ...] = ()
     stage_failure_spike: StageFailureSpike
     task_completion_slo: TaskCompletionSlo
     stage_latency: StageLatency
     cost_per_success: CostPerSuccess
     collector: CollectorHealth
 
-    def windows(self) -> list[str]:
-        """Every window an alert uses, shortest first: the recording rules cover each."""
-        found = {
-            self.stage_failure_spike.short_window,
-            self.stage_failure_spike.baseline_window,
-            self.stage_latency.window,
-            self.cost_per_success.short_window,
-            self.cost_per_success.baseline_window,
-            self.collector.window,
-        }
+    def needs(self) -> dict[str, set[str]]:
+        """Window -> the recorded series (keys of :func:`rule_names`) wanted there.
+
+        Everything at each of ``recording_windows`` (dashboards and ad-hoc queries);
+        at the other windows only what an alert reads, so that long windows over
+        high-cardinality series are not evaluated for nothing.
+        """
+        every = set(rule_names(self, "1m"))
+        need: dict[str, set[str]] = {w: set(every) for w in self.recording_windows}
+
+        def add(window: str, *keys: str) -> None:
+            need.setdefault(window, set()).update(keys)
+
+        spike = self.stage_failure_spike
+        add(spike.short_window, "failure_ratio", "failures_by_reason", "runs")
+        add(spike.baseline_window, "failure_ratio")
         for burn in self.task_completion_slo.burn_rates:
-            found.update((burn.long_window, burn.short_window))
-        return sorted(found, key=lambda w: (duration_seconds(w), w))
+            add(burn.long_window, "slo_errors", "runs")
+            add(burn.short_window, "slo_errors")
+        add(self.stage_latency.window, "latency", "calls")
+        cost = self.cost_per_success
+        add(cost.short_window, "cost_per_success", "runs_by_outcome")
+        add(cost.baseline_window, "cost_per_success")
+        add(self.collector.window, *_COLLECTOR_KEYS)
+        for keys in need.values():
+            for key, dependencies in _DEPENDS.items():
+                if key in keys:
+                    keys.update(dependencies)
+        return need
+
+    def windows(self) -> list[str]:
+        """Every window with recording rules, shortest first."""
+        return sorted(self.needs(), key=lambda w: (duration_seconds(w), w))
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,11 +227,29 @@ _COST: Final = "llmspans_task_cost_usd_total"
 _FEEDBACK: Final = "llmspans_feedback_total"
 _CAL_RUNS: Final = "llmspans_calibration_runs_total"
 _CAL_CONFIDENCE: Final = "llmspans_calibration_confidence_total"
-_QUALITY_HISTOGRAMS: Final = (
-    ("llmspans_retrieval_context_precision", "pipeline:llmspans_retrieval_context_precision"),
-    ("llmspans_retrieval_context_recall", "pipeline:llmspans_retrieval_context_recall"),
-    ("llmspans_generation_citation_precision", "pipeline:llmspans_generation_citation_precision"),
-)
+_QUALITY_HISTOGRAMS: Final = {
+    "context_precision": (
+        "llmspans_retrieval_context_precision",
+        "pipeline:llmspans_retrieval_context_precision",
+    ),
+    "context_recall": (
+        "llmspans_retrieval_context_recall",
+        "pipeline:llmspans_retrieval_context_recall",
+    ),
+    "citation_precision": (
+        "llmspans_generation_citation_precision",
+        "pipeline:llmspans_generation_citation_precision",
+    ),
+}
+_COLLECTOR_KEYS: Final = ("received", "rejected", "rejected_requests", "dropped", "evicted", "late")
+#: recorded series computed from other recorded series of the same window
+_DEPENDS: Final[dict[str, tuple[str, ...]]] = {
+    "failure_ratio": ("failures", "runs"),
+    "completion": ("runs",),
+    "slo_errors": ("runs",),
+    "edit_rate": ("feedback",),
+    "bypass_rate": ("feedback",),
+}
 
 
 def _quantile_name(quantile: float) -> str:
@@ -230,6 +276,7 @@ def rule_names(profile: Profile, window: str) -> dict[str, str]:
         "edit_rate": f"pipeline:llmspans_feedback_edit:ratio_rate{window}",
         "bypass_rate": f"pipeline:llmspans_feedback_bypass:ratio_rate{window}",
         "ece": f"pipeline:llmspans_calibration_ece:ratio_rate{window}",
+        **{key: f"{prefix}:mean_rate{window}" for key, (_, prefix) in _QUALITY_HISTOGRAMS.items()},
         "received": f"instance:llmspans_collector_spans_received:rate{window}",
         "rejected": f"instance_reason:llmspans_collector_spans_rejected:rate{window}",
         "rejected_requests": f"instance_reason:llmspans_collector_requests_rejected:rate{window}",
@@ -239,8 +286,9 @@ def rule_names(profile: Profile, window: str) -> dict[str, str]:
     }
 
 
-def _recording_rules(profile: Profile, window: str) -> list[dict[str, Any]]:
+def _recording_rules(profile: Profile, window: str, keys: set[str]) -> list[dict[str, Any]]:
     n = rule_names(profile, window)
+    wanted = {n[key] for key in keys}
     w = window
     bad = "|".join(re.escape(o) for o in profile.task_completion_slo.bad_outcomes)
     rules: list[tuple[str, str]] = [
@@ -300,7 +348,7 @@ def _recording_rules(profile: Profile, window: str) -> list[dict[str, Any]]:
             f"/ (sum by (pipeline) (rate({_CAL_RUNS}[{w}])) > 0)",
         ),
     ]
-    for metric, prefix in _QUALITY_HISTOGRAMS:
+    for metric, prefix in _QUALITY_HISTOGRAMS.values():
         rules.append(
             (
                 f"{prefix}:mean_rate{w}",
@@ -325,7 +373,7 @@ def _recording_rules(profile: Profile, window: str) -> list[dict[str, Any]]:
         (n["evicted"], f"sum by (instance) (rate(llmspans_collector_traces_evicted_total[{w}]))"),
         (n["late"], f"sum by (instance) (rate(llmspans_collector_late_spans_total[{w}]))"),
     ]
-    return [{"record": name, "expr": expr} for name, expr in rules]
+    return [{"record": name, "expr": expr} for name, expr in rules if name in wanted]
 
 
 # --- alerts --------------------------------------------------------------------
@@ -624,8 +672,9 @@ def _collector_alerts(profile: Profile) -> list[dict[str, Any]]:
 def render(profile: Profile, profile_name: str = "production") -> str:
     """The rules file of ``profile`` as YAML text."""
     recording: list[dict[str, Any]] = []
+    needs = profile.needs()
     for window in profile.windows():
-        recording.extend(_recording_rules(profile, window))
+        recording.extend(_recording_rules(profile, window, needs[window]))
     alerts: list[dict[str, Any]] = [
         _spike_alert(profile),
         *_slo_alerts(profile),

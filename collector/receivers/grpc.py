@@ -113,6 +113,7 @@ class GrpcReceiver:
                 refusal.message,
                 trailing_metadata=_retry_metadata(refusal.message, refusal.retry_after),
             )
+        self.processor.sweep_if_overdue()
         response = ExportTraceServiceResponse()
         if accepted.rejected or accepted.message:
             response.partial_success.rejected_spans = accepted.rejected

@@ -99,6 +99,7 @@ class HttpReceiver:
             response = _error(refusal.status, refusal.message, is_json)
             response.headers["Retry-After"] = retry_after_header(refusal.retry_after)
             return response
+        self.processor.sweep_if_overdue()
         return _success(accepted, is_json)
 
     async def _read_body(self, request: web.Request) -> bytes:

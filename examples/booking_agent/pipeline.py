@@ -43,8 +43,13 @@ class BookingResult:
     request: BookingRequest | None
     booking: Booking | None
     confirmed: bool
-    trace_id: str
+    #: the run's reference, stored with the response (for feedback later); None untraced
+    run: llmspans.RunRef | None
     error: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.run.trace_id_hex if self.run is not None else ""
 
 
 def load_requests(path: Path = DATA_DIR / "requests.json") -> list[LabelledRequest]:
@@ -79,20 +84,20 @@ class BookingAgent:
     def handle(self, text: str, *, expected: BookingRequest | None = None) -> BookingResult:
         """Book what ``text`` asks for; ``expected`` is the ground-truth extraction, if known."""
         note_injected_fault()
-        trace_id = _current_trace_id()
+        run = llmspans.current_run()
         try:
             request = self.understand(text)
             if request is None or validate(request) is not None:
                 llmspans.set_outcome(completed=False, correct=False)
-                return BookingResult(request, None, False, trace_id)
+                return BookingResult(request, None, False, run)
             booking = create_reservation(self.book, request)
         except Exception as error:
             llmspans.set_outcome(completed=False, correct=False)
-            return BookingResult(None, None, False, trace_id, type(error).__name__)
+            return BookingResult(None, None, False, run, type(error).__name__)
         confirmed = self.book.exists(booking)
         correct = confirmed and (expected is None or request == expected)
         llmspans.set_outcome(completed=confirmed, correct=correct)
-        return BookingResult(request, booking, confirmed, trace_id)
+        return BookingResult(request, booking, confirmed, run)
 
     @llmspans.generation(model=MODEL, provider="llmspans.examples")
     def understand(self, text: str) -> BookingRequest | None:
@@ -144,9 +149,3 @@ def _as_dict(request: BookingRequest) -> dict[str, object]:
         "date": request.date,
         "time": request.time,
     }
-
-
-def _current_trace_id() -> str:
-    from opentelemetry import trace
-
-    return format(trace.get_current_span().get_span_context().trace_id, "032x")

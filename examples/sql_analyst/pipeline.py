@@ -45,8 +45,13 @@ class AnalystAnswer:
     sql: str | None
     rows: list[Row] | None
     check: Check | None
-    trace_id: str
+    #: the run's reference, stored with the response (for feedback later); None untraced
+    run: llmspans.RunRef | None
     error: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.run.trace_id_hex if self.run is not None else ""
 
 
 class SqlAnalyst:
@@ -94,7 +99,7 @@ class SqlAnalyst:
     ) -> AnalystAnswer:
         """Answer ``question`` with SQL; with a ``reference_sql`` the result is checked."""
         note_injected_fault()
-        trace_id = _current_trace_id()
+        run = llmspans.current_run()
         query: GeneratedQuery | None = None
         try:
             cards = self.find_tables(question, relevant_tables=relevant_tables)
@@ -102,15 +107,15 @@ class SqlAnalyst:
             query = self.write_sql(question, context)
             if query is None or not self._valid(query.sql):
                 llmspans.set_outcome(completed=False, correct=False)
-                return AnalystAnswer(question, query.sql if query else None, None, None, trace_id)
+                return AnalystAnswer(question, query.sql if query else None, None, None, run)
             rows, check = self.run_query(query.sql, reference_sql)
         except Exception as error:
             llmspans.set_outcome(completed=False, correct=False)
             sql = query.sql if query else None
-            return AnalystAnswer(question, sql, None, None, trace_id, type(error).__name__)
+            return AnalystAnswer(question, sql, None, None, run, type(error).__name__)
         ok = check.ok if check is not None else None
         llmspans.set_outcome(completed=ok, correct=ok)
-        return AnalystAnswer(question, query.sql, rows, check, trace_id)
+        return AnalystAnswer(question, query.sql, rows, check, run)
 
     @llmspans.retrieval(data_source="shop-schema")
     def find_tables(
@@ -226,9 +231,3 @@ def _replace_sql(query: GeneratedQuery, sql: str) -> GeneratedQuery:
     return GeneratedQuery(
         sql, tables_in(sql), query.input_tokens, query.output_tokens, query.confidence
     )
-
-
-def _current_trace_id() -> str:
-    from opentelemetry import trace
-
-    return format(trace.get_current_span().get_span_context().trace_id, "032x")

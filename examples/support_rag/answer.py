@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from .._text import estimate_tokens, terms
 from .knowledge import Document
@@ -41,7 +41,6 @@ class Answer:
     model: str
     input_tokens: int
     output_tokens: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Answerer(Protocol):

@@ -36,8 +36,13 @@ class Reply:
     ticket_id: str
     answer: Answer | None
     reply_id: int | None
-    trace_id: str
+    #: the run's reference, stored with the response (for feedback later); None untraced
+    run: llmspans.RunRef | None
     error: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.run.trace_id_hex if self.run is not None else ""
 
 
 class SupportRag:
@@ -78,7 +83,7 @@ class SupportRag:
     ) -> Reply:
         """Answer ``question`` and post the reply; ``relevant_ids`` are ground-truth labels."""
         note_injected_fault()
-        trace_id = _current_trace_id()
+        run = llmspans.current_run()
         try:
             docs = self.search(question, relevant_ids=relevant_ids)
             context = self.select(docs, TOKEN_BUDGET, relevant_ids=relevant_ids)
@@ -86,20 +91,20 @@ class SupportRag:
         except Exception as error:
             # The service answers "try again later"; the failing stage's span holds the error.
             llmspans.set_outcome(completed=False)
-            return Reply(ticket_id, None, None, trace_id, error=type(error).__name__)
+            return Reply(ticket_id, None, None, run, error=type(error).__name__)
         correct = None if relevant_ids is None else bool(set(answer.citations) & set(relevant_ids))
         if answer.refused:
             llmspans.set_outcome(completed=False, correct=correct)
-            return Reply(ticket_id, answer, None, trace_id)
+            return Reply(ticket_id, answer, None, run)
         try:
             reply_id = self.post_reply(ticket_id, answer)
         except Exception as error:
             llmspans.set_outcome(completed=False, correct=correct)
-            return Reply(ticket_id, answer, None, trace_id, error=type(error).__name__)
+            return Reply(ticket_id, answer, None, run, error=type(error).__name__)
         llmspans.set_outcome(
             completed=self.tickets.reply_exists(reply_id, ticket_id), correct=correct
         )
-        return Reply(ticket_id, answer, reply_id, trace_id)
+        return Reply(ticket_id, answer, reply_id, run)
 
     @llmspans.retrieval(data_source="nimbus-help-centre")
     def search(self, query: str, *, relevant_ids: Sequence[str] | None = None) -> list[Document]:
@@ -211,9 +216,3 @@ def _with_citations(answer: Answer, citations: tuple[str, ...]) -> Answer:
         answer.input_tokens,
         answer.output_tokens,
     )
-
-
-def _current_trace_id() -> str:
-    from opentelemetry import trace
-
-    return format(trace.get_current_span().get_span_context().trace_id, "032x")

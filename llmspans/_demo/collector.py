@@ -74,7 +74,7 @@ class LocalCollector:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:
         """Launch the collector and wait until it is ready."""
         self.launch()
         self.wait_ready(timeout_s)
@@ -95,7 +95,7 @@ class LocalCollector:
                 preexec_fn=_ignore_sigint,  # noqa: PLW1509
             )
 
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Wait for ``/readyz``; :class:`CollectorError` if it exits or the time runs out."""
         if self._process is None:
             raise CollectorError("the collector was not launched")

@@ -81,6 +81,28 @@ def quality_table(metrics: ScrapedMetrics, pipelines: Sequence[str]) -> Table:
     return table
 
 
+def feedback_table(metrics: ScrapedMetrics, pipelines: Sequence[str]) -> Table | None:
+    with_feedback = [p for p in pipelines if any(k[0] == p for k in metrics.feedback)]
+    if not with_feedback:
+        return None
+    table = _table("User feedback (llmspans_feedback_total)")
+    table.add_column("pipeline")
+    for kind in A.FEEDBACK_KINDS:
+        table.add_column(kind, justify="right")
+    table.add_column("edit rate", justify="right")
+    table.add_column("bypass rate", justify="right")
+    for name in with_feedback:
+        counts = {k: metrics.feedback.get((name, k), 0.0) for k in A.FEEDBACK_KINDS}
+        total = sum(counts.values())
+        table.add_row(
+            name,
+            *(f"{counts[k]:.0f}" for k in A.FEEDBACK_KINDS),
+            _pct(counts["edit"] / total if total else None),
+            _pct(counts["bypass"] / total if total else None),
+        )
+    return table
+
+
 def failures_table(metrics: ScrapedMetrics, pipelines: Sequence[str]) -> Table:
     table = _table("Root-cause failures by stage and reason (llmspans_stage_failures_total)")
     table.add_column("stage")
@@ -223,8 +245,11 @@ def render(
         failures_table(metrics, pipelines),
         injected_table(comparison),
         quality_table(metrics, pipelines),
+        feedback_table(metrics, pipelines),
         latency_table(offline, pipelines),
     ):
+        if table is None:
+            continue
         console.print(table)
         console.print()
     console.print(verdict_lines(comparison, agreement))

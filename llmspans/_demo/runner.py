@@ -7,6 +7,7 @@ the sibling modules.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import llmspans
 from llmspans._demo.collector import LocalCollector
 from llmspans._demo.examples import load_examples, submodule
 from llmspans._demo.faults import parse_faults
@@ -27,7 +29,8 @@ from llmspans._demo.plan import Example, PlannedRun, make_plan, shape_of
 from llmspans._demo.render import render
 from llmspans._demo.scrape import ScrapedMetrics, parse_metrics
 from llmspans._demo.summary import LedgerEntry, agreement, compare, to_json
-from llmspans._demo.traces import RootVerdict, iter_root_verdicts
+from llmspans._demo.traces import RootVerdict, count_feedback_spans, iter_root_verdicts
+from llmspans._demo.users import simulated_feedback
 from llmspans._tracing import use_tracer_provider
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
@@ -67,10 +70,14 @@ def build_examples() -> list[Example]:
 
 
 def execute(
-    plan: list[PlannedRun], examples: Mapping[str, Example], console: Console
+    plan: list[PlannedRun], examples: Mapping[str, Example], console: Console, seed: int
 ) -> list[LedgerEntry]:
-    """Run every planned request through its example, with its fault injected."""
+    """Run every planned request through its example, with its fault injected.
+
+    The support bot's simulated users send feedback on each reply, linked to its run.
+    """
     faults = submodule("_faults")
+    users = random.Random(f"users-{seed}")
     ledger: list[LedgerEntry] = []
     with Progress(
         TextColumn("[bold]requests"),
@@ -86,43 +93,51 @@ def execute(
             fault = (run.fault.stage, run.fault.mode) if run.fault else None
             error: str | None = None
             trace_id = ""
+            kind: str | None = None
             with faults.injecting(fault):
                 try:
                     result = examples[run.pipeline].run(run.index)
-                    trace_id = str(getattr(result, "trace_id", ""))
                 except Exception as exc:  # an example that lets an error escape: still a run
                     error = type(exc).__name__
+                else:
+                    trace_id = str(getattr(result, "trace_id", ""))
+                    if run.pipeline == "support_rag":
+                        served = getattr(result, "reply_id", None) is not None
+                        kind, edit_ratio = simulated_feedback(users, served)
+                        llmspans.feedback(getattr(result, "run", None), kind, edit_ratio=edit_ratio)
+            fault_text = str(run.fault) if run.fault else None
             ledger.append(
                 LedgerEntry(
-                    run.seq,
-                    run.pipeline,
-                    run.index,
-                    str(run.fault) if run.fault else None,
-                    trace_id,
-                    error,
+                    run.seq, run.pipeline, run.index, fault_text, trace_id, error, feedback=kind
                 )
             )
-            progress.update(
-                task, advance=1, last=f"{run.pipeline}{' ⚡' + str(run.fault) if run.fault else ''}"
-            )
+            progress.update(task, advance=1, last=f"{run.pipeline} {fault_text or ''}")
     return ledger
 
 
-def _wait_for_runs(collector: LocalCollector, runs: int, timeout_s: float) -> ScrapedMetrics:
-    """Scrape until the collector has finalised ``runs`` runs (or the timeout passes)."""
+def _wait_for_metrics(
+    collector: LocalCollector, runs: int, feedback: int, timeout_s: float
+) -> ScrapedMetrics:
+    """Scrape until the collector has finalised ``runs`` runs and ``feedback`` feedback
+    traces (or the timeout passes: the comparison then shows what is missing)."""
     deadline = time.monotonic() + timeout_s
     while True:
         metrics = parse_metrics(collector.scrape())
-        if metrics.runs() >= runs or time.monotonic() > deadline:
+        done = metrics.runs() >= runs and sum(metrics.feedback.values()) >= feedback
+        if done or time.monotonic() > deadline:
             return metrics
         time.sleep(0.2)
 
 
-def _read_verdicts(path: Path, runs: int, timeout_s: float) -> dict[str, RootVerdict]:
+def _read_verdicts(
+    path: Path, runs: int, feedback: int, timeout_s: float
+) -> dict[str, RootVerdict]:
+    """The root verdicts in ``path``, once it holds every run and feedback span."""
     deadline = time.monotonic() + timeout_s
     while True:
         verdicts = {v.trace_id: v for v in iter_root_verdicts(path)} if path.exists() else {}
-        if len(verdicts) >= runs or time.monotonic() > deadline:
+        complete = len(verdicts) >= runs and count_feedback_spans(path) >= feedback
+        if complete or time.monotonic() > deadline:
             return verdicts
         time.sleep(0.2)
 
@@ -133,6 +148,8 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
     out_dir = options.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     collector = LocalCollector(out_dir, forward=options.forward, trace_idle_s=options.trace_idle_s)
+    # The file exporter appends: traces of an earlier demo in DIR would mix into this one.
+    collector.traces_path.unlink(missing_ok=True)
     progress_console.print(
         f"[dim]starting the llmspans collector (config {collector.config_path})[/dim]"
     )
@@ -164,7 +181,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         latency = submodule("_latency")
         latency.set_scale(options.latency, seed=options.seed)
         try:
-            ledger = execute(plan, examples, progress_console)
+            ledger = execute(plan, examples, progress_console, options.seed)
         finally:
             latency.set_scale(0.0)
             provider.force_flush()
@@ -172,10 +189,13 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
             use_tracer_provider(previous_provider)
             set_price_table(previous_prices)
         elapsed = time.monotonic() - started
-        metrics = _wait_for_runs(collector, len(plan), timeout_s=30.0 + options.trace_idle_s)
+        feedback = sum(1 for entry in ledger if entry.feedback)
+        metrics = _wait_for_metrics(
+            collector, len(plan), feedback, timeout_s=30.0 + options.trace_idle_s
+        )
         if not options.keep_running:
             collector.stop()
-        verdicts = _read_verdicts(collector.traces_path, len(plan), timeout_s=30.0)
+        verdicts = _read_verdicts(collector.traces_path, len(plan), feedback, timeout_s=30.0)
         with collector.traces_path.open(encoding="utf-8") as lines:
             offline = analyze_lines(lines, Thresholds())
         pipeline_stages = {name: tuple(e.stages) for name, e in examples.items()}
@@ -196,7 +216,8 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
             for entry in ledger:
                 f.write(json.dumps(asdict(entry)) + "\n")
         if options.json_output:
-            console.print_json(data=summary)
+            # Plain text: a terminal renderer could wrap long lines inside strings.
+            console.file.write(json.dumps(summary, indent=1) + "\n")
         else:
             header = (
                 f"{len(plan)} requests through 3 example pipelines in {elapsed:.1f} s, "

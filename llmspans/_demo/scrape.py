@@ -27,6 +27,8 @@ class ScrapedMetrics:
     calibration: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: (instrument, pipeline) -> [sum, count] of the quality histograms
     quality: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: (pipeline, kind) -> feedback events
+    feedback: dict[tuple[str, str], float] = field(default_factory=dict)
     spans_received: float = 0.0
 
     def mean(self, instrument: str, pipeline: str) -> float | None:
@@ -104,6 +106,9 @@ def parse_metrics(text: str) -> ScrapedMetrics:
                 instrument, part = sample.name.rsplit("_", 1)
                 slot = m.quality.setdefault((instrument, pipeline), [0.0, 0.0])
                 slot[0 if part == "sum" else 1] += value
+            elif sample.name == "llmspans_feedback_total":
+                key_kind = (pipeline, labels["kind"])
+                m.feedback[key_kind] = m.feedback.get(key_kind, 0.0) + value
             elif sample.name == "llmspans_collector_spans_received_total":
                 m.spans_received += value
     m.stage_buckets = {key: sorted(b.items()) for key, b in buckets.items()}

@@ -30,6 +30,8 @@ class LedgerEntry:
     fault: str | None  # "stage:mode"
     trace_id: str
     error: str | None = None
+    #: the feedback a simulated user sent on the run, if any
+    feedback: str | None = None
 
     @property
     def fault_stage(self) -> str | None:
@@ -171,7 +173,7 @@ def _close(a: float | None, b: float | None, tol: float = 1e-6) -> bool:
 def agreement(
     metrics: ScrapedMetrics, verdicts: Sequence[RootVerdict], offline: Report
 ) -> Agreement:
-    """Compare run outcomes, root causes, cost and ECE across the three sources."""
+    """Compare run outcomes, root causes, feedback, cost and ECE across the three sources."""
     diffs: list[str] = []
     from_roots_outcomes: Counter[tuple[str, str]] = Counter(
         (v.pipeline, v.outcome or "?") for v in verdicts
@@ -203,6 +205,16 @@ def agreement(
     ):
         if fa != fb:
             diffs.append(f"{label}: {dict(fa)} != {dict(fb)}")
+    scraped_feedback = Counter({k: round(v) for k, v in metrics.feedback.items() if v})
+    offline_feedback: Counter[tuple[str, str]] = Counter()
+    for name, pipeline in offline.pipelines.items():
+        for kind, n in pipeline.feedback.items():
+            offline_feedback[(name, kind)] += n
+    if scraped_feedback != offline_feedback:
+        diffs.append(
+            f"feedback: /metrics vs llmspans analyze: {dict(scraped_feedback)} "
+            f"!= {dict(offline_feedback)}"
+        )
     for name, pipeline in offline.pipelines.items():
         if not _close(metrics.cost_usd.get(name, 0.0), pipeline.cost_usd, 1e-9):
             diffs.append(f"cost of {name}: {metrics.cost_usd.get(name)} != {pipeline.cost_usd}")

@@ -39,8 +39,7 @@ def _attributes(span: Mapping[str, Any]) -> dict[str, object]:
     return {a["key"]: _scalar(a.get("value", {})) for a in span.get("attributes", ())}
 
 
-def iter_root_verdicts(path: Path) -> Iterator[RootVerdict]:
-    """Every pipeline root span in an OTLP JSON lines file, with the verdict attributes."""
+def _iter_spans(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             if not line.strip():
@@ -48,20 +47,32 @@ def iter_root_verdicts(path: Path) -> Iterator[RootVerdict]:
             request = json.loads(line)
             for resource in request.get("resourceSpans", ()):
                 for scope in resource.get("scopeSpans", ()):
-                    for span in scope.get("spans", ()):
-                        if span.get("parentSpanId"):
-                            continue
-                        attrs = _attributes(span)
-                        if attrs.get(A.STAGE) != A.STAGE_PIPELINE:
-                            continue
-                        yield RootVerdict(
-                            trace_id=_hex_id(str(span.get("traceId", ""))),
-                            pipeline=str(attrs.get(A.PIPELINE, "")),
-                            outcome=_str(attrs.get(A.OUTCOME)),
-                            failure_stage=_str(attrs.get(A.FAILURE_STAGE)),
-                            failure_reason=_str(attrs.get(A.FAILURE_REASON)),
-                            injected=_str(attrs.get(INJECTED_FAULT_ATTRIBUTE)),
-                        )
+                    yield from scope.get("spans", ())
+
+
+def iter_root_verdicts(path: Path) -> Iterator[RootVerdict]:
+    """Every pipeline root span in an OTLP JSON lines file, with the verdict attributes."""
+    for span in _iter_spans(path):
+        if span.get("parentSpanId"):
+            continue
+        attrs = _attributes(span)
+        if attrs.get(A.STAGE) != A.STAGE_PIPELINE:
+            continue
+        yield RootVerdict(
+            trace_id=_hex_id(str(span.get("traceId", ""))),
+            pipeline=str(attrs.get(A.PIPELINE, "")),
+            outcome=_str(attrs.get(A.OUTCOME)),
+            failure_stage=_str(attrs.get(A.FAILURE_STAGE)),
+            failure_reason=_str(attrs.get(A.FAILURE_REASON)),
+            injected=_str(attrs.get(INJECTED_FAULT_ATTRIBUTE)),
+        )
+
+
+def count_feedback_spans(path: Path) -> int:
+    """How many feedback spans an OTLP JSON lines file holds."""
+    return sum(
+        1 for span in _iter_spans(path) if _attributes(span).get(A.STAGE) == A.STAGE_FEEDBACK
+    )
 
 
 def _hex_id(value: str) -> str:

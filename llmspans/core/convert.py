@@ -520,16 +520,10 @@ def _json_span(span: Any, path: str) -> SpanRecord:
     return record
 
 
-def records_from_otlp_json(request: Mapping[str, Any]) -> list[SpanRecord]:
-    """Convert one ``ExportTraceServiceRequest`` in OTLP JSON encoding.
-
-    Accepts the specification's lowerCamelCase keys and snake_case; hex ids (base64
-    too); enums as integers or names; 64-bit integers as strings or numbers.
-    Raises ``ValueError`` naming the path of the first malformed value, e.g.
-    ``resourceSpans[0].scopeSpans[1].spans[3].traceId: expected 32 hex characters``.
-    """
+def _json_spans(request: Any) -> Iterator[tuple[str, Any]]:
+    """Walk an export request down to its spans: (path, span) pairs; raises ``ValueError``
+    on bad structure above the span level (when the walk reaches it)."""
     request = _expect_object(request, "request")
-    records: list[SpanRecord] = []
     resource_spans = _expect_list(_get(request, "resourceSpans", "resource_spans"), "resourceSpans")
     for r_index, r_item in enumerate(resource_spans):
         r_path = f"resourceSpans[{r_index}]"
@@ -544,8 +538,43 @@ def records_from_otlp_json(request: Mapping[str, Any]) -> list[SpanRecord]:
             s_path = f"{r_path}.{scope_key}[{s_index}]"
             scope = _expect_object(s_item, s_path)
             for index, span in enumerate(_expect_list(scope.get("spans"), f"{s_path}.spans")):
-                records.append(_json_span(span, f"{s_path}.spans[{index}]"))
-    return records
+                yield f"{s_path}.spans[{index}]", span
+
+
+def records_from_otlp_json(request: Mapping[str, Any]) -> list[SpanRecord]:
+    """Convert one ``ExportTraceServiceRequest`` in OTLP JSON encoding.
+
+    Accepts the specification's lowerCamelCase keys and snake_case; hex ids (base64
+    too); enums as integers or names; 64-bit integers as strings or numbers.
+    Raises ``ValueError`` naming the path of the first malformed value, e.g.
+    ``resourceSpans[0].scopeSpans[1].spans[3].traceId: expected 32 hex characters``.
+    """
+    return [_json_span(span, path) for path, span in _json_spans(request)]
+
+
+def _salvage(request: Any) -> tuple[list[SpanRecord], list[str]]:
+    """Every well-formed span of a request that is malformed somewhere, and the errors.
+
+    Used by the lenient line reader, so one bad span does not cost the valid spans
+    next to it. Structure that cannot be walked (a resource that is no object) ends
+    the walk of that request; what was read before it is kept.
+    """
+    records: list[SpanRecord] = []
+    errors: list[str] = []
+    spans = _json_spans(request)
+    while True:
+        try:
+            path, span = next(spans)
+        except StopIteration:
+            break
+        except ValueError as error:
+            errors.append(str(error))
+            break
+        try:
+            records.append(_json_span(span, path))
+        except ValueError as error:
+            errors.append(str(error))
+    return records, errors
 
 
 def iter_otlp_json_lines(
@@ -555,27 +584,35 @@ def iter_otlp_json_lines(
     """Records from OTLP JSON lines (one export request per line; blank lines skipped).
 
     A bad line raises ``ValueError`` with its 1-based line number, unless
-    ``on_error(line_number, message)`` is given: then the line is reported there and
-    skipped, and every valid line is still read.
+    ``on_error(line_number, message)`` is given: then each bad line is reported there
+    once, its well-formed spans are still used, and every valid line is read.
     """
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
             continue
         try:
+            request = json.loads(text)
+        except json.JSONDecodeError as error:
+            message = f"invalid JSON: {error}"
+        except RecursionError:
+            message = "invalid JSON: nested too deeply"
+        else:
             try:
-                request = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"invalid JSON: {error}") from None
-            except RecursionError:
-                raise ValueError("invalid JSON: nested too deeply") from None
-            records = records_from_otlp_json(request)
-        except ValueError as error:
-            if on_error is None:
-                raise ValueError(f"line {number}: {error}") from None
-            on_error(number, str(error))
+                records = records_from_otlp_json(request)
+            except ValueError as error:
+                if on_error is None:
+                    raise ValueError(f"line {number}: {error}") from None
+                records, errors = _salvage(request)
+                skipped = f"{len(errors)} malformed part(s) skipped" if len(errors) > 1 else ""
+                kept = f"{len(records)} valid span(s) of this line kept" if records else ""
+                note = "; ".join(part for part in (skipped, kept) if part)
+                on_error(number, f"{error}" + (f" ({note})" if note else ""))
+            yield from records
             continue
-        yield from records
+        if on_error is None:
+            raise ValueError(f"line {number}: {message}")
+        on_error(number, message)
 
 
 def iter_otlp_json_file(

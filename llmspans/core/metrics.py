@@ -15,6 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, Literal, NamedTuple
 
 from llmspans import _attributes as A
@@ -170,6 +171,14 @@ class Observation(NamedTuple):
     value: float
 
 
+#: ``_obs(((instrument, kind, labels, value)))`` builds an Observation without the
+#: NamedTuple's Python-level ``__new__``: it runs for every observation on the
+#: collector's hot path.
+_obs: Final[Callable[[tuple[str, str, Labels, float]], Observation]] = partial(
+    tuple.__new__, Observation
+)
+
+
 class PipelineLabeler:
     """Bounds the ``pipeline`` label: the first ``limit`` names pass, later ones become
     ``"other"``.
@@ -202,19 +211,27 @@ def _identity(pipeline: str) -> str:
 def _stage_observations(span: SpanRecord, pipeline: str, out: list[Observation]) -> None:
     stage = span.stage or ""
     out.append(
-        Observation(
-            A.METRIC_STAGE_CALLS,
-            "counter",
-            (("pipeline", pipeline), ("stage", stage), ("status", "error" if span.error else "ok")),
-            1.0,
+        _obs(
+            (
+                A.METRIC_STAGE_CALLS,
+                "counter",
+                (
+                    ("pipeline", pipeline),
+                    ("stage", stage),
+                    ("status", "error" if span.error else "ok"),
+                ),
+                1.0,
+            )
         )
     )
     out.append(
-        Observation(
-            A.METRIC_STAGE_DURATION,
-            "histogram",
-            (("pipeline", pipeline), ("stage", stage)),
-            span.duration_s,
+        _obs(
+            (
+                A.METRIC_STAGE_DURATION,
+                "histogram",
+                (("pipeline", pipeline), ("stage", stage)),
+                span.duration_s,
+            )
         )
     )
 
@@ -225,23 +242,25 @@ def _run_observations(run: Run, verdict: Verdict, pipeline: str, out: list[Obser
         for span in run.stages.get(stage, ()):
             _stage_observations(span, pipeline, out)
     by_outcome = (("pipeline", pipeline), ("outcome", outcome))
-    out.append(Observation(A.METRIC_TASK_OUTCOMES, "counter", by_outcome, 1.0))
-    out.append(Observation(A.METRIC_TASK_DURATION, "histogram", by_outcome, run.root.duration_s))
+    out.append(_obs((A.METRIC_TASK_OUTCOMES, "counter", by_outcome, 1.0)))
+    out.append(_obs((A.METRIC_TASK_DURATION, "histogram", by_outcome, run.root.duration_s)))
     if outcome == A.OUTCOME_FAILURE:
         out.append(
-            Observation(
-                A.METRIC_STAGE_FAILURES,
-                "counter",
+            _obs(
                 (
-                    ("pipeline", pipeline),
-                    ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
-                    ("reason", verdict.failure_reason or A.REASON_ERROR),
-                ),
-                1.0,
+                    A.METRIC_STAGE_FAILURES,
+                    "counter",
+                    (
+                        ("pipeline", pipeline),
+                        ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
+                        ("reason", verdict.failure_reason or A.REASON_ERROR),
+                    ),
+                    1.0,
+                )
             )
         )
     cost = math.fsum(span.cost_usd for span in run.spans if span.cost_usd is not None)
-    out.append(Observation(A.METRIC_TASK_COST, "counter", by_outcome, cost))
+    out.append(_obs((A.METRIC_TASK_COST, "counter", by_outcome, cost)))
 
     by_pipeline = (("pipeline", pipeline),)
     labels = relevant_ids(run)
@@ -253,9 +272,9 @@ def _run_observations(run: Run, verdict: Verdict, pipeline: str, out: list[Obser
         precision = context_precision(retrieved, labels)
         recall = context_recall(retrieved, labels)
         if precision is not None:
-            out.append(Observation(A.METRIC_CONTEXT_PRECISION, "histogram", by_pipeline, precision))
+            out.append(_obs((A.METRIC_CONTEXT_PRECISION, "histogram", by_pipeline, precision)))
         if recall is not None:
-            out.append(Observation(A.METRIC_CONTEXT_RECALL, "histogram", by_pipeline, recall))
+            out.append(_obs((A.METRIC_CONTEXT_RECALL, "histogram", by_pipeline, recall)))
 
     selected = selected_context(run)
     if selected is not None:
@@ -263,28 +282,30 @@ def _run_observations(run: Run, verdict: Verdict, pipeline: str, out: list[Obser
             if span.citations:
                 value = citation_precision(span.citations, selected)
                 if value is not None:
-                    out.append(
-                        Observation(A.METRIC_CITATION_PRECISION, "histogram", by_pipeline, value)
-                    )
+                    out.append(_obs((A.METRIC_CITATION_PRECISION, "histogram", by_pipeline, value)))
 
     confidence = run_confidence(run)
     if confidence is not None:
         bin_label = str(calibration_bin(confidence))
         correct = "true" if run_correct(run, verdict) else "false"
         out.append(
-            Observation(
-                A.METRIC_CALIBRATION_RUNS,
-                "counter",
-                (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
-                1.0,
+            _obs(
+                (
+                    A.METRIC_CALIBRATION_RUNS,
+                    "counter",
+                    (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
+                    1.0,
+                )
             )
         )
         out.append(
-            Observation(
-                A.METRIC_CALIBRATION_CONFIDENCE,
-                "counter",
-                (("pipeline", pipeline), ("bin", bin_label)),
-                confidence,
+            _obs(
+                (
+                    A.METRIC_CALIBRATION_CONFIDENCE,
+                    "counter",
+                    (("pipeline", pipeline), ("bin", bin_label)),
+                    confidence,
+                )
             )
         )
 
@@ -309,14 +330,16 @@ def observations(
         _stage_observations(span, label(span.pipeline or UNKNOWN_PIPELINE), out)
     for span in result.feedback:
         out.append(
-            Observation(
-                A.METRIC_FEEDBACK,
-                "counter",
+            _obs(
                 (
-                    ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
-                    ("kind", span.feedback_kind or UNKNOWN_LABEL),
-                ),
-                1.0,
+                    A.METRIC_FEEDBACK,
+                    "counter",
+                    (
+                        ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
+                        ("kind", span.feedback_kind or UNKNOWN_LABEL),
+                    ),
+                    1.0,
+                )
             )
         )
     return out

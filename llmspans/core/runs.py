@@ -20,6 +20,7 @@ messy, and :func:`assemble` decides as follows:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Final
 
 from llmspans import _attributes as A
@@ -41,6 +42,9 @@ _WORKFLOW_PREFIX: Final = A.OP_INVOKE_WORKFLOW + " "
 UNNAMED_PIPELINE: Final = "unknown"
 
 _Key = tuple[bytes, bytes]
+#: start time, then span id: a total order, so the result never depends on arrival order
+_START_ORDER: Final = attrgetter("start_ns", "span_id")
+_ROOT_START_ORDER: Final = attrgetter("root.start_ns", "root.span_id")
 
 
 def pipeline_name(root: SpanRecord) -> str:
@@ -64,7 +68,7 @@ def assemble(
     by_key: dict[_Key, SpanRecord] = {}
     for record in records:
         by_key.setdefault((record.trace_id, record.span_id), record)
-    spans = sorted(by_key.values(), key=lambda span: (span.start_ns, span.span_id))
+    spans = sorted(by_key.values(), key=_START_ORDER)
 
     runs_by_root: dict[_Key, Run] = {}
     runs_per_trace: dict[bytes, list[Run]] = {}
@@ -92,7 +96,7 @@ def assemble(
         if span.stage in _WORKING_STAGES:
             owning.stages.setdefault(span.stage, []).append(span)
 
-    runs = sorted(runs_by_root.values(), key=lambda run: (run.root.start_ns, run.root.span_id))
+    runs = sorted(runs_by_root.values(), key=_ROOT_START_ORDER)
     return runs, standalone, feedback
 
 

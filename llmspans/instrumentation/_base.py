@@ -33,7 +33,13 @@ from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as attr
 from llmspans._content import prepare_content
-from llmspans._context import STAGE_KEY, ActiveStage, current_pipeline, enclosing_stage_span
+from llmspans._context import (
+    STAGE_KEY,
+    ActiveStage,
+    current_pipeline,
+    current_stage,
+    enclosing_stage_span,
+)
 from llmspans._safety import log_internal_error
 
 TRACER_NAME: Final = "llmspans.instrumentation"
@@ -49,6 +55,11 @@ SUMMED_ATTRIBUTES: Final = frozenset(
         attr.COST_USD,
     }
 )
+
+#: Attributes a decorator derives from its function's return value even when a
+#: client call enriched the span: the stage's own result is the truth for them
+#: (a retrieval function may filter what the vector store returned).
+_DERIVED_BY_DECORATOR: Final = ("llmspans.retrieval.", "llmspans.context.")
 
 
 def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
@@ -76,7 +87,17 @@ class StageCall:
     enriching calls only write attributes onto the enclosing stage span.
     """
 
-    __slots__ = ("_base", "_ended", "_lock", "deferred", "instance", "owned", "span", "stage")
+    __slots__ = (
+        "_base",
+        "_ended",
+        "_lock",
+        "_recorded",
+        "deferred",
+        "instance",
+        "owned",
+        "span",
+        "stage",
+    )
 
     def __init__(self, span: Span, stage: str | None, *, owned: bool) -> None:
         self.span = span
@@ -88,6 +109,10 @@ class StageCall:
         """The client object the wrapped method was called on."""
         self._ended = False
         self._base: dict[str, float] = {}
+        # The decorator's record of explicitly set attributes, when enriching its stage:
+        # what the client reported counts as recorded, so the decorator does not
+        # re-derive it from the function's return value (only the last call's).
+        self._recorded: dict[str, object] | None = None
         self._lock = threading.Lock()  # guards _ended: a stream may end from a finalizer thread
 
     @classmethod
@@ -97,7 +122,7 @@ class StageCall:
             enclosing = enclosing_stage_span(request.stage)
             if enclosing is not None:
                 call = cls(enclosing, request.stage, owned=False)
-                call.snapshot_counts()
+                call.adopt(current_stage(), request)
                 call.set_many(
                     {k: v for k, v in request.attributes.items() if k != attr.GEN_AI_OPERATION_NAME}
                 )
@@ -130,21 +155,42 @@ class StageCall:
             otel_context.detach(token)
 
     def set(self, key: str, value: AttributeValue | None) -> None:
-        """Set one attribute; ``None`` and empty sequences are skipped; counts add up."""
-        if value is None:
+        """Set one attribute; ``None`` and empty sequences are skipped; counts add up.
+
+        Nothing is written to a span that no longer records: an enclosing stage
+        span may have ended before a stream it returned was consumed.
+        """
+        if value is None or not self.span.is_recording():
             return
         if isinstance(value, Sequence) and not isinstance(value, str) and not value:
             return
         if key in SUMMED_ATTRIBUTES and isinstance(value, int | float):
             value = self._summed(key, value)
         self.span.set_attribute(key, value)
+        if self._recorded is not None and not key.startswith(_DERIVED_BY_DECORATOR):
+            self._recorded[key] = value
 
     def set_many(self, attributes: Mapping[str, AttributeValue | None]) -> None:
         for key, value in attributes.items():
             self.set(key, value)
 
-    def snapshot_counts(self) -> None:
-        """Remember the summed counts the enclosing span carries before this call."""
+    def adopt(self, active: ActiveStage | None, request: Request) -> None:
+        """Join the enclosing stage: remember its counts so far and its record.
+
+        A decorated generation span still named ``chat`` (no model given to the
+        decorator) is completed to ``chat {model}``, as ``record_generation`` does.
+        """
+        recorded = getattr(active, "recorded", None)
+        if isinstance(recorded, dict):
+            self._recorded = recorded
+            prefix = getattr(active, "rename_prefix", None)
+            model = request.attributes.get(attr.GEN_AI_REQUEST_MODEL)
+            if (
+                isinstance(prefix, str)
+                and isinstance(model, str)
+                and (attr.GEN_AI_REQUEST_MODEL not in recorded)
+            ):
+                self.span.update_name(f"{prefix} {model}")
         existing = getattr(self.span, "attributes", None) or {}
         for key in SUMMED_ATTRIBUTES:
             previous = existing.get(key)
@@ -207,6 +253,11 @@ def _begin(
 
 
 def _finish(kind: str, call: StageCall, respond: ResponseReader, result: Any) -> Any:
+    if not call.span.is_recording():
+        # An unsampled span keeps no attributes: skip reading the response (and
+        # proxying a stream) altogether. A sampler's RECORD_ONLY spans do record.
+        call.end()
+        return result
     try:
         returned = respond(call, result)
     except Exception as exc:
@@ -269,9 +320,12 @@ def field_of(value: Any, name: str) -> Any:
     """``value.name`` or ``value[name]``: provider responses come as models or as dicts."""
     if value is None:
         return None
-    if isinstance(value, Mapping):
+    if type(value) is dict:
         return value.get(name)
-    return getattr(value, name, None)
+    found = getattr(value, name, None)
+    if found is None and isinstance(value, Mapping):
+        return value.get(name)
+    return found
 
 
 def as_int(value: Any) -> int | None:

@@ -3,17 +3,19 @@
 Each library instrumentor lists its ``Patch`` targets; this module does the rest
 the same way for all of them: it checks that the library is installed in a
 supported version (a debug log and no patching otherwise), wraps each method with
-the sync or async wrapper of ``_base``, and unwraps on ``uninstrument()``.
+the sync or async wrapper of ``_base`` as soon as the method's module is
+imported (at once when it already is), and unwraps on ``uninstrument()``.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
+import sys
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar
 
 import wrapt
@@ -56,13 +58,17 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     requirement: ClassVar[str]
 
     _applied: list[Patch]
+    _generation: int
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (self.requirement,)
 
     @abstractmethod
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
-        """The methods to wrap (called only when the library is importable)."""
+        """The methods to wrap; each is wrapped when its module is imported.
+
+        Must not import the library itself: instrumenting happens at start-up.
+        """
 
     def available(self) -> bool:
         """Whether the library is installed in a supported version."""
@@ -75,6 +81,7 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         self._applied = []
+        self._generation = getattr(self, "_generation", 0) + 1
         if not self.available():
             conflict = get_dependency_conflicts([self.requirement])
             _logger.debug(
@@ -85,14 +92,25 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return
         tracer = get_tracer(kwargs.get("tracer_provider"))
         for patch in self.patches(tracer):
+            wrapt.register_post_import_hook(self._hook(patch, tracer), patch.module)
+
+    def _hook(self, patch: Patch, tracer: Tracer) -> Callable[[ModuleType], None]:
+        """Patch when the module is imported (at once if it already is).
+
+        Patching on import keeps application start-up free of the cost of
+        importing every installed client library just to wrap it.
+        """
+        generation = self._generation
+
+        def apply(module: ModuleType) -> None:
+            if generation != self._generation:  # uninstrumented (or re-instrumented) since
+                return
             factory = async_wrapper if patch.is_async else sync_wrapper
             try:
                 wrapt.wrap_function_wrapper(
-                    patch.module,
-                    patch.target,
-                    factory(tracer, patch.kind, patch.read, patch.respond),
+                    module, patch.target, factory(tracer, patch.kind, patch.read, patch.respond)
                 )
-            except (ImportError, AttributeError) as exc:
+            except AttributeError as exc:
                 _logger.debug(
                     "%s: %s.%s not patched (%s)",
                     type(self).__name__,
@@ -100,13 +118,16 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     patch.target,
                     exc,
                 )
-                continue
+                return
             self._applied.append(patch)
 
+        return apply
+
     def _uninstrument(self, **kwargs: Any) -> None:
+        self._generation = getattr(self, "_generation", 0) + 1
         for patch in getattr(self, "_applied", []):
             owner_name, _, method = patch.target.rpartition(".")
-            owner: Any = importlib.import_module(patch.module)
+            owner: Any = sys.modules[patch.module]
             for part in owner_name.split("."):
                 owner = getattr(owner, part)
             unwrap(owner, method)

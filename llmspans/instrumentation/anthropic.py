@@ -179,6 +179,13 @@ def _record_snapshot(call: StageCall, stream: Any) -> None:
     _record_message(call, snapshot)
 
 
+def _stream_types() -> tuple[type[Any], type[Any]]:
+    """The client's stream classes (imported on first use: the client is loaded by then)."""
+    from anthropic import AsyncStream, Stream
+
+    return Stream, AsyncStream
+
+
 class AnthropicInstrumentor(PatchingInstrumentor):
     """Traces the ``anthropic`` client (``Anthropic`` and ``AsyncAnthropic``)."""
 
@@ -186,13 +193,13 @@ class AnthropicInstrumentor(PatchingInstrumentor):
     requirement: ClassVar[str] = "anthropic >= 0.34, < 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
-        from anthropic import AsyncStream, Stream
 
         def result(call: StageCall, value: Any) -> Any:
-            if isinstance(value, Stream):
+            sync_stream, async_stream = _stream_types()
+            if isinstance(value, sync_stream):
                 events = _Events()
                 return SyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
-            if isinstance(value, AsyncStream):
+            if isinstance(value, async_stream):
                 events = _Events()
                 return AsyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
             _record_message(call, value)

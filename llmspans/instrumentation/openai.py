@@ -258,6 +258,13 @@ def _record_embeddings(call: StageCall, result: Any) -> Any:
     return result
 
 
+def _stream_types() -> tuple[type[Any], type[Any]]:
+    """The client's stream classes (imported on first use: the client is loaded by then)."""
+    from openai import AsyncStream, Stream
+
+    return Stream, AsyncStream
+
+
 class OpenAIInstrumentor(PatchingInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
@@ -265,15 +272,15 @@ class OpenAIInstrumentor(PatchingInstrumentor):
     requirement: ClassVar[str] = "openai >= 1.40, < 4"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
-        from openai import AsyncStream, Stream
 
         def chat_result(call: StageCall, result: Any) -> Any:
-            if isinstance(result, Stream):
+            sync_stream, async_stream = _stream_types()
+            if isinstance(result, sync_stream):
                 chunks = _ChatChunks()
                 return SyncStreamProxy(
                     result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
                 )
-            if isinstance(result, AsyncStream):
+            if isinstance(result, async_stream):
                 chunks = _ChatChunks()
                 return AsyncStreamProxy(
                     result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
@@ -282,11 +289,12 @@ class OpenAIInstrumentor(PatchingInstrumentor):
             return result
 
         def responses_result(call: StageCall, result: Any) -> Any:
-            if isinstance(result, Stream):
+            sync_stream, async_stream = _stream_types()
+            if isinstance(result, sync_stream):
                 return SyncStreamProxy(
                     result, Ending(call, "openai.responses"), _observe_response_event
                 )
-            if isinstance(result, AsyncStream):
+            if isinstance(result, async_stream):
                 return AsyncStreamProxy(
                     result, Ending(call, "openai.responses"), _observe_response_event
                 )

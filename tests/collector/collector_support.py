@@ -26,6 +26,9 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -95,6 +98,7 @@ class Sink:
     def __init__(self, loop: LoopThread) -> None:
         self.loop = loop
         self.requests: list[ExportTraceServiceRequest] = []
+        self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.fail_next = 0
         self.fail_status = 503
         self.attempts = 0
@@ -110,9 +114,14 @@ class Sink:
         self.requests.append(ExportTraceServiceRequest.FromString(body))
         return web.Response(body=b"", content_type="application/x-protobuf")
 
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        self.metric_requests.append(ExportMetricsServiceRequest.FromString(await request.read()))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
     async def start(self) -> None:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/traces", self._handle)
+        app.router.add_post("/v1/metrics", self._handle_metrics)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -263,8 +272,12 @@ def start_collector(
 class Sender:
     """A TracerProvider exporting every span at its end through one OTLP exporter."""
 
-    def __init__(self, exporter: Any, service: str = "rag-app") -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    def __init__(
+        self, exporter: Any, service: str = "rag-app", resource: dict[str, str] | None = None
+    ) -> None:
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": service, **(resource or {})})
+        )
         self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         self.tracer: Tracer = self.provider.get_tracer("tests.collector")
 
@@ -272,12 +285,12 @@ class Sender:
         self.provider.shutdown()
 
 
-def http_sender(url: str, **kwargs: Any) -> Sender:
-    return Sender(HttpSpanExporter(endpoint=url, **kwargs))
+def http_sender(url: str, resource: dict[str, str] | None = None, **kwargs: Any) -> Sender:
+    return Sender(HttpSpanExporter(endpoint=url, **kwargs), resource=resource)
 
 
-def grpc_sender(endpoint: str, **kwargs: Any) -> Sender:
-    return Sender(GrpcSpanExporter(endpoint=endpoint, insecure=True, **kwargs))
+def grpc_sender(endpoint: str, resource: dict[str, str] | None = None, **kwargs: Any) -> Sender:
+    return Sender(GrpcSpanExporter(endpoint=endpoint, insecure=True, **kwargs), resource=resource)
 
 
 def emit_run(

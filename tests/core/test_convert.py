@@ -393,7 +393,8 @@ def test_json_lines_skip_bad_lines_and_keep_the_rest(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     errors: list[tuple[int, str]] = []
     records = list(iter_otlp_json_file(path, lambda line, error: errors.append((line, error))))
-    assert len(records) == 4
+    # two spans from each good line, and the one valid span of line 4
+    assert len(records) == 5
     assert [line for line, _ in errors] == [3, 4, 6]
     assert errors[0][1].startswith("invalid JSON")
     assert "spans[1].spanId" in errors[1][1]
@@ -405,3 +406,24 @@ def test_records_stay_plain_data() -> None:
     # The record is the one shape all three sources produce: no hidden extra state.
     names = {field.name for field in dataclasses.fields(SpanRecord)}
     assert {field for field, _ in ATTRIBUTE_FIELDS.values()} <= names
+
+
+def test_a_bad_span_does_not_cost_the_valid_spans_of_its_line() -> None:
+    good_a = {"traceId": "01" * 16, "spanId": "0a" * 8, "name": "a"}
+    good_b = {"traceId": "01" * 16, "spanId": "0b" * 8, "name": "b"}
+    request = {
+        "resourceSpans": [
+            {"scopeSpans": [{"spans": [good_a, {**GOOD, "traceId": "nothex"}, good_b]}]},
+            {"scopeSpans": 7},
+        ]
+    }
+    line = json.dumps(request)
+    errors: list[tuple[int, str]] = []
+    records = list(iter_otlp_json_lines([line], lambda n, m: errors.append((n, m))))
+    assert [record.name for record in records] == ["a", "b"]
+    ((number, message),) = errors
+    assert number == 1
+    assert message.startswith("resourceSpans[0].scopeSpans[0].spans[1].traceId: expected 32 hex")
+    assert "2 malformed part(s) skipped" in message and "2 valid span(s)" in message
+    with pytest.raises(ValueError, match=r"^line 1: resourceSpans\[0\]"):
+        list(iter_otlp_json_lines([line]))

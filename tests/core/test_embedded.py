@@ -206,15 +206,16 @@ def test_histograms_use_the_explicit_boundaries(harness: Harness) -> None:
 
 def test_prometheus_names_are_exactly_the_spec() -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    reader = PrometheusMetricReader()
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry)
     meters = MeterProvider(metric_readers=[reader])
     provider = TracerProvider()
     provider.add_span_processor(EmbeddedProcessor(meter_provider=meters))
     try:
         run_workload(provider.get_tracer("t"), runs=60, seed=3)
-        text = generate_latest(REGISTRY).decode()
+        text = generate_latest(registry).decode()
     finally:
         provider.shutdown()
         meters.shutdown()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmspans import _attributes as A
 from llmspans._demo.examples import submodule
@@ -15,6 +18,7 @@ from llmspans.testing import CapturedSpans
 check = submodule("sql_analyst.check")
 database = submodule("sql_analyst.database")
 generator = submodule("sql_analyst.generator")
+Row = tuple[object, ...]
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +157,24 @@ def test_a_wrong_result_fails_verification_with_the_reason(
     root = spans.one("invoke_workflow sql_analyst")
     assert root.attributes[A.TASK_COMPLETED] is False
     assert root.attributes["llmspans_examples.injected_fault"] == "action:stale_replica"
+
+
+_rows = st.lists(
+    st.tuples(st.integers(-5, 5), st.sampled_from(["a", "b", "c"]), st.floats(0, 10, width=32)),
+    max_size=8,
+)
+
+
+@given(rows=_rows, seed=st.integers(0, 1000))
+def test_an_unordered_result_equals_any_permutation_of_itself(rows: list[Row], seed: int) -> None:
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    assert check.same_result(shuffled, rows, ordered=False).ok
+    if shuffled != rows:
+        assert not check.same_result(shuffled, rows, ordered=True).ok
+
+
+@given(rows=_rows.filter(bool), extra=st.tuples(st.integers(6, 9), st.just("z"), st.just(0.0)))
+def test_one_extra_or_missing_row_is_never_equal(rows: list[Row], extra: Row) -> None:
+    assert not check.same_result([*rows, extra], rows, ordered=False).ok
+    assert not check.same_result(rows[1:], rows, ordered=False).ok

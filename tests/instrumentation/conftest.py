@@ -1,6 +1,7 @@
 """Fixtures of the auto-instrumentation tests.
 
-Every instrumentor is enabled once per session against one SDK TracerProvider
+Every instrumentor is enabled for this package's tests (and only for them: other
+areas' tests run uninstrumented) against one SDK TracerProvider
 with an in-memory exporter; each test starts from an empty exporter. Model
 providers are a loopback HTTP server answering like their APIs
 (``fake_providers``); chromadb and qdrant run in process.
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llmspans import _attributes as attr
 from llmspans._context import PIPELINE_KEY, STAGE_KEY, ActiveStage
 from llmspans.instrumentation import instrument, uninstrument
+
 from .fake_providers import FakeProviderServer
 
 _EXPORTER = InMemorySpanExporter()
@@ -29,7 +31,7 @@ _PROVIDER = TracerProvider()
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _instrumented() -> Iterator[list[str]]:
     enabled = instrument(tracer_provider=_PROVIDER)
     yield enabled
@@ -58,7 +60,7 @@ def capture_content() -> Iterator[None]:
     _content.set_capture(None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fake_server() -> Iterator[FakeProviderServer]:
     server = FakeProviderServer().start()
     yield server

@@ -138,7 +138,9 @@ def test_stream_helper_early_exit(client: anthropic.Anthropic, spans: Spans) -> 
     assert spans.attributes()[attr.GEN_AI_USAGE_INPUT_TOKENS] == TOTAL_INPUT
 
 
-async def test_async_create_stream_and_helper(aclient: anthropic.AsyncAnthropic, spans: Spans) -> None:
+async def test_async_create_stream_and_helper(
+    aclient: anthropic.AsyncAnthropic, spans: Spans
+) -> None:
     await aclient.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     stream = await aclient.messages.create(
         model=MODEL, max_tokens=100, messages=MESSAGES, stream=True

@@ -199,7 +199,9 @@ def test_chat_model_stream_early_break(chat_model: ChatLoopbackOpenAI, spans: Sp
 
 
 async def test_fake_chat_model_async_paths(spans: Spans) -> None:
-    model = GenericFakeChatModel(messages=iter([AIMessage(content="one two"), AIMessage(content="x")]))
+    model = GenericFakeChatModel(
+        messages=iter([AIMessage(content="one two"), AIMessage(content="x")])
+    )
     chunks = [chunk async for chunk in model.astream("hi")]
     assert "".join(str(c.content) for c in chunks) == "one two"
     reply = await model.ainvoke("hi")
@@ -262,5 +264,3 @@ def test_tool_in_a_decorated_action_enriches(spans: Spans) -> None:
         add.invoke({"a": 1, "b": 2})
     assert spans.names() == ["execute_tool pay"]
     assert spans.attributes()[attr.GEN_AI_TOOL_NAME] == "add"
-
-

@@ -215,7 +215,9 @@ async def test_async_chat_and_stream(aclient: openai.AsyncOpenAI, spans: Spans) 
     assert second.attributes[attr.PIPELINE] == "qa"
 
 
-async def test_async_stream_early_break_and_aclose(aclient: openai.AsyncOpenAI, spans: Spans) -> None:
+async def test_async_stream_early_break_and_aclose(
+    aclient: openai.AsyncOpenAI, spans: Spans
+) -> None:
     stream = await aclient.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
@@ -274,9 +276,7 @@ async def test_async_responses_and_stream(aclient: openai.AsyncOpenAI, spans: Sp
     async for _ in stream:
         pass
     assert [s.name for s in spans.all()] == ["chat gpt-4.1", "chat gpt-4.1"]
-    assert all(
-        (s.attributes or {}).get(attr.GEN_AI_USAGE_OUTPUT_TOKENS) == 10 for s in spans.all()
-    )
+    assert all((s.attributes or {}).get(attr.GEN_AI_USAGE_OUTPUT_TOKENS) == 10 for s in spans.all())
 
 
 def test_embeddings_span_is_not_a_stage(client: openai.OpenAI, spans: Spans) -> None:
@@ -301,3 +301,38 @@ def test_raw_response_calls_keep_working(client: openai.OpenAI, spans: Spans) ->
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     assert raw.parse().choices[0].message.content == "The answer is 42."
     assert spans.one().attributes is not None
+
+
+async def test_async_stream_early_break_ends_on_garbage_collection(
+    aclient: openai.AsyncOpenAI, spans: Spans
+) -> None:
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    async for _ in stream:
+        break
+    assert spans.all() == []
+    del stream
+    assert len(spans.all()) == 1
+
+
+def test_stream_returned_from_an_ended_stage_is_consumed_quietly(
+    client: openai.OpenAI, spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    with decorated_stage("generation", "answer"):
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    assert len(list(stream)) == 6
+    assert spans.names() == ["chat answer"]
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
+
+
+def test_llmspans_instrument_is_the_instrumentation_entry(provider: object) -> None:
+    import llmspans
+    from llmspans.instrumentation import instrument
+
+    assert llmspans.instrument is instrument

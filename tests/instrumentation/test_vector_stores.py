@@ -25,11 +25,13 @@ class LetterEmbedding(EmbeddingFunction[Documents]):
     def __init__(self) -> None:
         return
 
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb's parameter name
+    def __call__(self, input: Documents) -> Embeddings:
         import numpy as np
 
         return [
-            np.array([text.count("a") + 1.0, text.count("e") + 1.0, len(text) / 10], dtype=np.float32)
+            np.array(
+                [text.count("a") + 1.0, text.count("e") + 1.0, len(text) / 10], dtype=np.float32
+            )
             for text in input
         ]
 
@@ -95,7 +97,10 @@ def test_chroma_l2_space_records_distances_not_scores(spans: Spans) -> None:
 def test_chroma_batch_query_concatenates_ranked_lists(spans: Spans) -> None:
     collection = _collection("cosine")
     result = collection.query(query_texts=["banana", "tree"], n_results=1)
-    assert spans.attributes()[attr.RETRIEVAL_DOCUMENT_IDS] == [result["ids"][0][0], result["ids"][1][0]]
+    assert spans.attributes()[attr.RETRIEVAL_DOCUMENT_IDS] == [
+        result["ids"][0][0],
+        result["ids"][1][0],
+    ]
 
 
 def test_chroma_empty_result_is_recorded(spans: Spans) -> None:

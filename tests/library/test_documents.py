@@ -77,6 +77,12 @@ def test_uuid_ids_and_nan_scores() -> None:
     assert extract_documents([Hit(ident, float("nan"))]) == ([str(ident)], None)
 
 
+def test_numpy_scores_and_ids() -> None:
+    np = pytest.importorskip("numpy")
+    hits = [Hit(np.int64(5), np.float32(0.5)), Hit("b", np.float64(0.25))]
+    assert extract_documents(hits) == (["5", "b"], [0.5, 0.25])
+
+
 def test_langchain_documents() -> None:
     documents = pytest.importorskip("langchain_core.documents")
     docs = [

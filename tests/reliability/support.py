@@ -447,7 +447,29 @@ class CollectorProcess:
     def tls(self) -> bool:
         return bool(self.config.get("tls", {}).get("cert_file"))
 
-    def start(self, timeout: float = 30.0) -> CollectorProcess:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> CollectorProcess:
+        """Start and wait until ready; on a port taken meanwhile, retry on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as error:
+                taken = "already in use" in str(error) or "Failed to bind" in str(error)
+                if not taken or attempt == attempts - 1:
+                    raise
+                self._new_ports()
+        raise AssertionError("unreachable")
+
+    def _new_ports(self) -> None:
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        receivers = self.config["receivers"]
+        receivers["http"] = {"endpoint": f"127.0.0.1:{self.http_port}"}
+        self.config["metrics"]["prometheus"] = {"endpoint": f"127.0.0.1:{self.metrics_port}"}
+        if self.grpc_port is not None:
+            self.grpc_port = free_port()
+            receivers["grpc"] = {"endpoint": f"127.0.0.1:{self.grpc_port}"}
+
+    def _start(self, timeout: float) -> CollectorProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
@@ -479,7 +501,12 @@ class CollectorProcess:
                     return False
             return True
 
-        if not wait_until(ready, timeout, interval=0.1):
+        try:
+            is_ready = wait_until(ready, timeout, interval=0.1)
+        except RuntimeError:
+            self.log_path.rename(self.log_path.with_suffix(".failed.log"))
+            raise
+        if not is_ready:
             self.stop()
             raise RuntimeError(f"collector not ready in {timeout}s:\n{self.log()}")
         return self

@@ -36,7 +36,7 @@ from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
 
 from .support import figures, pipeline_trace, proto_spans, request_of, valid_request
 
-EXAMPLES = int(os.environ.get("LLMSPANS_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("LLMSPANS_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -330,6 +330,8 @@ ATHERIS_TARGET = textwrap.dedent(
     """
     import json, sys
     import atheris
+    import google.protobuf.json_format
+    import llmspans.core.records
     with atheris.instrument_imports():
         from google.protobuf.message import DecodeError
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -373,7 +375,7 @@ def test_atheris_coverage_guided_fuzz_of_the_converters(tmp_path: Path) -> None:
     request, _ = valid_request(1)
     (corpus / "proto").write_bytes(request.SerializeToString())
     (corpus / "json").write_text(json_format.MessageToJson(request, indent=None))
-    runs = int(os.environ.get("LLMSPANS_ATHERIS_RUNS", "100000"))
+    runs = int(os.environ.get("LLMSPANS_ATHERIS_RUNS", "30000"))
     result = subprocess.run(
         [
             sys.executable,

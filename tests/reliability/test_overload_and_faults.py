@@ -1,0 +1,378 @@
+"""Overload and faults: backpressure, a backend that goes away, SIGTERM and SIGKILL.
+
+Figures printed by each test: spans sent, spans the collector acknowledged,
+spans forwarded (distinct spans at the counting backend), spans lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .support import (
+    CollectorProcess,
+    CountingSink,
+    figures,
+    http_exporter,
+    metric_total,
+    proto_spans,
+    requires_collector,
+    rss_sampler,
+    valid_request,
+    wait_until,
+)
+
+Start = Callable[..., CollectorProcess]
+
+
+class CountingExporter(SpanExporter):
+    """Wraps the SDK's OTLP exporter and counts spans by export result."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.succeeded = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        with self.lock:
+            if result is SpanExportResult.SUCCESS:
+                self.succeeded += len(spans)
+            else:
+                self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def _emit_runs(provider: TracerProvider, runs: int, pipeline: str) -> int:
+    """Emit ``runs`` whole pipeline runs through the real SDK; returns the span count."""
+    tracer = provider.get_tracer("tests.reliability")
+    for _ in range(runs):
+        with tracer.start_as_current_span(
+            f"invoke_workflow {pipeline}",
+            attributes={"llmspans.stage": "pipeline", "llmspans.pipeline": pipeline},
+        ):
+            with tracer.start_as_current_span(
+                "retrieval faq",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "llmspans.stage": "retrieval",
+                    "llmspans.pipeline": pipeline,
+                    "llmspans.retrieval.document_ids": ["d1", "d2"],
+                    "llmspans.retrieval.scores": [0.9, 0.4],
+                },
+            ):
+                pass
+            with tracer.start_as_current_span(
+                "chat m",
+                kind=SpanKind.CLIENT,
+                attributes={"llmspans.stage": "generation", "llmspans.pipeline": pipeline},
+            ):
+                pass
+            with tracer.start_as_current_span(
+                "execute_tool book",
+                attributes={
+                    "llmspans.stage": "action",
+                    "llmspans.pipeline": pipeline,
+                    "llmspans.action.verified": True,
+                },
+            ) as span:
+                span.set_status(Status(StatusCode.OK))
+    return runs * 4
+
+
+def test_overload_backpressure_slows_senders_and_nothing_is_lost(
+    collector_factory: Start, sink: CountingSink
+) -> None:
+    """A burst of 3x the collector's capacity, offered at once by six SDK exporters.
+
+    The spans are made with the real SDK first; then six threads hand them, in
+    batches of 200, to the SDK's OTLP/HTTP exporter all at the same moment. The
+    collector admits at most 1,500 spans in flight (released 0.3 s after each
+    trace's last span), so most requests are refused with 429 + Retry-After and
+    the exporters retry them.
+    """
+    requires_collector()
+    bound = 1_500
+    collector = collector_factory(
+        exporters=[http_exporter(sink)],
+        assembly={"max_inflight_spans": bound, "trace_idle_s": 0.3},
+        limits={"retry_after_s": 1.0},
+    )
+    senders = 6
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "burst"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    total = sum(_emit_runs(provider, 500, f"burst{index}") for index in range(senders))
+    spans = list(memory.get_finished_spans())
+    assert len(spans) == total
+    baseline_rss = collector.rss_bytes()
+    stop_sampling, rss = rss_sampler(collector)
+    exporter = CountingExporter(
+        OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector.http_port}/v1/traces", timeout=30)
+    )
+    start_together = threading.Barrier(senders)
+
+    def sender(index: int) -> None:
+        # Each thread sends whole traces: its share is a contiguous run of traces.
+        share = spans[index * len(spans) // senders : (index + 1) * len(spans) // senders]
+        start_together.wait()
+        for offset in range(0, len(share), 200):
+            exporter.export(share[offset : offset + 200])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(240)
+    send_s = time.monotonic() - started
+    delivered = wait_until(lambda: sink.unique >= total, 60)
+    stop_sampling.set()
+    samples = collector.samples()
+    refused = metric_total(
+        samples, "llmspans_collector_requests_rejected_total", reason="inflight_limit"
+    ) + metric_total(samples, "llmspans_collector_requests_rejected_total", reason="queue_full")
+    peak = max(rss) if rss else 0
+    figures(
+        "overload",
+        senders=senders,
+        spans_sent=total,
+        exporter_succeeded=exporter.succeeded,
+        exporter_failed=exporter.failed,
+        spans_forwarded=sink.unique,
+        lost=total - sink.unique,
+        refusals_429_503=int(refused),
+        max_inflight_spans=bound,
+        burst_drained_s=f"{send_s:.1f}",
+        rss_baseline_mb=round(baseline_rss / 2**20, 1),
+        rss_peak_mb=round(peak / 2**20, 1),
+    )
+    assert refused > 0, "the burst must have hit the bound (else the test proves nothing)"
+    assert exporter.failed == 0
+    assert delivered and sink.unique == total
+    assert peak - baseline_rss < 150 * 2**20, "memory must stay bounded under overload"
+
+
+class PostingThreads:
+    """Threads that post valid requests as fast as answered; remember acknowledged spans."""
+
+    def __init__(self, collector: CollectorProcess, threads: int = 3, traces: int = 20) -> None:
+        self.collector = collector
+        self.traces = traces
+        self.lock = threading.Lock()
+        self.acknowledged: set[tuple[bytes, bytes]] = set()
+        self.attempted = 0
+        self.statuses: dict[Any, int] = {}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            request, count = valid_request(self.traces)
+            try:
+                status: Any = self.collector.post(request.SerializeToString(), timeout=10).status
+            except OSError as error:
+                status = type(error).__name__
+            with self.lock:
+                self.attempted += count
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status == 200:
+                    self.acknowledged.update((s.trace_id, s.span_id) for s in proto_spans(request))
+            if status != 200:
+                self.stop.wait(0.05)
+
+    def start(self) -> PostingThreads:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
+def test_backend_down_for_a_while_spans_queue_and_arrive_when_it_returns(
+    collector_factory: Start,
+) -> None:
+    requires_collector()
+    backend = CountingSink()
+    collector = collector_factory(exporters=[http_exporter(backend, queue_size=100_000)])
+    posting = PostingThreads(collector, threads=2).start()
+    time.sleep(3.0)
+    queued_while_down = metric_total(collector.samples(), "llmspans_collector_forward_queue_spans")
+    posting.join()
+    acknowledged = len(posting.acknowledged)
+    backend.start()
+    try:
+        delivered = wait_until(lambda: posting.acknowledged <= backend.state.span_keys, 60)
+        samples = collector.samples()
+        figures(
+            "backend down 3 s",
+            spans_sent=posting.attempted,
+            acknowledged=acknowledged,
+            queued_while_down=int(queued_while_down),
+            spans_forwarded=backend.unique,
+            duplicates=backend.received - backend.unique,
+            lost=len(posting.acknowledged - backend.state.span_keys),
+            dropped_metric=metric_total(samples, "llmspans_collector_spans_dropped_total"),
+        )
+        assert delivered
+        assert queued_while_down > 0
+        assert metric_total(samples, "llmspans_collector_spans_dropped_total") == 0
+    finally:
+        backend.stop()
+
+
+def test_backend_down_past_the_queue_bound_answers_backpressure_not_drops(
+    collector_factory: Start,
+) -> None:
+    requires_collector()
+    backend = CountingSink()
+    queue = 2_000
+    collector = collector_factory(
+        exporters=[http_exporter(backend, queue_size=queue)], assembly={"trace_idle_s": 0.2}
+    )
+    accepted: set[tuple[bytes, bytes]] = set()
+    refusals: list[tuple[int, str | None]] = []
+    for _ in range(60):
+        request, _ = valid_request(20)
+        reply = collector.post(request.SerializeToString())
+        if reply.status == 200:
+            accepted.update((s.trace_id, s.span_id) for s in proto_spans(request))
+        else:
+            refusals.append((reply.status, reply.headers.get("retry-after")))
+        time.sleep(0.02)
+    backend.start()
+    try:
+        delivered = wait_until(lambda: accepted <= backend.state.span_keys, 60)
+        samples = collector.samples()
+        figures(
+            "backend down past the queue bound",
+            queue_size=queue,
+            spans_sent=60 * 100,
+            acknowledged=len(accepted),
+            refused_requests=len(refusals),
+            refusal_statuses=sorted({status for status, _ in refusals}),
+            spans_forwarded=backend.unique,
+            lost=len(accepted - backend.state.span_keys),
+            dropped_metric=metric_total(samples, "llmspans_collector_spans_dropped_total"),
+        )
+        assert refusals and all(status == 503 and after for status, after in refusals)
+        assert len(accepted) <= queue
+        assert delivered
+    finally:
+        backend.stop()
+
+
+def test_backend_down_past_the_retry_time_bound_drops_are_counted(
+    collector_factory: Start,
+) -> None:
+    requires_collector()
+    backend = CountingSink()
+    exporter = {**http_exporter(backend), "retry_max_elapsed_s": 1.0}
+    collector = collector_factory(exporters=[exporter], assembly={"trace_idle_s": 0.2})
+    request, count = valid_request(10)
+    assert collector.post(request.SerializeToString()).status == 200
+    dropped = wait_until(
+        lambda: (
+            metric_total(collector.samples(), "llmspans_collector_spans_dropped_total") >= count
+        ),
+        20,
+    )
+    backend.start()
+    try:
+        time.sleep(1.0)
+        total_dropped = metric_total(collector.samples(), "llmspans_collector_spans_dropped_total")
+        figures(
+            "backend down past retry_max_elapsed_s",
+            spans_sent=count,
+            acknowledged=count,
+            dropped_counted=int(total_dropped),
+            spans_forwarded=backend.unique,
+        )
+        assert dropped and total_dropped == count and backend.unique == 0
+    finally:
+        backend.stop()
+
+
+def test_sigterm_under_load_loses_nothing(collector_factory: Start, sink: CountingSink) -> None:
+    """Pipeline spans held for 30 s idle: SIGTERM must finalise and flush all of them."""
+    requires_collector()
+    collector = collector_factory(
+        exporters=[http_exporter(sink)], assembly={"trace_idle_s": 30.0, "trace_timeout_s": 60.0}
+    )
+    posting = PostingThreads(collector).start()
+    time.sleep(2.0)
+    inflight = metric_total(collector.samples(), "llmspans_collector_spans_inflight")
+    started = time.monotonic()
+    code = collector.terminate(timeout=60)
+    exit_s = time.monotonic() - started
+    posting.join()
+    delivered = wait_until(lambda: posting.acknowledged <= sink.state.span_keys, 10)
+    lost = len(posting.acknowledged - sink.state.span_keys)
+    figures(
+        "SIGTERM under load",
+        spans_sent=posting.attempted,
+        acknowledged=len(posting.acknowledged),
+        inflight_at_sigterm=int(inflight),
+        spans_forwarded=sink.unique,
+        lost=lost,
+        exit_code=code,
+        exit_s=f"{exit_s:.2f}",
+        answers=posting.statuses,
+    )
+    assert code == 0
+    assert inflight > 0, "spans must have been in flight at SIGTERM"
+    assert delivered and lost == 0
+
+
+def test_sigkill_loss_is_bounded_by_what_was_in_flight(
+    collector_factory: Start, sink: CountingSink
+) -> None:
+    requires_collector()
+    bound = 5_000
+    collector = collector_factory(
+        exporters=[http_exporter(sink)],
+        assembly={"trace_idle_s": 1.0, "max_inflight_spans": bound},
+    )
+    posting = PostingThreads(collector).start()
+    time.sleep(2.5)
+    with posting.lock:
+        samples = collector.samples()
+        acknowledged_at_scrape = len(posting.acknowledged)
+    inflight = metric_total(samples, "llmspans_collector_spans_inflight")
+    queued = metric_total(samples, "llmspans_collector_forward_queue_spans")
+    collector.kill()
+    posting.join()
+    wait_until(lambda: False, 1.0)
+    lost = len(posting.acknowledged - sink.state.span_keys)
+    after_scrape = len(posting.acknowledged) - acknowledged_at_scrape
+    figures(
+        "SIGKILL under load",
+        spans_sent=posting.attempted,
+        acknowledged=len(posting.acknowledged),
+        spans_forwarded=sink.unique,
+        lost=lost,
+        inflight_at_last_scrape=int(inflight),
+        queued_at_last_scrape=int(queued),
+        acknowledged_after_last_scrape=after_scrape,
+    )
+    # What a SIGKILL loses: the spans in flight (pipeline spans held for their
+    # verdict, spans in the exporter queue), never more. Measured: what was in
+    # flight at the last scrape plus what was acknowledged after it.
+    assert lost <= inflight + queued + after_scrape
+    assert inflight <= bound
