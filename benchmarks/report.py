@@ -247,7 +247,7 @@ def memory_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
                 ]
             )
         slope = soak.get("slope_mib_per_min_second_half")
-        if slope is not None:
+        if slope is not None and soak["seconds"] >= 60:
             targets.append(
                 [
                     f"memory under steady load ({soak['seconds']:.0f} s)",

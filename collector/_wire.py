@@ -20,19 +20,13 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 __all__ = [
     "RequestError",
     "json_to_protobuf",
     "parse_request",
     "protobuf_to_json",
-    "validate_ids",
 ]
-
-ZERO_TRACE_ID: Final = bytes(16)
-ZERO_SPAN_ID: Final = bytes(8)
-
 
 class RequestError(Exception):
     """A request the collector refuses as a whole; ``status`` is the HTTP status."""
@@ -52,21 +46,6 @@ def parse_request(body: bytes) -> ExportTraceServiceRequest:
     except DecodeError as error:
         raise RequestError(400, "malformed", f"malformed OTLP protobuf: {error}") from None
     return request
-
-
-def validate_ids(span: Span) -> str | None:
-    """Why a span's ids are invalid (OTLP: 16-byte trace id, 8-byte span id, not all
-    zero; parent empty or 8 bytes), or ``None`` when they are fine."""
-    trace_id = span.trace_id
-    if len(trace_id) != 16 or trace_id == ZERO_TRACE_ID:
-        return f"span {span.name!r}: invalid trace id {trace_id.hex()!r}"
-    span_id = span.span_id
-    if len(span_id) != 8 or span_id == ZERO_SPAN_ID:
-        return f"span {span.name!r}: invalid span id {span_id.hex()!r}"
-    parent = span.parent_span_id
-    if parent and len(parent) != 8:
-        return f"span {span.name!r}: invalid parent span id {parent.hex()!r}"
-    return None
 
 
 # --- OTLP JSON -----------------------------------------------------------------------

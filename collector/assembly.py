@@ -9,9 +9,10 @@ metrics a second time. Once an id has left the cache, a late span starts a new
 trace (documented in docs/collector.md).
 
 Pure bookkeeping: no I/O, no clock. Callers pass ``now`` (monotonic seconds).
-Finding the traces to finalise costs amortised O(1) per trace: one ordered dict
-keeps traces in last-touch order (idle check), the trace dict itself keeps them in
-first-seen order (timeout check), so a sweep only looks at the traces that are due.
+Finding the traces to finalise costs amortised O(1) per trace: one dict keeps the
+rooted traces in last-touch order (idle check; a touch moves the key to the end),
+the trace dict itself keeps them in first-seen order (timeout check), so a sweep
+only looks at the traces that are due.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class Trace:
     records: list[SpanRecord] = field(default_factory=list)
     #: a span without parent, or a pipeline span, has arrived
     rooted: bool = False
-    #: opaque items the caller holds back until the trace is final (pipeline spans)
-    held: list[object] = field(default_factory=list)
+    #: opaque items the caller holds back until the trace is final (pipeline spans);
+    #: None until the first one (most traces hold one or none: no empty list each)
+    held: list[object] | None = None
 
 
 class Assembler:
@@ -60,8 +62,10 @@ class Assembler:
         self._cache_size = finalized_cache_size
         # trace id -> trace, in first-seen order (dicts keep insertion order)
         self._traces: dict[bytes, Trace] = {}
-        # rooted traces in last-touch order; an unrooted trace waits for its timeout
-        self._idle_order: OrderedDict[bytes, Trace] = OrderedDict()
+        # rooted traces in last-touch order (a touch re-inserts the key at the end);
+        # an unrooted trace waits for its timeout. A plain dict costs less memory per
+        # trace than an OrderedDict.
+        self._idle_order: dict[bytes, Trace] = {}
         # ids of final traces, oldest first
         self._finalised: OrderedDict[bytes, None] = OrderedDict()
         self.inflight_spans = 0
@@ -90,7 +94,9 @@ class Assembler:
         trace.records.append(record)
         self.inflight_spans += 1
         if trace.rooted:
-            self._idle_order.move_to_end(trace_id)
+            idle_order = self._idle_order
+            del idle_order[trace_id]
+            idle_order[trace_id] = trace
         elif not record.parent_span_id or record.stage == A.STAGE_PIPELINE:
             trace.rooted = True
             self._idle_order[trace_id] = trace
@@ -98,24 +104,28 @@ class Assembler:
 
     def due(self, now: float) -> list[tuple[Trace, Finalised]]:
         """Remove and return every trace that is final at ``now``."""
-        done: list[tuple[Trace, Finalised]] = []
+        # One iterator per order, stopping at the first trace not yet due: restarting
+        # from the front after each removal would rescan the holes deletions leave in
+        # a dict, quadratic in the number of traces finalised at once.
         idle_before = now - self.trace_idle_s
-        idle_order = self._idle_order
-        while idle_order:
-            trace = next(iter(idle_order.values()))
+        idle = []
+        for trace in self._idle_order.values():
             if trace.last_seen > idle_before:
                 break
+            idle.append(trace)
+        for trace in idle:
             self._finish(trace)
-            done.append((trace, Finalised.IDLE))
         timeout_before = now - self.trace_timeout_s
-        traces = self._traces
-        while traces:
-            trace = next(iter(traces.values()))
+        timed_out = []
+        for trace in self._traces.values():
             if trace.first_seen > timeout_before:
                 break
+            timed_out.append(trace)
+        for trace in timed_out:
             self._finish(trace)
-            done.append((trace, Finalised.TIMEOUT))
-        return done
+        return [(trace, Finalised.IDLE) for trace in idle] + [
+            (trace, Finalised.TIMEOUT) for trace in timed_out
+        ]
 
     def drain(self) -> list[tuple[Trace, Finalised]]:
         """Remove and return every in-flight trace (shutdown)."""

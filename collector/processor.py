@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from sys import intern
 from typing import Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -239,6 +240,23 @@ class Processor:
                         continue
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
+                    # Names, stages and pipelines repeat across spans: one string
+                    # object each instead of one per span (memory per in-flight span).
+                    record.name = intern(record.name)
+                    if record.stage is not None:
+                        record.stage = intern(record.stage)
+                    if record.pipeline is not None:
+                        record.pipeline = intern(record.pipeline)
+                    # The same document ids recur in a run's retrieval, selection and
+                    # citations: share them too.
+                    if record.document_ids:
+                        record.document_ids = tuple(map(intern, record.document_ids))
+                    if record.input_ids:
+                        record.input_ids = tuple(map(intern, record.input_ids))
+                    if record.selected_ids:
+                        record.selected_ids = tuple(map(intern, record.selected_ids))
+                    if record.citations:
+                        record.citations = tuple(map(intern, record.citations))
                     trace = add(record, now)
                     if trace is None:
                         late += 1
@@ -248,6 +266,8 @@ class Processor:
                             resource_bytes = resource_spans.resource.SerializeToString()
                         if scope_bytes is None:
                             scope_bytes = scope_spans.scope.SerializeToString()
+                        if trace.held is None:
+                            trace.held = []
                         trace.held.append(
                             _Held(
                                 span_id,
@@ -333,7 +353,7 @@ class Processor:
                 metrics.apply(found, trace.trace_id)
                 for run, verdict in result.runs:
                     verdicts[run.root.span_id] = verdict
-            for item in trace.held:
+            for item in trace.held or ():
                 if not isinstance(item, _Held):
                     continue
                 key = (item.resource, item.resource_schema, item.scope, item.scope_schema)

@@ -35,7 +35,7 @@ from llmspans import _attributes as A
 from llmspans import _content
 from llmspans._context import PIPELINE_KEY, STAGE_KEY
 from llmspans._documents import document_texts, extract_documents
-from llmspans._recording import StageState, update_cost, usage_from_response
+from llmspans._recording import StageState, computed_cost, update_cost, usage_from_response
 from llmspans._safety import log_internal_error
 from llmspans._tracing import RUN_SPAN_KEY, get_tracer
 
@@ -154,9 +154,11 @@ def _detach(token: object | None) -> None:
             log_internal_error("context.detach", exc)
 
 
-def _record_error(span: Span, exc: BaseException) -> None:
+def _record_error(span: Span, exc: BaseException, state: StageState | None = None) -> None:
     try:
         if span.is_recording():
+            if state is not None and state.stage == A.STAGE_GENERATION:
+                update_cost(span, state.recorded)  # a failed call may still be billed
             span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
             span.record_exception(exc)
             try:
@@ -266,7 +268,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _record_error(span, exc)
+            _record_error(span, exc, state)
             _end(span)
             _detach(token)
             raise
@@ -296,7 +298,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            _record_error(span, exc)
+            _record_error(span, exc, state)
             _end(span)
             _detach(token)
             raise
@@ -367,14 +369,14 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
             try:
                 inner.close()
             except BaseException as exc:
-                _record_error(span, exc)
+                _record_error(span, exc, state)
                 raise
             finally:
                 _detach(token)
                 _end(span)
             raise
         except BaseException as exc:
-            _record_error(span, exc)
+            _record_error(span, exc, state)
             _end(span)
             raise
         token = _attach(ctx)
@@ -448,14 +450,14 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
             try:
                 await inner.aclose()
             except BaseException as exc:
-                _record_error(span, exc)
+                _record_error(span, exc, state)
                 raise
             finally:
                 _detach(token)
                 _end(span)
             raise
         except BaseException as exc:
-            _record_error(span, exc)
+            _record_error(span, exc, state)
             _end(span)
             raise
         token = _attach(ctx)
@@ -599,6 +601,7 @@ def _generation_result(
     kwargs: dict[str, Any],
 ) -> None:
     recorded = state.recorded
+    updates: dict[str, AttributeValue] = {}
     if A.GEN_AI_USAGE_INPUT_TOKENS not in recorded:
         usage = usage_from_response(result)
         if usage is not None:
@@ -609,11 +612,16 @@ def _generation_result(
             ):
                 value = usage.get(name)
                 if value is not None and key not in recorded:
-                    span.set_attribute(key, value)
-                    recorded[key] = value
-            update_cost(span, recorded)
+                    updates[key] = recorded[key] = value
+            cost = computed_cost(recorded)
+            if cost is not None:
+                updates[A.COST_USD] = cost
     if _content.capture_enabled() and result is not None:
-        _set_content(span, A.GEN_AI_OUTPUT_MESSAGES, result)
+        text = _content.prepare_content(result)
+        if text is not None:
+            updates[A.GEN_AI_OUTPUT_MESSAGES] = text
+    if updates:
+        span.set_attributes(updates)
 
 
 def _action_start(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 
@@ -208,10 +208,13 @@ def record_generation(
     ``prompt`` and ``completion`` are content: recorded only when capture is on.
     """
     try:
-        found = _active(A.STAGE_GENERATION, "record_generation")
-        if found is None:
+        active = current_stage()
+        if active is None or active.stage != A.STAGE_GENERATION:
+            _active(A.STAGE_GENERATION, "record_generation")  # warns once
             return
-        span, recorded, active = found
+        span = active.span
+        if not span.is_recording():
+            return
         updates: dict[str, Any] = {}
         if model is not None:
             updates[A.GEN_AI_REQUEST_MODEL] = model
@@ -221,14 +224,14 @@ def record_generation(
             updates[A.GEN_AI_RESPONSE_MODEL] = response_model
         if provider is not None:
             updates[A.GEN_AI_PROVIDER_NAME] = provider
-        for key, count in (
-            (A.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
-            (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
-            (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_input_tokens),
-            (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_input_tokens),
-        ):
-            if count is not None:
-                updates[key] = int(count)
+        if input_tokens is not None:
+            updates[A.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
+        if output_tokens is not None:
+            updates[A.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
+        if cache_read_input_tokens is not None:
+            updates[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = int(cache_read_input_tokens)
+        if cache_creation_input_tokens is not None:
+            updates[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
         if citations is not None:
             updates[A.GENERATION_CITATIONS] = _ids(citations)
         if confidence is not None:
@@ -249,20 +252,25 @@ def record_generation(
             _put_content(updates, A.GEN_AI_OUTPUT_MESSAGES, completion)
         if cost_usd is not None:
             updates[A.COST_USD] = float(cost_usd)
+        recorded = active.recorded if isinstance(active, StageState) else updates
+        if cost_usd is not None:
             recorded.pop(_COMPUTED, None)
-        recorded.update(updates)
-        if cost_usd is None:
+        elif not _COST_INPUTS.isdisjoint(updates):
+            if recorded is not updates:
+                recorded.update(updates)
             cost = computed_cost(recorded)
             if cost is not None:
-                updates[A.COST_USD] = recorded[A.COST_USD] = cost
+                updates[A.COST_USD] = cost
                 recorded[_COMPUTED] = True
+        if recorded is not updates:
+            recorded.update(updates)
         if updates:
             span.set_attributes(updates)
     except Exception as exc:
         log_internal_error("record_generation", exc)
 
 
-def computed_cost(recorded: dict[str, object]) -> float | None:
+def computed_cost(recorded: Mapping[str, object]) -> float | None:
     """The cost from the recorded model and tokens; ``None`` when set explicitly or unknown."""
     if A.COST_USD in recorded and _COMPUTED not in recorded:
         return None
@@ -297,6 +305,18 @@ def update_cost(span: Span, recorded: dict[str, object]) -> None:
         recorded[A.COST_USD] = cost
         recorded[_COMPUTED] = True
 
+
+# What the cost depends on: a change of any of these recomputes it.
+_COST_INPUTS: Final = frozenset(
+    {
+        A.GEN_AI_REQUEST_MODEL,
+        A.GEN_AI_RESPONSE_MODEL,
+        A.GEN_AI_USAGE_INPUT_TOKENS,
+        A.GEN_AI_USAGE_OUTPUT_TOKENS,
+        A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+        A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    }
+)
 
 # Marks the cost in ``recorded`` as computed from tokens (recomputed when they change),
 # as opposed to set explicitly with ``cost_usd=`` (never overwritten).

@@ -2,21 +2,25 @@
 
 Reads OTLP JSON lines (one ``ExportTraceServiceRequest`` per line, as the
 OpenTelemetry file exporters, the Collector's ``file`` exporter and
-``llmspans-collector``'s file exporter write them; ``-`` reads standard input),
+``llmspans-collector``'s file exporter write them; ``-`` reads standard input, a
+name ending in ``.gz`` is read through gzip),
 groups the spans by trace, evaluates every trace with the same core as the
 collector and the embedded mode, and prints the report (``--json`` for machines).
 
-A line that cannot be read is skipped and reported on standard error with its line
-number; every valid line is still used. Exit status: 0 on success, 1 when the file
+A line that cannot be read is reported on standard error with its line number and
+the path of the bad value; the well-formed spans of that line and every valid line
+are still used. Exit status: 0 on success, 1 when the file
 cannot be opened, 2 when it held no readable line at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import sys
+import zlib
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -89,10 +93,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
             # reported as unreadable, instead of ending the whole analysis.
-            with open(args.file, encoding="utf-8", errors="replace") as lines:
+            opener = gzip.open if args.file.endswith(".gz") else open
+            with opener(args.file, "rt", encoding="utf-8", errors="replace") as lines:
                 report = analyze_lines(lines, thresholds)
-    except OSError as error:
-        print(f"llmspans analyze: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+    except (OSError, EOFError, zlib.error) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        print(f"llmspans analyze: cannot read {args.file}: {reason}", file=sys.stderr)
         return 1
     _report_skipped(report, sys.stderr)
     if args.json:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 _PER_TOKEN: Final = 1e-6
+_LOOKUP_CACHE_SIZE: Final = 1024
 _SEPARATORS: Final = ("-", ":", "@")
 
 
@@ -50,6 +51,11 @@ class PriceTable(BaseModel):
     as_of: date | None = Field(default=None, description="when the prices were read")
     currency: str = "USD"
     models: dict[str, ModelPrice] = Field(default_factory=dict)
+    # (the models dict it was built for, model name as asked -> what price() found);
+    # checked by identity, as copies (model_copy) share private attributes.
+    _lookups: tuple[object, dict[str, ModelPrice | None]] = PrivateAttr(
+        default_factory=lambda: (None, {})
+    )
 
     @classmethod
     def load(cls, path: str | Path) -> PriceTable:
@@ -74,6 +80,19 @@ class PriceTable(BaseModel):
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model`` (see the module docstring for the lookup), or ``None``."""
+        owner, lookups = self._lookups
+        if owner is not self.models:
+            lookups = {}
+            self._lookups = (self.models, lookups)
+        elif model in lookups:
+            return lookups[model]
+        found = self._find(model)
+        if len(lookups) >= _LOOKUP_CACHE_SIZE:
+            lookups.clear()
+        lookups[model] = found
+        return found
+
+    def _find(self, model: str) -> ModelPrice | None:
         found = self.models.get(model)
         if found is not None:
             return found

@@ -20,9 +20,11 @@ When a trace is final:
   ended, so its stage spans count in the stage metrics only;
 * when more than ``max_inflight_traces`` traces or ``max_inflight_spans`` spans are
   waiting, the oldest traces are finalised early: memory stays bounded;
-* a span that ends after its trace was final (a background task outliving its
-  request) is evaluated on its own: it counts once in the stage metrics and never
-  changes a run's numbers twice.
+* a span that ends after its parent's trace was final (a background task outliving
+  its request) is evaluated on its own: it counts once in the stage metrics and
+  never changes a run's numbers twice. A new local root in the same trace (a
+  second request of one distributed trace reaching this process) starts a new
+  group as usual.
 
 The verdict cannot be written onto the root span (an ended span is read-only);
 exporters see the spans as the app made them. The collector is the place that
@@ -173,8 +175,10 @@ class EmbeddedProcessor(SpanProcessor):
         #: trace id -> spans waiting for the trace's local root, in first-seen order
         self._traces: OrderedDict[bytes, _PendingTrace] = OrderedDict()
         self._inflight_spans = 0
-        #: recently finalised trace ids (late spans of these are evaluated alone)
-        self._finalized: OrderedDict[bytes, None] = OrderedDict()
+        #: recently finalised traces: trace id -> ids of their spans. A span whose parent
+        #: is one of these is late and evaluated alone; a new local root in the same
+        #: trace (a second request of one distributed trace) is buffered as usual.
+        self._finalized: OrderedDict[bytes, set[bytes]] = OrderedDict()
         #: pipeline label -> recent (confidence, correct) pairs for the ECE gauge
         self._ece_pairs: dict[str, deque[tuple[float, bool]]] = {}
         self._sweeper: threading.Thread | None = None
@@ -216,8 +220,8 @@ class EmbeddedProcessor(SpanProcessor):
         with self._lock:
             if self._closed:
                 ready.append([record])
-            elif record.trace_id in self._finalized and record.trace_id not in self._traces:
-                ready.append([record])  # late span: evaluated alone, counted once
+            elif self._is_late(record):
+                ready.append([record])  # evaluated alone: counted once, the run unchanged
             else:
                 pending = self._traces.get(record.trace_id)
                 if pending is None:
@@ -231,12 +235,21 @@ class EmbeddedProcessor(SpanProcessor):
                     self._start_sweeper()
         self._finalize(ready)
 
+    def _is_late(self, record: SpanRecord) -> bool:
+        """Whether the span hangs under a trace already finalised (caller holds ``_lock``)."""
+        done = self._finalized.get(record.trace_id)
+        if done is None or record.parent_span_id not in done:
+            return False
+        done.add(record.span_id)  # its own late children are late too
+        return True
+
     def _take(self, trace_id: bytes) -> list[SpanRecord]:
         """Remove a waiting trace (caller holds ``_lock``) and remember it as final."""
         pending = self._traces.pop(trace_id)
         self._inflight_spans -= len(pending.records)
         if self._finalized_cache_size:
-            self._finalized[trace_id] = None
+            done = self._finalized.setdefault(trace_id, set())
+            done.update(record.span_id for record in pending.records)
             self._finalized.move_to_end(trace_id)
             while len(self._finalized) > self._finalized_cache_size:
                 self._finalized.popitem(last=False)

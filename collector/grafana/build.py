@@ -420,6 +420,7 @@ STAGES: Final = Dashboard(
             ],
             unit="percentunit",
             trace_links=True,
+            exemplars=True,
             description="Runs whose root cause is the stage / all runs of the pipeline: what "
             "LlmspansStageFailureSpike watches.",
         ),

@@ -31,7 +31,6 @@ from llmspans._demo.scrape import ScrapedMetrics, parse_metrics
 from llmspans._demo.summary import LedgerEntry, agreement, compare, to_json
 from llmspans._demo.traces import RootVerdict, count_feedback_spans, iter_root_verdicts
 from llmspans._demo.users import simulated_feedback
-from llmspans._tracing import use_tracer_provider
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
 from llmspans.cost import ModelPrice, get_price_table, set_price_table
@@ -115,6 +114,51 @@ def execute(
     return ledger
 
 
+def send_requests(
+    plan: list[PlannedRun],
+    examples: Mapping[str, Example],
+    endpoint: str,
+    options: DemoOptions,
+    console: Console,
+) -> tuple[list[LedgerEntry], float]:
+    """Trace the planned requests to ``endpoint`` (OTLP/HTTP); the ledger and the seconds taken.
+
+    llmspans traces through a provider of the demo's own for the duration (the global
+    one stays untouched); the examples' models are priced and their service latencies
+    simulated, and both are put back afterwards.
+    """
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": "llmspans-demo", "openinference.project.name": "llmspans-demo"}
+        )
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint),
+            max_queue_size=max(2048, 20 * len(plan)),
+            schedule_delay_millis=200,
+        )
+    )
+    configuration = llmspans.configure(
+        tracer_provider=provider, set_global=False, propagate_context=False
+    )
+    previous_prices = get_price_table()
+    prices: dict[str, ModelPrice | dict[str, float]] = dict(load_examples().MODEL_PRICES)
+    set_price_table(previous_prices.with_prices(prices))
+    latency = submodule("_latency")
+    latency.set_scale(options.latency, seed=options.seed)
+    started = time.monotonic()
+    try:
+        ledger = execute(plan, examples, console, options.seed)
+    finally:
+        elapsed = time.monotonic() - started
+        latency.set_scale(0.0)
+        configuration.shutdown()
+        provider.shutdown()
+        set_price_table(previous_prices)
+    return ledger, elapsed
+
+
 def _wait_for_metrics(
     collector: LocalCollector, runs: int, feedback: int, timeout_s: float
 ) -> ScrapedMetrics:
@@ -156,39 +200,13 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
     collector.launch()
     try:
         # The examples load while the collector starts up.
-        package = load_examples()
         examples = {e.name: e for e in build_examples()}
         shapes = [shape_of(e, WEIGHTS.get(name, 1.0)) for name, e in examples.items()]
         plan = make_plan(shapes, options.requests, rates, options.seed)
         collector.wait_ready()
-        started = time.monotonic()
-        provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": "llmspans-demo", "openinference.project.name": "llmspans-demo"}
-            )
+        ledger, elapsed = send_requests(
+            plan, examples, collector.traces_endpoint, options, progress_console
         )
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=collector.traces_endpoint),
-                max_queue_size=max(2048, 20 * options.requests),
-                schedule_delay_millis=200,
-            )
-        )
-        previous_provider = use_tracer_provider(provider)
-        previous_prices = get_price_table()
-        prices: dict[str, ModelPrice | dict[str, float]] = dict(package.MODEL_PRICES)
-        set_price_table(previous_prices.with_prices(prices))
-        latency = submodule("_latency")
-        latency.set_scale(options.latency, seed=options.seed)
-        try:
-            ledger = execute(plan, examples, progress_console, options.seed)
-        finally:
-            latency.set_scale(0.0)
-            provider.force_flush()
-            provider.shutdown()
-            use_tracer_provider(previous_provider)
-            set_price_table(previous_prices)
-        elapsed = time.monotonic() - started
         feedback = sum(1 for entry in ledger if entry.feedback)
         metrics = _wait_for_metrics(
             collector, len(plan), feedback, timeout_s=30.0 + options.trace_idle_s
@@ -219,11 +237,11 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
             # Plain text: a terminal renderer could wrap long lines inside strings.
             console.file.write(json.dumps(summary, indent=1) + "\n")
         else:
+            faults = ", ".join(f"{s}={r:g}" for s, r in rates.items() if r) or "none"
             header = (
                 f"{len(plan)} requests through 3 example pipelines in {elapsed:.1f} s, "
-                f"seed {options.seed}, faults "
-                + ", ".join(f"{s}={r:g}" for s, r in rates.items() if r)
-                + f"\ncollector: {collector.traces_endpoint} -> {collector.traces_path}"
+                f"seed {options.seed}, faults {faults}\n"
+                f"collector: {collector.traces_endpoint} -> {collector.traces_path}"
             )
             render(
                 console,

@@ -41,9 +41,9 @@ from llmspans._context import (
     enclosing_stage_span,
 )
 from llmspans._safety import log_internal_error
+from llmspans._tracing import INSTRUMENTATION_VERSION
 
 TRACER_NAME: Final = "llmspans.instrumentation"
-_VERSION: Final = "0.1.0"
 
 #: Numeric attributes that add up when several client calls enrich one span.
 SUMMED_ATTRIBUTES: Final = frozenset(
@@ -64,7 +64,7 @@ _DERIVED_BY_DECORATOR: Final = ("llmspans.retrieval.", "llmspans.context.")
 
 def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
     """The instrumentation tracer, from the given provider or the global one."""
-    return trace.get_tracer(TRACER_NAME, _VERSION, tracer_provider=tracer_provider)
+    return trace.get_tracer(TRACER_NAME, INSTRUMENTATION_VERSION, tracer_provider=tracer_provider)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""OpenAI client: chat completions, the Responses API and embeddings -> spans.
+"""OpenAI client: chat completions, the Responses API, completions, embeddings -> spans.
 
 Wrapped public methods (sync and async clients alike):
 
 - ``chat.completions.create`` / ``parse`` / ``stream`` and ``responses.create`` /
   ``parse`` / ``stream``: a ``generation`` stage span ``chat {model}`` (or the
   enclosing generation stage, enriched);
+- legacy ``completions.create``: the same, as ``text_completion {model}``;
 - ``embeddings.create``: a plain ``embeddings {model}`` span (no stage: an
   embedding is part of whatever stage calls it), with tokens and cost.
 
@@ -47,9 +48,12 @@ PROVIDER = "openai"
 _CHAT = "openai.resources.chat.completions.completions"
 _RESPONSES = "openai.resources.responses.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
+_COMPLETIONS = "openai.resources.completions"
 
 
-def _generation_request(kwargs: dict[str, Any], *, messages_key: str) -> Request:
+def _generation_request(
+    kwargs: dict[str, Any], *, messages_key: str, operation: str = attr.OP_CHAT
+) -> Request:
     model = as_str(given(kwargs, "model"))
     max_tokens = (
         given(kwargs, "max_completion_tokens")
@@ -58,10 +62,10 @@ def _generation_request(kwargs: dict[str, Any], *, messages_key: str) -> Request
     )
     return Request(
         stage=attr.STAGE_GENERATION,
-        name=attr.span_name(attr.STAGE_GENERATION, model),
+        name=f"{operation} {model}" if model else operation,
         kind=SpanKind.CLIENT,
         attributes={
-            attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
+            attr.GEN_AI_OPERATION_NAME: operation,
             attr.GEN_AI_PROVIDER_NAME: PROVIDER,
             attr.GEN_AI_REQUEST_MODEL: model,
             attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(max_tokens),
@@ -73,6 +77,10 @@ def _generation_request(kwargs: dict[str, Any], *, messages_key: str) -> Request
 
 def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     return _generation_request(kwargs, messages_key="messages")
+
+
+def _completions_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _generation_request(kwargs, messages_key="prompt", operation=attr.OP_TEXT_COMPLETION)
 
 
 def _responses_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
@@ -135,13 +143,11 @@ def _record_chat_completion(call: StageCall, completion: Any) -> None:
     if usage is not None:
         record_usage(call, model, _chat_usage(usage))
     if call.span.is_recording() and capture_enabled():
-        call.set_content(
-            {
-                attr.GEN_AI_OUTPUT_MESSAGES: [
-                    _dump(message) for message in messages if message is not None
-                ]
-            }
-        )
+        outputs = [
+            _dump(message) if message is not None else field_of(choice, "text")
+            for choice, message in zip(choices, messages, strict=True)
+        ]
+        call.set_content({attr.GEN_AI_OUTPUT_MESSAGES: outputs})
 
 
 def _dump(value: Any) -> Any:
@@ -175,7 +181,7 @@ class _ChatChunks:
             if cited:
                 self.citations.extend(cited)
                 call.set(attr.GENERATION_CITATIONS, unique(self.citations))
-            content = as_str(field_of(delta, "content"))
+            content = as_str(field_of(delta, "content")) or as_str(field_of(choice, "text"))
             if content and capture_enabled():
                 self.text.append(content)
         usage = field_of(chunk, "usage")
@@ -314,7 +320,17 @@ class OpenAIInstrumentor(PatchingInstrumentor):
             return respond
 
         chat, responses = "openai.chat", "openai.responses"
+        legacy = "openai.completions"
         return (
+            Patch(_COMPLETIONS, "Completions.create", legacy, _completions_request, chat_result),
+            Patch(
+                _COMPLETIONS,
+                "AsyncCompletions.create",
+                legacy,
+                _completions_request,
+                chat_result,
+                is_async=True,
+            ),
             Patch(_CHAT, "Completions.create", chat, _chat_request, chat_result),
             Patch(
                 _CHAT, "AsyncCompletions.create", chat, _chat_request, chat_result, is_async=True

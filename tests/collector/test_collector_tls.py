@@ -38,8 +38,13 @@ def _certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def test_both_receivers_serve_tls(
-    tmp_path: Path, start_collector: Callable[..., RunningCollector]
+    tmp_path: Path,
+    start_collector: Callable[..., RunningCollector],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # requests prefers these variables over the exporter's own certificate_file.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     cert, key = _certificate(tmp_path)
     collector = start_collector(tls={"cert_file": str(cert), "key_file": str(key)})
     assert collector.collector.http_port is not None

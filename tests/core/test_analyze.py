@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -154,3 +155,16 @@ def test_quantile_interpolates() -> None:
     assert quantile([3.0], 0.95) == 3.0
     assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert quantile([float(v) for v in range(1, 101)], 0.95) == pytest.approx(95.05)
+
+
+def test_gzip_input(tracing: Tracing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = tmp_path / "traces.jsonl"
+    _recorded(tracing, plain)
+    packed = tmp_path / "traces.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert main(["analyze", str(packed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pipelines"]["rag"]["runs"] == 2
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(plain.read_bytes())[:40])
+    assert main(["analyze", str(broken)]) == 1
+    assert "cannot read" in capsys.readouterr().err

@@ -418,3 +418,34 @@ def test_thresholds_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert math.isclose(lenient["pipelines"]["t"]["completion_rate"], 0.0)
     finally:
         harness.close()
+
+
+def test_two_local_roots_in_one_distributed_trace_are_two_runs(harness: Harness) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    remote = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    incoming = trace.set_span_in_context(NonRecordingSpan(remote))
+    tracer = harness.tracer
+    for documents in (["d1"], []):  # two requests of the same trace reach this process
+        with (
+            tracer.start_as_current_span(
+                "invoke_workflow rag",
+                context=incoming,
+                attributes={A.STAGE: A.STAGE_PIPELINE, A.PIPELINE: "rag"},
+            ),
+            tracer.start_as_current_span(
+                "retrieval faq",
+                attributes={A.STAGE: A.STAGE_RETRIEVAL, A.RETRIEVAL_DOCUMENT_IDS: documents},
+            ),
+        ):
+            pass
+    metrics = harness.metrics()
+    assert _total(metrics[A.METRIC_TASK_OUTCOMES]) == 2
+    assert _total(metrics[A.METRIC_STAGE_FAILURES], stage="retrieval", reason="empty") == 1
+    assert _total(metrics[A.METRIC_STAGE_CALLS], pipeline="rag", stage="retrieval") == 2

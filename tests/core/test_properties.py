@@ -14,7 +14,7 @@ from llmspans.core.metrics import Aggregates, observations
 from llmspans.core.model import Thresholds
 from llmspans.core.records import SpanRecord
 
-from .builders import pipeline_root, record
+from .builders import pipeline_root, record, span_id
 
 ALLOWED = {
     A.STAGE_RETRIEVAL: {"error", "empty", "missed_relevant", "low_relevance"},
@@ -55,26 +55,35 @@ def stage_fields(draw: st.DrawFn, stage: str) -> dict[str, Any]:
 
 @st.composite
 def traces(draw: st.DrawFn) -> list[SpanRecord]:
+    """Runs with stage spans under the root, under other stage spans, orphaned (their
+    parent never arrived) or in a nested pipeline."""
     spans: list[SpanRecord] = []
     for run_index in range(draw(st.integers(1, 4))):
+        parent_of_root = b""
+        if spans and draw(st.integers(0, 4)) == 0:
+            parent_of_root = draw(st.sampled_from(spans)).span_id  # a nested pipeline
         root = pipeline_root(
             draw(st.sampled_from(["a", "b", "c"])),
             start=run_index * 10_000,
+            parent_span_id=parent_of_root,
             error=draw(st.integers(0, 5)) == 0,
             task_completed=draw(maybe_bool),
             task_correct=draw(maybe_bool),
         )
         spans.append(root)
+        under = [root]
         for _ in range(draw(st.integers(0, 7))):
             stage = draw(st.sampled_from(A.PIPELINE_ORDER))
-            spans.append(
-                record(
-                    stage,
-                    parent=root,
-                    start=run_index * 10_000 + draw(st.integers(0, 5000)),
-                    **draw(stage_fields(stage)),
-                )
-            )
+            placement = draw(st.integers(0, 9))
+            fields = draw(stage_fields(stage))
+            start = run_index * 10_000 + draw(st.integers(0, 5000))
+            if placement == 0:
+                span = record(stage, parent_span_id=span_id(), start=start, **fields)
+            else:
+                parent = draw(st.sampled_from(under)) if placement == 1 else root
+                span = record(stage, parent=parent, start=start, **fields)
+            spans.append(span)
+            under.append(span)
     return spans
 
 

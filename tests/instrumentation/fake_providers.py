@@ -9,6 +9,7 @@ sent.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -175,6 +176,26 @@ def _response_events(model: str) -> Iterator[dict[str, Any]]:
         yield {**event, "sequence_number": number}
 
 
+def _completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "text": " 42.", "logprobs": None, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+    }
+
+
+def _completion_chunks(model: str) -> Iterator[dict[str, Any]]:
+    base = {"id": "cmpl-2", "object": "text_completion", "created": 1_700_000_000, "model": model}
+    yield {**base, "choices": [{"index": 0, "text": " 4", "logprobs": None, "finish_reason": None}]}
+    yield {
+        **base,
+        "choices": [{"index": 0, "text": "2", "logprobs": None, "finish_reason": "stop"}],
+    }
+
+
 def _embeddings(model: str, count: int) -> dict[str, Any]:
     return {
         "object": "list",
@@ -322,6 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sse(((None, c) for c in _chat_chunks(model, include)), done=True)
             else:
                 self._json(200, _chat_completion(model))
+        elif self.path == "/v1/completions":
+            if stream:
+                self._sse(((None, c) for c in _completion_chunks(model)), done=True)
+            else:
+                self._json(200, _completion(model))
         elif self.path == "/v1/responses":
             if stream:
                 self._sse(((e["type"], e) for e in _response_events(model)), done=False)
@@ -347,6 +373,13 @@ class FakeProviderServer(ThreadingHTTPServer):
         self.lock = threading.Lock()  # guards requests: handler threads append concurrently
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that stops reading a stream early resets the connection: expected here."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -18,6 +18,7 @@ _BIN = Path(sys.executable).parent
 
 SCRIPT = """
 import os, sys
+import llmspans
 import openai
 from qdrant_client import QdrantClient, models
 
@@ -33,6 +34,9 @@ qdrant.create_collection(
 )
 qdrant.upsert("kb", points=[models.PointStruct(id=5, vector=[1.0, 0.0])])
 qdrant.query_points("kb", query=[1.0, 0.0], limit=1)
+# already enabled by the launcher: instrument() reports them and patches nothing twice
+print("ENABLED", ",".join(llmspans.instrument()), file=sys.stderr)
+client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "2"}])
 print("SCRIPT-DONE", file=sys.stderr)
 """
 
@@ -77,7 +81,10 @@ def test_opentelemetry_instrument_emits_llmspans_spans(
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "SCRIPT-DONE" in completed.stderr
-    spans = {span["name"]: span for span in _console_spans(completed.stdout)}
+    assert "ENABLED openai,anthropic,langchain,llama_index,chromadb,qdrant" in completed.stderr
+    printed = _console_spans(completed.stdout)
+    assert [span["name"] for span in printed].count("chat gpt-4o-mini") == 2
+    spans = {span["name"]: span for span in printed}
     chat = spans["chat gpt-4o-mini"]
     assert chat["kind"] == "SpanKind.CLIENT"
     assert chat["attributes"][attr.STAGE] == "generation"

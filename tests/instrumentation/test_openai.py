@@ -336,3 +336,27 @@ def test_llmspans_instrument_is_the_instrumentation_entry(provider: object) -> N
     from llmspans.instrumentation import instrument
 
     assert llmspans.instrument is instrument
+
+
+def test_legacy_completions_are_text_completion_generations(
+    client: openai.OpenAI, spans: Spans
+) -> None:
+    client.completions.create(model="gpt-3.5-turbo-instruct", prompt="The answer is", max_tokens=5)
+    attributes = spans.attributes("text_completion gpt-3.5-turbo-instruct")
+    assert attributes[attr.STAGE] == "generation"
+    assert attributes[attr.GEN_AI_OPERATION_NAME] == "text_completion"
+    assert attributes[attr.GEN_AI_RESPONSE_FINISH_REASONS] == ["length"]
+    assert attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 4
+    assert attributes[attr.COST_USD] == pytest.approx(cost_usd("gpt-3.5-turbo-instruct", 4, 2))
+
+
+@pytest.mark.usefixtures("capture_content")
+async def test_legacy_completions_stream(aclient: openai.AsyncOpenAI, spans: Spans) -> None:
+    stream = await aclient.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="The answer is", stream=True
+    )
+    texts = [chunk.choices[0].text async for chunk in stream]
+    assert texts == [" 4", "2"]
+    attributes = spans.attributes()
+    assert attributes[attr.GEN_AI_RESPONSE_FINISH_REASONS] == ["stop"]
+    assert '" 42"' in attributes[attr.GEN_AI_OUTPUT_MESSAGES]

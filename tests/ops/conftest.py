@@ -54,9 +54,16 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 
 def wait_for(
-    probe: Callable[[], T | None], timeout: float, interval: float = 0.25, what: str = ""
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.25,
+    what: str | Callable[[], str] = "",
 ) -> T:
-    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    ``what`` describes the wait in the failure message (a callable is asked then,
+    e.g. for the tail of a log).
+    """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
@@ -68,7 +75,8 @@ def wait_for(
             if value:
                 return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or probe}: {last_error}")
+    described = what() if callable(what) else what
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {described or probe}: {last_error}")
 
 
 class Processes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,12 @@ TEST_FILES = sorted((PROM_DIR / "tests").glob("*.test.yml"))
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [binary("promtool"), *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [binary("promtool"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -152,7 +156,16 @@ def test_the_quiet_tests_would_catch_a_weaker_rule(
     (tmp_path / "rules.yml").write_text(
         render.render(render.load_profile("weakened", path), "weakened")
     )
-    shutil.copy(PROM_DIR / "tests" / test_file, tmp_path / "rules" / test_file)
+    # only the case that relies on the loosened guard, so that this stays quick
+    suite = yaml.safe_load((PROM_DIR / "tests" / test_file).read_text())
+    suite["tests"] = [case for case in suite["tests"] if case["name"].startswith(failing_case)]
+    assert len(suite["tests"]) == 1
+    (tmp_path / "rules" / test_file).write_text(yaml.safe_dump(suite))
     result = promtool("test", "rules", test_file, cwd=tmp_path / "rules")
-    assert result.returncode != 0
+    assert result.returncode != 0, result.stdout
     assert failing_case in result.stdout + result.stderr
+
+    # the same case passes against the rules as they are
+    (tmp_path / "rules.yml").write_text((PROM_DIR / "rules.yml").read_text())
+    result = promtool("test", "rules", test_file, cwd=tmp_path / "rules")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -415,6 +415,7 @@ class CollectorProcess:
         auth: dict[str, Any] | None = None,
         tls: dict[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.tmp = tmp
         self.http_port = free_port()
@@ -438,6 +439,7 @@ class CollectorProcess:
             self.config["auth"] = auth
         if tls:
             self.config["tls"] = tls
+        self.config.update(extra or {})
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = tmp / f"collector-{self.http_port}.log"

@@ -1,0 +1,146 @@
+"""The Grafana dashboards: built from collector/grafana/build.py, valid, linked to traces.
+
+That every query returns data from a real collector is checked by the live test
+(test_live_alerting.py); here each query is checked for PromQL syntax (promtool)
+and for metric names the collector serves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from collector.grafana import build
+from collector.metrics import FAMILIES, HEALTH
+
+from .conftest import ROOT, binary
+
+DASHBOARD_FILES = sorted((ROOT / "collector" / "grafana" / "dashboards").glob("*.json"))
+DATASOURCES = yaml.safe_load(
+    (ROOT / "collector/grafana/provisioning/datasources/llmspans.yaml").read_text()
+)["datasources"]
+
+#: dashboard variables replaced by concrete values to run or check a query
+VARIABLES = {
+    "$__rate_interval": "30s",
+    "$__range": "5m",
+    "$window": "1m",
+    "$pipeline": ".*",
+    "$stage": ".*",
+}
+
+
+def concrete(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unknown variable in {expr!r}"
+    return expr
+
+
+def dashboards() -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in DASHBOARD_FILES]
+
+
+def test_dashboard_files_are_built_from_build_py() -> None:
+    assert {p.name for p in DASHBOARD_FILES} == {
+        "llmspans-overview.json",
+        "llmspans-stages.json",
+        "llmspans-quality.json",
+        "llmspans-collector.json",
+    }
+    assert build.main(["--check"]) == 0, "run python -m collector.grafana.build"
+
+
+def test_dashboards_are_valid_and_use_provisioned_datasources() -> None:
+    uids = {source["uid"] for source in DATASOURCES}
+    seen_uids = set()
+    for dashboard in dashboards():
+        assert dashboard["uid"] not in seen_uids
+        seen_uids.add(dashboard["uid"])
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), dashboard["uid"]
+        assert dashboard["panels"], dashboard["uid"]
+        for panel in dashboard["panels"]:
+            position = panel["gridPos"]
+            assert position["x"] >= 0 and position["x"] + position["w"] <= 24, panel["title"]
+            assert panel["datasource"]["uid"] in uids
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] in uids
+                assert target["expr"].strip()
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] == "query":
+                assert variable["datasource"]["uid"] in uids
+        for annotation in dashboard["annotations"]["list"]:
+            assert annotation["datasource"]["uid"] in uids
+
+
+def test_every_query_is_valid_promql(tmp_path: Path) -> None:
+    rules = [
+        {"record": f"dashboard_query_{index}", "expr": concrete(expr)}
+        for index, (_, expr) in enumerate(
+            item for dashboard in dashboards() for item in build.queries(dashboard)
+        )
+    ]
+    assert len(rules) >= 40
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run(
+        [binary("promtool"), "check", "rules", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_queries_use_only_metrics_the_collector_serves() -> None:
+    served = set()
+    for family in (*FAMILIES.values(), *HEALTH.values()):
+        if family.kind == "counter":
+            served.add(f"{family.name}_total")
+        elif family.kind == "histogram":
+            served.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        else:
+            served.add(family.name)
+    used = set()
+    for dashboard in dashboards():
+        for _, expr in build.queries(dashboard):
+            used.update(re.findall(r"\b(llmspans_[a-z_]+)\b", expr))
+    assert used, "no llmspans metric in the dashboards"
+    assert used <= served, f"not served by the collector: {sorted(used - served)}"
+    # every SPEC section 4 metric family is on some dashboard
+    for family in FAMILIES.values():
+        assert any(name.startswith(family.name) for name in used), family.name
+
+
+@pytest.mark.parametrize("uid", ["llmspans-overview", "llmspans-stages"])
+def test_failure_panels_link_to_their_traces(uid: str) -> None:
+    dashboard = next(d for d in dashboards() if d["uid"] == uid)
+    linked = [
+        panel
+        for panel in dashboard["panels"]
+        if "llmspans_stage_failures_total" in json.dumps(panel["targets"])
+        and panel["type"] == "timeseries"
+    ]
+    assert linked
+    for panel in linked:
+        links = panel["fieldConfig"]["defaults"]["links"]
+        urls = [link["url"] for link in links]
+        assert any("llmspans.failure.stage=${__field.labels.stage}" in u for u in urls)
+        assert any(u.startswith("/explore") and '"uid":"jaeger"' in u for u in urls)
+        assert any(u.startswith("${jaeger_url}/search?service=${service}") for u in urls)
+        assert all(t.get("exemplar") for t in panel["targets"])
+    reasons = [panel for panel in linked if any("reason" in t["expr"] for t in panel["targets"])]
+    for panel in reasons:
+        urls = [link["url"] for link in panel["fieldConfig"]["defaults"]["links"]]
+        assert any("llmspans.failure.reason=${__field.labels.reason}" in u for u in urls)
+    names = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"service", "jaeger_url", "pipeline"} <= names
