@@ -84,6 +84,26 @@ def decorators_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]
                     _status(ratios[key] <= TARGET_DECORATOR_RAW),
                 ]
             )
+    key = "llmspans/raw_same_attrs (pipeline run)"
+    if key in ratios:
+        targets.append(
+            [
+                "llmspans pipeline run (3 stage spans) vs raw SDK spans, same attributes",
+                f"≤ {TARGET_DECORATOR_RAW:.2f}x",
+                f"{ratios[key]:.2f}x",
+                _status(ratios[key] <= TARGET_DECORATOR_RAW),
+            ]
+        )
+    key = "llmspans with embedded metrics/raw_same_attrs (pipeline run)"
+    if key in ratios:
+        targets.append(
+            [
+                "the same run with in-process attribution and metrics (EmbeddedProcessor)",
+                "(no target)",
+                f"{ratios[key]:.2f}x",
+                "-",
+            ]
+        )
     key = "llmspans/OpenLLMetry @task (retrieval)"
     if key in ratios:
         targets.append(

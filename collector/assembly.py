@@ -102,23 +102,26 @@ class Assembler:
             self._idle_order[trace_id] = trace
         return trace
 
-    def due(self, now: float) -> list[tuple[Trace, Finalised]]:
-        """Remove and return every trace that is final at ``now``."""
+    def due(self, now: float, limit: int | None = None) -> list[tuple[Trace, Finalised]]:
+        """Remove and return the traces that are final at ``now``, at most ``limit``
+        (oldest first), so that one call never blocks for long after a burst."""
+        budget = limit if limit is not None else len(self._traces)
         # One iterator per order, stopping at the first trace not yet due: restarting
         # from the front after each removal would rescan the holes deletions leave in
         # a dict, quadratic in the number of traces finalised at once.
         idle_before = now - self.trace_idle_s
-        idle = []
+        idle: list[Trace] = []
         for trace in self._idle_order.values():
-            if trace.last_seen > idle_before:
+            if trace.last_seen > idle_before or len(idle) >= budget:
                 break
             idle.append(trace)
         for trace in idle:
             self._finish(trace)
         timeout_before = now - self.trace_timeout_s
-        timed_out = []
+        timed_out: list[Trace] = []
+        budget -= len(idle)
         for trace in self._traces.values():
-            if trace.first_seen > timeout_before:
+            if trace.first_seen > timeout_before or len(timed_out) >= budget:
                 break
             timed_out.append(trace)
         for trace in timed_out:

@@ -49,6 +49,9 @@ _ZERO_TRACE_ID: Final = bytes(16)
 _ZERO_SPAN_ID: Final = bytes(8)
 _VERDICT_KEYS: Final = frozenset({A.OUTCOME, A.FAILURE_STAGE, A.FAILURE_REASON})
 _MAX_ERROR_EXAMPLES: Final = 5
+#: Traces finalised per sweep step: a burst of due traces is worked off in steps,
+#: with the receivers served in between.
+SWEEP_LIMIT: Final = 2000
 
 
 class Backpressure(Exception):
@@ -304,11 +307,13 @@ class Processor:
 
     # --- finalisation ----------------------------------------------------------------
 
-    def sweep(self) -> int:
-        """Finalise every trace that is due now; returns how many were finalised."""
+    def sweep(self, limit: int | None = SWEEP_LIMIT) -> int:
+        """Finalise the traces that are due now, at most ``limit`` of them (oldest
+        first); returns how many were finalised. When it returns ``limit``, more
+        may be due: the caller sweeps again after letting the receivers run."""
         now = self.clock()
         self._last_sweep = now
-        done = self.assembler.due(now)
+        done = self.assembler.due(now, limit)
         if done:
             self._finalise(done)
         return len(done)
@@ -320,12 +325,17 @@ class Processor:
         and a timer-driven sweep would wait behind them, delaying the metrics.
         """
         if self.clock() - self._last_sweep >= self._sweep_interval:
-            try:
-                self.sweep()
-            except Exception as error:
-                # The request that happened to trigger the sweep was taken already:
-                # a fault here is ours, counted and logged, never the sender's error.
-                self.internal_error("sweep", error)
+            self.safe_sweep()
+
+    def safe_sweep(self) -> int:
+        """:meth:`sweep`, with a fault of ours counted and logged instead of raised."""
+        try:
+            return self.sweep()
+        except Exception as error:
+            # The request that happened to trigger the sweep was taken already: a
+            # fault here is ours, counted and logged, never the sender's error.
+            self.internal_error("sweep", error)
+            return 0
 
     def drain(self) -> int:
         """Finalise every in-flight trace (shutdown)."""

@@ -26,7 +26,7 @@ from aiohttp import web
 from collector.config import CollectorSettings, split_host_port
 from collector.forwarding import Forwarder, make_exporter
 from collector.metrics import MetricsStore, otlp_request
-from collector.processor import Processor
+from collector.processor import SWEEP_LIMIT, Processor
 from collector.receivers.grpc import GrpcReceiver
 from collector.receivers.http import HttpReceiver
 
@@ -132,7 +132,9 @@ class Collector:
         interval = self.settings.assembly.sweep_interval_s
         while True:
             await asyncio.sleep(interval)
-            self.processor.sweep_if_overdue()
+            # Work off a burst of due traces in steps, letting requests in between.
+            while self.processor.safe_sweep() >= SWEEP_LIMIT:
+                await asyncio.sleep(0)
 
     async def _push_loop(self) -> None:
         interval = self.settings.metrics.otlp.interval_s

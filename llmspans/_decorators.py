@@ -35,7 +35,7 @@ from llmspans import _attributes as A
 from llmspans import _content
 from llmspans._context import PIPELINE_KEY, STAGE_KEY
 from llmspans._documents import document_texts, extract_documents
-from llmspans._recording import StageState, computed_cost, update_cost, usage_from_response
+from llmspans._recording import StageState, computed_cost, usage_from_response
 from llmspans._safety import log_internal_error
 from llmspans._tracing import RUN_SPAN_KEY, get_tracer
 
@@ -47,8 +47,10 @@ Verifier = Callable[..., "bool | tuple[bool, str] | Awaitable[bool | tuple[bool,
 # Items a decorated generator yields that are kept to read documents from.
 _MAX_COLLECTED: Final = 10_000
 
-_OnStart = Callable[[Span, StageState, tuple[Any, ...], dict[str, Any]], None]
-_OnResult = Callable[[Span, StageState, object, tuple[Any, ...], dict[str, Any]], None]
+# Extraction hooks write what they find into ``state.pending``; it reaches the span
+# in one ``set_attributes`` call when the stage ends.
+_OnStart = Callable[[StageState, tuple[Any, ...], dict[str, Any]], None]
+_OnResult = Callable[[StageState, object, tuple[Any, ...], dict[str, Any]], None]
 
 
 class _Spec:
@@ -100,22 +102,21 @@ _Entered = tuple[Span, StageState, Context]
 
 
 def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered:
+    # The span starts bare and gets all its attributes in one call when it ends:
+    # with the SDK that is markedly cheaper than attributes at start plus more later.
     pipeline = spec.pipeline
+    pending = dict(spec.attributes)
     if pipeline is None:
         inherited = parent.get(PIPELINE_KEY)
-        attributes = (
-            {**spec.attributes, A.PIPELINE: inherited}
-            if isinstance(inherited, str)
-            else spec.attributes
-        )
-    else:
-        attributes = spec.attributes
-    span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind, attributes=attributes)
+        if isinstance(inherited, str):
+            pending[A.PIPELINE] = inherited
+    span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind)
     state = StageState(
         spec.stage,
         span,
         {} if spec.recorded is None else dict(spec.recorded),
         spec.rename_prefix,
+        pending,
     )
     ctx = otel_context.set_value(STAGE_KEY, state, trace.set_span_in_context(span, parent))
     if pipeline is not None:
@@ -124,7 +125,7 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
         )
     if spec.on_start is not None and span.is_recording():
         try:
-            spec.on_start(span, state, args, kwargs)
+            spec.on_start(state, args, kwargs)
         except Exception as exc:
             log_internal_error(f"{spec.stage}.arguments", exc)
     return span, state, ctx
@@ -154,12 +155,14 @@ def _detach(token: object | None) -> None:
             log_internal_error("context.detach", exc)
 
 
-def _record_error(span: Span, exc: BaseException, state: StageState | None = None) -> None:
+def _record_error(span: Span, exc: BaseException, state: StageState) -> None:
     try:
         if span.is_recording():
-            if state is not None and state.stage == A.STAGE_GENERATION:
-                update_cost(span, state.recorded)  # a failed call may still be billed
-            span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+            if state.stage == A.STAGE_GENERATION:
+                cost = computed_cost(state.recorded)  # a failed call may still be billed
+                if cost is not None:
+                    state.pending[A.COST_USD] = cost
+            state.pending[A.ERROR_TYPE] = type(exc).__qualname__
             span.record_exception(exc)
             try:
                 description = f"{type(exc).__name__}: {exc}"
@@ -170,8 +173,13 @@ def _record_error(span: Span, exc: BaseException, state: StageState | None = Non
         log_internal_error("span.error", internal)
 
 
-def _end(span: Span) -> None:
+def _end(span: Span, state: StageState) -> None:
+    """Put the pending facts on the span, in one call, and end it."""
     try:
+        pending = state.pending
+        if pending:
+            span.set_attributes(pending)
+            pending.clear()
         span.end()
     except Exception as exc:
         log_internal_error("span.end", exc)
@@ -190,12 +198,12 @@ def _finish(
     try:
         if span.is_recording():
             if verdict is not None:
-                _record_verdict(span, state, verdict)
+                _record_verdict(state, verdict)
             if spec.on_result is not None:
-                spec.on_result(span, state, result, args, kwargs)
+                spec.on_result(state, result, args, kwargs)
     except Exception as exc:
         log_internal_error(f"{spec.stage}.result", exc)
-    _end(span)
+    _end(span, state)
 
 
 # --- verification of actions ------------------------------------------------------
@@ -246,13 +254,13 @@ async def _verify_async(
         return _verify_failed(exc)
 
 
-def _record_verdict(span: Span, state: StageState, verdict: tuple[bool, str | None]) -> None:
+def _record_verdict(state: StageState, verdict: tuple[bool, str | None]) -> None:
     if A.ACTION_VERIFIED in state.recorded:
         return
     ok, reason = verdict
-    span.set_attribute(A.ACTION_VERIFIED, ok)
+    state.pending[A.ACTION_VERIFIED] = ok
     if not ok and reason and A.ACTION_VERIFICATION not in state.recorded:
-        span.set_attribute(A.ACTION_VERIFICATION, reason)
+        state.pending[A.ACTION_VERIFICATION] = reason
 
 
 # --- the wrappers, one per callable shape --------------------------------------------
@@ -269,7 +277,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span)
+            _end(span, state)
             _detach(token)
             raise
         try:
@@ -299,7 +307,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span)
+            _end(span, state)
             _detach(token)
             raise
         try:
@@ -373,11 +381,11 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 raise
             finally:
                 _detach(token)
-                _end(span)
+                _end(span, state)
             raise
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span)
+            _end(span, state)
             raise
         token = _attach(ctx)
         try:
@@ -454,11 +462,11 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 raise
             finally:
                 _detach(token)
-                _end(span)
+                _end(span, state)
             raise
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span)
+            _end(span, state)
             raise
         token = _attach(ctx)
         try:
@@ -519,89 +527,66 @@ def _call_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     return {"args": list(args), "kwargs": kwargs} if args else kwargs
 
 
-def _set_content(span: Span, key: str, value: object) -> None:
+def _put_content(state: StageState, key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
-        span.set_attribute(key, text)
+        state.pending[key] = text
 
 
-def _retrieval_start(
-    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _retrieval_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if not _content.capture_enabled():
         return
     query = kwargs.get("query", kwargs.get("question"))
     if query is None:
         query = next((arg for arg in args if isinstance(arg, str)), None)
     if query is not None:
-        _set_content(span, A.RETRIEVAL_QUERY, query)
+        _put_content(state, A.RETRIEVAL_QUERY, query)
 
 
 def _retrieval_result(
-    span: Span,
-    state: StageState,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
-    updates: dict[str, AttributeValue] = {}
     if A.RETRIEVAL_DOCUMENT_IDS not in recorded:
         found = extract_documents(result)
         if found is not None:
             ids, scores = found
-            updates[A.RETRIEVAL_DOCUMENT_IDS] = ids
+            state.pending[A.RETRIEVAL_DOCUMENT_IDS] = ids
             if scores is not None and A.RETRIEVAL_SCORES not in recorded:
-                updates[A.RETRIEVAL_SCORES] = scores
+                state.pending[A.RETRIEVAL_SCORES] = scores
     if _content.capture_enabled() and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
         texts = document_texts(result)
-        text = _content.prepare_content(texts) if texts is not None else None
-        if text is not None:
-            updates[A.RETRIEVAL_DOCUMENTS_CONTENT] = text
-    if updates:
-        span.set_attributes(updates)
+        if texts is not None:
+            _put_content(state, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
 
 
-def _selection_start(
-    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _selection_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, list | tuple):
             found = extract_documents(value)
             if found is not None:
-                span.set_attribute(A.CONTEXT_INPUT_IDS, found[0])
+                state.pending[A.CONTEXT_INPUT_IDS] = found[0]
                 return
 
 
 def _selection_result(
-    span: Span,
-    state: StageState,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     if A.CONTEXT_SELECTED_IDS not in state.recorded:
         found = extract_documents(result)
         if found is not None:
-            span.set_attribute(A.CONTEXT_SELECTED_IDS, found[0])
+            state.pending[A.CONTEXT_SELECTED_IDS] = found[0]
 
 
-def _generation_start(
-    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _generation_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if _content.capture_enabled():
-        _set_content(span, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
+        _put_content(state, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
 
 
 def _generation_result(
-    span: Span,
-    state: StageState,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
-    updates: dict[str, AttributeValue] = {}
     if A.GEN_AI_USAGE_INPUT_TOKENS not in recorded:
         usage = usage_from_response(result)
         if usage is not None:
@@ -612,34 +597,32 @@ def _generation_result(
             ):
                 value = usage.get(name)
                 if value is not None and key not in recorded:
-                    updates[key] = recorded[key] = value
+                    state.pending[key] = recorded[key] = value
             cost = computed_cost(recorded)
             if cost is not None:
-                updates[A.COST_USD] = cost
-    if _content.capture_enabled() and result is not None:
-        text = _content.prepare_content(result)
-        if text is not None:
-            updates[A.GEN_AI_OUTPUT_MESSAGES] = text
-    if updates:
-        span.set_attributes(updates)
+                state.pending[A.COST_USD] = cost
+    if (
+        _content.capture_enabled()
+        and result is not None
+        and A.GEN_AI_OUTPUT_MESSAGES not in recorded
+    ):
+        _put_content(state, A.GEN_AI_OUTPUT_MESSAGES, result)
 
 
-def _action_start(
-    span: Span, state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _action_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if _content.capture_enabled():
-        _set_content(span, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
+        _put_content(state, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
 
 
 def _action_result(
-    span: Span,
-    state: StageState,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
-    if _content.capture_enabled() and result is not None:
-        _set_content(span, A.GEN_AI_TOOL_CALL_RESULT, result)
+    if (
+        _content.capture_enabled()
+        and result is not None
+        and A.GEN_AI_TOOL_CALL_RESULT not in state.recorded
+    ):
+        _put_content(state, A.GEN_AI_TOOL_CALL_RESULT, result)
 
 
 # --- public decorators ----------------------------------------------------------------

@@ -33,13 +33,17 @@ class StageState(ActiveStage):
 
     ``recorded`` maps attribute names set explicitly (by a helper, or by the
     decorator's options) to their values; extraction skips those names.
-    ``rename_prefix`` is the operation name when the span name still lacks the model
-    (``chat`` instead of ``chat gpt-4o``), so a later ``record_generation(model=...)``
-    can complete it.
+    ``pending`` holds facts for the span that the decorator sets in one
+    ``set_attributes`` call when the stage ends (one lock round and one validation
+    pass instead of one per helper call). ``rename_prefix`` is the operation name
+    when the span name still lacks the model (``chat`` instead of ``chat gpt-4o``),
+    so a later ``record_generation(model=...)`` can complete it.
     """
 
     recorded: dict[str, object] = field(default_factory=dict)
     rename_prefix: str | None = None
+    #: facts not yet on the span: set in one call when the stage ends
+    pending: dict[str, Any] = field(default_factory=dict)
 
 
 def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveStage] | None:
@@ -71,11 +75,16 @@ def _put_content(updates: dict[str, Any], key: str, value: object) -> None:
         updates[key] = text
 
 
-def _flush(span: Span, recorded: dict[str, object], updates: dict[str, Any]) -> None:
-    # One call, one lock acquisition on the span, however many facts were given.
-    if updates:
-        span.set_attributes(updates)
-        recorded.update(updates)
+def _flush(
+    span: Span, active: ActiveStage, recorded: dict[str, object], updates: dict[str, Any]
+) -> None:
+    if not updates:
+        return
+    recorded.update(updates)
+    if isinstance(active, StageState):
+        active.pending.update(updates)  # the decorator sets them when the stage ends
+    else:
+        span.set_attributes(updates)  # a stage of an instrumentor: set them now
 
 
 # --- retrieval ---------------------------------------------------------------
@@ -100,7 +109,7 @@ def record_retrieval(
         found = _active(A.STAGE_RETRIEVAL, "record_retrieval")
         if found is None:
             return
-        span, recorded, _ = found
+        span, recorded, active = found
         updates: dict[str, Any] = {}
         if documents is not None:
             extracted = extract_documents(documents)
@@ -124,7 +133,7 @@ def record_retrieval(
             updates[A.GEN_AI_REQUEST_TOP_K] = int(top_k)
         if query is not None:
             _put_content(updates, A.RETRIEVAL_QUERY, query)
-        _flush(span, recorded, updates)
+        _flush(span, active, recorded, updates)
     except Exception as exc:
         log_internal_error("record_retrieval", exc)
 
@@ -148,7 +157,7 @@ def record_context(
         found = _active(A.STAGE_CONTEXT_SELECTION, "record_context")
         if found is None:
             return
-        span, recorded, _ = found
+        span, recorded, active = found
         updates: dict[str, Any] = {}
         if candidates is not None and input_ids is None:
             extracted = extract_documents(candidates)
@@ -166,7 +175,7 @@ def record_context(
             updates[A.CONTEXT_TOKEN_BUDGET] = int(token_budget)
         if tokens is not None:
             updates[A.CONTEXT_TOKENS] = int(tokens)
-        _flush(span, recorded, updates)
+        _flush(span, active, recorded, updates)
     except Exception as exc:
         log_internal_error("record_context", exc)
 
@@ -252,19 +261,22 @@ def record_generation(
             _put_content(updates, A.GEN_AI_OUTPUT_MESSAGES, completion)
         if cost_usd is not None:
             updates[A.COST_USD] = float(cost_usd)
+        decorated = isinstance(active, StageState)
         recorded = active.recorded if isinstance(active, StageState) else updates
+        if decorated:
+            recorded.update(updates)
         if cost_usd is not None:
             recorded.pop(_COMPUTED, None)
         elif not _COST_INPUTS.isdisjoint(updates):
-            if recorded is not updates:
-                recorded.update(updates)
             cost = computed_cost(recorded)
             if cost is not None:
-                updates[A.COST_USD] = cost
+                updates[A.COST_USD] = recorded[A.COST_USD] = cost
                 recorded[_COMPUTED] = True
-        if recorded is not updates:
-            recorded.update(updates)
-        if updates:
+        if not updates:
+            return
+        if isinstance(active, StageState):
+            active.pending.update(updates)
+        else:
             span.set_attributes(updates)
     except Exception as exc:
         log_internal_error("record_generation", exc)
@@ -364,7 +376,7 @@ def record_action(
         found = _active(A.STAGE_ACTION, "record_action")
         if found is None:
             return
-        span, recorded, _ = found
+        span, recorded, active = found
         updates: dict[str, Any] = {}
         if verified is not None:
             updates[A.ACTION_VERIFIED] = bool(verified)
@@ -376,7 +388,7 @@ def record_action(
             _put_content(updates, A.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
         if result is not None:
             _put_content(updates, A.GEN_AI_TOOL_CALL_RESULT, result)
-        _flush(span, recorded, updates)
+        _flush(span, active, recorded, updates)
     except Exception as exc:
         log_internal_error("record_action", exc)
 

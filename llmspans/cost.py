@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 _PER_TOKEN: Final = 1e-6
 _LOOKUP_CACHE_SIZE: Final = 1024
@@ -43,6 +43,12 @@ class ModelPrice(BaseModel):
     )
 
 
+# (id of a table's models dict, model name as asked) -> (that dict, what price() found).
+# A module-level dict: private attributes of pydantic models are slow to read, and
+# price() runs on every generation. Names come from code, so there are few of them.
+_lookups: dict[tuple[int, str], tuple[dict[str, ModelPrice], ModelPrice | None]] = {}
+
+
 class PriceTable(BaseModel):
     """Model prices; immutable, so a table can be shared between threads."""
 
@@ -51,11 +57,6 @@ class PriceTable(BaseModel):
     as_of: date | None = Field(default=None, description="when the prices were read")
     currency: str = "USD"
     models: dict[str, ModelPrice] = Field(default_factory=dict)
-    # (the models dict it was built for, model name as asked -> what price() found);
-    # checked by identity, as copies (model_copy) share private attributes.
-    _lookups: tuple[object, dict[str, ModelPrice | None]] = PrivateAttr(
-        default_factory=lambda: (None, {})
-    )
 
     @classmethod
     def load(cls, path: str | Path) -> PriceTable:
@@ -80,16 +81,16 @@ class PriceTable(BaseModel):
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model`` (see the module docstring for the lookup), or ``None``."""
-        owner, lookups = self._lookups
-        if owner is not self.models:
-            lookups = {}
-            self._lookups = (self.models, lookups)
-        elif model in lookups:
-            return lookups[model]
+        models = self.models
+        key = (id(models), model)
+        cached = _lookups.get(key)
+        # The entry holds the models dict itself, so its id cannot be reused meanwhile.
+        if cached is not None and cached[0] is models:
+            return cached[1]
         found = self._find(model)
-        if len(lookups) >= _LOOKUP_CACHE_SIZE:
-            lookups.clear()
-        lookups[model] = found
+        if len(_lookups) >= _LOOKUP_CACHE_SIZE:
+            _lookups.clear()
+        _lookups[key] = (models, found)
         return found
 
     def _find(self, model: str) -> ModelPrice | None:
@@ -130,6 +131,10 @@ class PriceTable(BaseModel):
         price = self.price(model)
         if price is None:
             return None
+        if not cache_read_input_tokens and not cache_creation_input_tokens:
+            return (max(0, input_tokens) * price.input + max(0, output_tokens) * price.output) * (
+                _PER_TOKEN
+            )
         cache_read = max(0, cache_read_input_tokens)
         cache_creation = max(0, cache_creation_input_tokens)
         uncached = max(0, input_tokens - cache_read - cache_creation)

@@ -113,6 +113,10 @@ class GrpcReceiver:
                 refusal.message,
                 trailing_metadata=_retry_metadata(refusal.message, refusal.retry_after),
             )
+        except Exception as error:
+            # The boundary for faults of ours: counted, logged once per kind, answered.
+            self.processor.internal_error("receive_grpc", error)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
         self.processor.sweep_if_overdue()
         response = ExportTraceServiceResponse()
         if accepted.rejected or accepted.message:

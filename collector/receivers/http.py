@@ -41,6 +41,7 @@ _GRPC_CODES: Final = {
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     429: code_pb2.UNAVAILABLE,
+    500: code_pb2.INTERNAL,
     503: code_pb2.UNAVAILABLE,
 }
 
@@ -99,6 +100,10 @@ class HttpReceiver:
             response = _error(refusal.status, refusal.message, is_json)
             response.headers["Retry-After"] = retry_after_header(refusal.retry_after)
             return response
+        except Exception as error:
+            # The boundary for faults of ours: counted, logged once per kind, answered.
+            self.processor.internal_error("receive_http", error)
+            return _error(500, f"internal error: {type(error).__name__}", is_json)
         self.processor.sweep_if_overdue()
         return _success(accepted, is_json)
 

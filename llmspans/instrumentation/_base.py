@@ -7,7 +7,8 @@ stage of the same kind (the no-duplicate rule, docs/auto-instrumentation.md):
   ``llmspans._context.enclosing_stage_span(stage)`` is not ``None`` -- the call
   writes its facts (model, tokens, cost, document ids) onto that span and starts
   no span of its own; token counts and cost are *added* to what the span already
-  carries, so a stage that calls the client twice reports the sum;
+  carries, so a stage that calls the client twice reports the sum (a call that
+  reports totals for calls nested in it replaces their share: ``_summed``);
 - otherwise it starts its own stage span and, while the client call runs, puts
   that stage into the context (``_context.STAGE_KEY``), so nested instrumented
   calls (a LangChain retriever querying chromadb) enrich it instead of starting a
@@ -21,6 +22,7 @@ per kind on the ``llmspans`` logger, and the client call goes on untraced.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +64,15 @@ SUMMED_ATTRIBUTES: Final = frozenset(
 _DERIVED_BY_DECORATOR: Final = ("llmspans.retrieval.", "llmspans.context.")
 
 
+# The instrumented call running in the current context (nested calls account to it).
+_CALL_KEY: Final = otel_context.create_key("llmspans.instrumentation.call")
+
+# Guards _LEDGER and every StageCall's _own/_nested: running totals of the summed
+# attributes per span, shared by the calls (possibly concurrent) that enrich it.
+_LEDGER_LOCK: Final = threading.Lock()
+_LEDGER: Final[weakref.WeakKeyDictionary[Span, dict[str, float]]] = weakref.WeakKeyDictionary()
+
+
 def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
     """The instrumentation tracer, from the given provider or the global one."""
     return trace.get_tracer(TRACER_NAME, INSTRUMENTATION_VERSION, tracer_provider=tracer_provider)
@@ -88,9 +99,11 @@ class StageCall:
     """
 
     __slots__ = (
-        "_base",
         "_ended",
         "_lock",
+        "_nested",
+        "_own",
+        "_parent",
         "_recorded",
         "deferred",
         "instance",
@@ -108,7 +121,12 @@ class StageCall:
         self.instance: Any = None
         """The client object the wrapped method was called on."""
         self._ended = False
-        self._base: dict[str, float] = {}
+        # Token and cost accounting (see _summed): this call's own share of each summed
+        # attribute, the share of the calls nested in it on the same span, and the
+        # call it is nested in.
+        self._own: dict[str, float] = {}
+        self._nested: dict[str, float] = {}
+        self._parent: StageCall | None = None
         # The decorator's record of explicitly set attributes, when enriching its stage:
         # what the client reported counts as recorded, so the decorator does not
         # re-derive it from the function's return value (only the last call's).
@@ -122,6 +140,9 @@ class StageCall:
             enclosing = enclosing_stage_span(request.stage)
             if enclosing is not None:
                 call = cls(enclosing, request.stage, owned=False)
+                outer = otel_context.get_value(_CALL_KEY)
+                if isinstance(outer, StageCall) and outer.span is enclosing:
+                    call._parent = outer
                 call.adopt(current_stage(), request)
                 call.set_many(
                     {k: v for k, v in request.attributes.items() if k != attr.GEN_AI_OPERATION_NAME}
@@ -141,13 +162,15 @@ class StageCall:
 
     @contextmanager
     def activate(self) -> Iterator[None]:
-        """Make an owned span current (and its stage active) while the client runs."""
-        if not self.owned:
-            yield
-            return
-        ctx = trace.set_span_in_context(self.span)
-        if self.stage is not None:
-            ctx = otel_context.set_value(STAGE_KEY, ActiveStage(self.stage, self.span), ctx)
+        """Make this call the current one while the client runs.
+
+        An owned span also becomes the current span, its stage the active stage.
+        """
+        ctx = otel_context.set_value(_CALL_KEY, self)
+        if self.owned:
+            ctx = trace.set_span_in_context(self.span, ctx)
+            if self.stage is not None:
+                ctx = otel_context.set_value(STAGE_KEY, ActiveStage(self.stage, self.span), ctx)
         token = otel_context.attach(ctx)
         try:
             yield
@@ -175,7 +198,7 @@ class StageCall:
             self.set(key, value)
 
     def adopt(self, active: ActiveStage | None, request: Request) -> None:
-        """Join the enclosing stage: remember its counts so far and its record.
+        """Join the enclosing stage and its record of explicitly set attributes.
 
         A decorated generation span still named ``chat`` (no model given to the
         decorator) is completed to ``chat {model}``, as ``record_generation`` does.
@@ -191,11 +214,6 @@ class StageCall:
                 and (attr.GEN_AI_REQUEST_MODEL not in recorded)
             ):
                 self.span.update_name(f"{prefix} {model}")
-        existing = getattr(self.span, "attributes", None) or {}
-        for key in SUMMED_ATTRIBUTES:
-            previous = existing.get(key)
-            if isinstance(previous, int | float) and not isinstance(previous, bool):
-                self._base[key] = float(previous)
 
     def set_content(self, content: Mapping[str, object]) -> None:
         """Content attributes, only when capture is on and the span records."""
@@ -206,13 +224,29 @@ class StageCall:
                 self.set(key, prepare_content(value))
 
     def _summed(self, key: str, value: float) -> float:
-        """``value`` on top of what the span carried when this call started.
+        """The span's new total of ``key`` when this call reports ``value`` for it.
 
-        The base is taken at the start, so a call that reports totals overwrites
-        what nested calls of the same stage added in between (a LangChain chat
-        model reporting the usage of the ``openai`` call it made): no double count.
+        ``value`` is what this call accounts for, including the calls nested in it
+        on the same span: a LangChain chat model reporting the usage of the
+        ``openai`` call it made replaces that call's share instead of adding to it.
+        Calls one after the other, or concurrent ones, add up. Reporting again
+        (cumulative stream usage) replaces this call's previous report.
         """
-        total = self._base.get(key, 0.0) + value
+        with _LEDGER_LOCK:
+            totals = _LEDGER.get(self.span)
+            if totals is None:
+                totals = _LEDGER[self.span] = {}
+            if key not in totals:
+                existing = (getattr(self.span, "attributes", None) or {}).get(key)
+                totals[key] = as_float(existing) or 0.0
+            delta = value - self._own.get(key, 0.0) - self._nested.get(key, 0.0)
+            self._own[key] = self._own.get(key, 0.0) + delta
+            parent = self._parent
+            while parent is not None:
+                parent._nested[key] = parent._nested.get(key, 0.0) + delta
+                parent = parent._parent
+            totals[key] += delta
+            total = totals[key]
         return int(total) if isinstance(value, int) and total.is_integer() else total
 
     def end(self, error: BaseException | None = None) -> None:

@@ -66,3 +66,14 @@ def test_drain_finalises_everything() -> None:
     assert {trace.trace_id for trace, _ in drained} == {TRACE_A, TRACE_B}
     assert all(why is Finalised.SHUTDOWN for _, why in drained)
     assert assembler.inflight_spans == 0
+
+
+def test_a_burst_of_due_traces_is_finalised_in_steps_oldest_first() -> None:
+    assembler = Assembler(trace_idle_s=1.0, trace_timeout_s=10.0, finalized_cache_size=100)
+    for index in range(10):
+        assembler.add(record(index.to_bytes(16, "big"), b"r"), now=index * 0.01)
+    first = assembler.due(5.0, limit=4)
+    assert [trace.trace_id[-1] for trace, _ in first] == [0, 1, 2, 3]
+    assert assembler.inflight_traces == 6
+    rest = assembler.due(5.0, limit=100)
+    assert [trace.trace_id[-1] for trace, _ in rest] == [4, 5, 6, 7, 8, 9]

@@ -204,3 +204,27 @@ def test_health_and_readiness(start_collector: Callable[..., RunningCollector]) 
     wait_until(lambda: collector.metric("llmspans_collector_spans_inflight") == 0)
     with urllib.request.urlopen(collector.metrics_url + "/readyz") as response:
         assert response.status == 200
+
+
+def test_a_fault_in_evaluation_loses_no_span(
+    start_collector: Callable[..., RunningCollector],
+    sink: Sink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import collector.processor
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("evaluation bug")
+
+    monkeypatch.setattr(collector.processor, "evaluate_trace", broken)
+    running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
+    sender = http_sender(running.http_url)
+    emit_run(sender.tracer)
+    sender.close()
+    wait_until(
+        lambda: running.metric("llmspans_collector_internal_errors_total", kind="evaluate") == 1
+    )
+    # The run's spans all go on (the root without a verdict); the collector serves on.
+    wait_until(lambda: len(sink.spans()) == 5)
+    assert all(A.OUTCOME not in attributes(span) for span in sink.spans())
+    assert running.metric("llmspans_task_outcomes_total") == 0

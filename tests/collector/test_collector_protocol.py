@@ -163,9 +163,25 @@ def test_partial_success_for_invalid_ids(
     assert response.partial_success.rejected_spans == 1
     assert "short id" in response.partial_success.error_message
 
-    assert collector.metric("llmspans_collector_spans_rejected_total", reason="invalid_id") == 2
-    wait_until(lambda: len(sink.spans()) == 3)
+    # ... and over gRPC, where partial success travels in the response message.
+    channel = grpc.insecure_channel(collector.grpc_endpoint)
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=lambda body: body,
+        response_deserializer=ExportTraceServiceResponse.FromString,
+    )
+    scope.spans[0].trace_id = bytes(range(2, 18))
+    scope.spans[1].span_id = bytes(8)
+    scope.spans[1].name = "zero span id"
+    response = export(request.SerializeToString(), timeout=5)
+    channel.close()
+    assert response.partial_success.rejected_spans == 1
+    assert "zero span id" in response.partial_success.error_message
+
+    assert collector.metric("llmspans_collector_spans_rejected_total", reason="invalid_id") == 3
+    wait_until(lambda: len(sink.spans()) == 4)
     assert sorted(span.name for span in sink.spans()) == [
+        "fine",
         "fine",
         "invoke_workflow json",
         "retrieval faq",

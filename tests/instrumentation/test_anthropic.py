@@ -153,3 +153,12 @@ async def test_async_create_stream_and_helper(
     outputs = [(s.attributes or {}).get(attr.GEN_AI_USAGE_OUTPUT_TOKENS) for s in spans.all()]
     assert outputs == [12, 15, 15]
     assert spans.names() == [f"chat {MODEL}"] * 3
+
+
+async def test_parse_sync_and_async(
+    client: anthropic.Anthropic, aclient: anthropic.AsyncAnthropic, spans: Spans
+) -> None:
+    client.messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES)
+    await aclient.messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES)
+    assert spans.names() == [f"chat {MODEL}"] * 2
+    assert all((s.attributes or {})[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 12 for s in spans.all())

@@ -22,6 +22,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import tool
 from opentelemetry.trace import SpanKind, StatusCode
 
+import llmspans
 from llmspans import _attributes as attr
 
 from .conftest import Spans, decorated_stage, pipeline_root
@@ -264,3 +265,50 @@ def test_tool_in_a_decorated_action_enriches(spans: Spans) -> None:
         add.invoke({"a": 1, "b": 2})
     assert spans.names() == ["execute_tool pay"]
     assert spans.attributes()[attr.GEN_AI_TOOL_NAME] == "add"
+
+
+def test_chat_model_batch_runs_in_threads_under_the_pipeline(
+    chat_model: ChatLoopbackOpenAI, spans: Spans
+) -> None:
+    with pipeline_root("qa") as root:
+        replies = chat_model.batch(["one?", "two?"])
+    assert [r.content for r in replies] == ["The answer is 42."] * 2
+    generations = [s for s in spans.all() if s.name == "chat gpt-4o-mini"]
+    assert len(generations) == 2
+    for span in generations:
+        assert span.parent is not None and span.parent.span_id == root.get_span_context().span_id
+        assert (span.attributes or {})[attr.GEN_AI_USAGE_INPUT_TOKENS] == 1200
+        assert (span.attributes or {})[attr.PIPELINE] == "qa"
+
+
+@tool
+def cancel_order(order: str) -> str:
+    """Cancel an order and check that it is cancelled."""
+    llmspans.record_action(verified=False, verification=f"{order} still open")
+    return "requested"
+
+
+def test_record_action_inside_a_tool_lands_on_its_span(spans: Spans) -> None:
+    assert cancel_order.invoke({"order": "A7"}) == "requested"
+    attributes = spans.attributes("execute_tool cancel_order")
+    assert attributes[attr.ACTION_VERIFIED] is False
+    assert attributes[attr.ACTION_VERIFICATION] == "A7 still open"
+
+
+async def test_chat_model_astream_over_openai_in_an_executor(
+    chat_model: ChatLoopbackOpenAI, spans: Spans
+) -> None:
+    chunks = [chunk async for chunk in chat_model.astream("What is the answer?")]
+    assert "".join(str(c.content) for c in chunks) == "The answer is 42."
+    assert spans.names() == ["chat gpt-4o-mini"]
+    assert spans.attributes()[attr.GEN_AI_USAGE_INPUT_TOKENS] == 50
+
+
+async def test_chat_model_astream_aclose_ends_the_span(
+    chat_model: ChatLoopbackOpenAI, spans: Spans
+) -> None:
+    stream = chat_model.astream("What is the answer?")
+    await anext(stream)
+    assert spans.all() == []
+    await stream.aclose()
+    assert spans.names() == ["chat gpt-4o-mini"]

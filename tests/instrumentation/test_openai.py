@@ -360,3 +360,36 @@ async def test_legacy_completions_stream(aclient: openai.AsyncOpenAI, spans: Spa
     attributes = spans.attributes()
     assert attributes[attr.GEN_AI_RESPONSE_FINISH_REASONS] == ["stop"]
     assert '" 42"' in attributes[attr.GEN_AI_OUTPUT_MESSAGES]
+
+
+def test_parse_helpers_are_generations(client: openai.OpenAI, spans: Spans) -> None:
+    parsed = client.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+    assert parsed.choices[0].message.content == "The answer is 42."
+    response = client.responses.parse(model="gpt-4.1", input="Capital of France?")
+    assert response.output_text == "Paris."
+    assert spans.names() == ["chat gpt-4o-mini", "chat gpt-4.1"]
+    tokens = [(s.attributes or {})[attr.GEN_AI_USAGE_INPUT_TOKENS] for s in spans.all()]
+    assert tokens == [1200, 100]
+
+
+async def test_async_parse(aclient: openai.AsyncOpenAI, spans: Spans) -> None:
+    await aclient.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES)
+    await aclient.responses.parse(model="gpt-4.1", input="Capital of France?")
+    assert spans.names() == ["chat gpt-4o-mini", "chat gpt-4.1"]
+
+
+def test_concurrent_calls_in_one_stage_add_up(client: openai.OpenAI, spans: Spans) -> None:
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    with decorated_stage("generation", "fan-out"), ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call) for _ in range(8)]
+        for future in futures:
+            future.result()
+    assert spans.names() == ["chat fan-out"]
+    attributes = spans.attributes()
+    assert attributes[attr.GEN_AI_USAGE_INPUT_TOKENS] == 8 * 1200
+    assert attributes[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 8 * 300

@@ -203,4 +203,8 @@ async def test_async_qdrant(spans: Spans) -> None:
         await client.query_points("docs", query=[0.0, 1.0, 0.0], limit=1)
     assert spans.names() == ["retrieval kb"]
     assert spans.attributes()[attr.RETRIEVAL_DOCUMENT_IDS] == ["3"]
+    await client.query_batch_points(
+        "docs", requests=[models.QueryRequest(query=[1.0, 0.0, 0.0], limit=1)]
+    )
+    assert spans.attributes("retrieval docs")[attr.RETRIEVAL_DOCUMENT_IDS] == ["1"]
     await client.close()

@@ -314,7 +314,7 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink) -> Live:
 
     for collector in collectors.values():
         wait_for(
-            lambda c=collector: http_get(f"http://{c.target}/readyz") == b"ready",
+            lambda c=collector: http_get(f"http://{c.target}/readyz").strip() == b"ready",
             30,
             what=lambda c=collector: f"collector {c.name}: {processes.log(c.name)[-2000:]}",
         )

@@ -343,6 +343,10 @@ def test_http_receiver_answers_every_hostile_request_and_loses_no_valid_span(
     )
     assert delivered and missing == 0
     assert valid.keys, "valid traffic went through during the fuzzing"
+    refused = sum(count for status, count in statuses.items() if status != 200)
+    assert metric_total(samples, "llmspans_collector_requests_rejected_total") == refused, (
+        "every refused request is counted"
+    )
     assert metric_total(samples, "llmspans_collector_spans_received_total") >= len(valid.keys)
     assert collector.alive()
 

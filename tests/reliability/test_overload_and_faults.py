@@ -6,6 +6,7 @@ spans forwarded (distinct spans at the counting backend), spans lost.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,12 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -437,3 +443,94 @@ def test_sigterm_with_the_backend_down_exits_within_the_shutdown_timeout(
         assert "did not flush" in collector.log()
     finally:
         backend.stop()
+
+
+def test_backend_answering_errors_transient_retried_permanent_dropped_and_counted(
+    collector_factory: Start, sink: CountingSink
+) -> None:
+    """503 from the backend: retried until it answers 200. 400: dropped at once, counted."""
+    requires_collector()
+    collector = collector_factory(exporters=[http_exporter(sink)], assembly={"trace_idle_s": 0.2})
+    sink.answer_with(503)
+    transient, transient_count = valid_request(10)
+    assert collector.post(transient.SerializeToString()).status == 200
+    time.sleep(1.5)
+    assert sink.unique == 0
+    sink.answer_with(200)
+    delivered = wait_until(lambda: sink.unique == transient_count, 20)
+    sink.answer_with(400)
+    permanent, permanent_count = valid_request(10)
+    assert collector.post(permanent.SerializeToString()).status == 200
+    dropped = wait_until(
+        lambda: (
+            metric_total(collector.samples(), "llmspans_collector_spans_dropped_total")
+            == permanent_count
+        ),
+        20,
+    )
+    figures(
+        "backend answering errors",
+        transient_503_sent=transient_count,
+        delivered_after_503=sink.unique,
+        permanent_400_sent=permanent_count,
+        dropped_counted=int(
+            metric_total(collector.samples(), "llmspans_collector_spans_dropped_total")
+        ),
+    )
+    assert delivered and dropped
+
+
+@pytest.mark.skipif(
+    os.environ.get("LLMSPANS_SOAK") != "1",
+    reason="soak run: set LLMSPANS_SOAK=1 (and LLMSPANS_SOAK_S)",
+)
+def test_soak_sustained_load_no_loss_no_leak(collector_factory: Start, sink: CountingSink) -> None:
+    """Four SDK senders (BatchSpanProcessor + OTLP/HTTP) for LLMSPANS_SOAK_S seconds."""
+    requires_collector()
+    duration = float(os.environ.get("LLMSPANS_SOAK_S", "300"))
+    collector = collector_factory(
+        exporters=[http_exporter(sink)], assembly={"max_inflight_spans": 20_000}
+    )
+    stop_sampling, rss = rss_sampler(collector)
+    deadline = time.monotonic() + duration
+    sent = [0] * 4
+    failures = [0] * 4
+
+    def sender(index: int) -> None:
+        exporter = CountingExporter(
+            OTLPSpanExporter(
+                endpoint=f"http://127.0.0.1:{collector.http_port}/v1/traces", timeout=60
+            )
+        )
+        provider = TracerProvider(resource=Resource.create({"service.name": f"soak-{index}"}))
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=200_000, schedule_delay_millis=100)
+        )
+        while time.monotonic() < deadline:
+            sent[index] += _emit_runs(provider, 50, f"soak{index}")
+            time.sleep(0.01)
+        provider.shutdown()
+        failures[index] = exporter.failed
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 300)
+    total = sum(sent)
+    delivered = wait_until(lambda: sink.unique >= total, 120)
+    stop_sampling.set()
+    warm = rss[len(rss) // 10] if rss else 0
+    figures(
+        "soak",
+        duration_s=duration,
+        spans_sent=total,
+        spans_forwarded=sink.unique,
+        lost=total - sink.unique,
+        exporter_failed=sum(failures),
+        rss_after_warmup_mb=round(warm / 2**20, 1),
+        rss_end_mb=round(rss[-1] / 2**20, 1) if rss else 0,
+        rss_peak_mb=round(max(rss) / 2**20, 1) if rss else 0,
+    )
+    assert delivered and sink.unique == total and sum(failures) == 0
+    assert rss[-1] - warm < 100 * 2**20, "RSS keeps growing: a leak"
