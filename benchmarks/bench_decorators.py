@@ -26,8 +26,9 @@ library does per call:
 
 Each round times a block of ``--calls`` calls of every variant, in a fresh
 random order, in CPU time of the calling thread; the table shows the median
-per-call time over the rounds and ratios measured in the same run. Every block runs inside one parent span (an
-llmspans pipeline for the llmspans variants, a raw span for the others).
+per-call time over the rounds and ratios measured in the same run. Every block
+runs inside one parent span (an llmspans pipeline for the llmspans variants, a
+raw span for the others).
 """
 
 from __future__ import annotations

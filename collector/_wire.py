@@ -28,6 +28,7 @@ __all__ = [
     "protobuf_to_json",
 ]
 
+
 class RequestError(Exception):
     """A request the collector refuses as a whole; ``status`` is the HTTP status."""
 

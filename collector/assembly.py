@@ -43,6 +43,8 @@ class Trace:
     records: list[SpanRecord] = field(default_factory=list)
     #: a span without parent, or a pipeline span, has arrived
     rooted: bool = False
+    #: some span carries ``llmspans.stage``: without one the core derives nothing
+    staged: bool = False
     #: opaque items the caller holds back until the trace is final (pipeline spans);
     #: None until the first one (most traces hold one or none: no empty list each)
     held: list[object] | None = None
@@ -92,6 +94,8 @@ class Assembler:
             record.trace_id = trace.trace_id
             trace.last_seen = now
         trace.records.append(record)
+        if record.stage is not None:
+            trace.staged = True
         self.inflight_spans += 1
         if trace.rooted:
             idle_order = self._idle_order

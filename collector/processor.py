@@ -243,6 +243,10 @@ class Processor:
                         continue
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
+                    trace = add(record, now)
+                    if trace is None:
+                        late += 1
+                        continue
                     # Names, stages and pipelines repeat across spans: one string
                     # object each instead of one per span (memory per in-flight span).
                     record.name = intern(record.name)
@@ -260,10 +264,6 @@ class Processor:
                         record.selected_ids = tuple(map(intern, record.selected_ids))
                     if record.citations:
                         record.citations = tuple(map(intern, record.citations))
-                    trace = add(record, now)
-                    if trace is None:
-                        late += 1
-                        continue
                     if record.stage == A.STAGE_PIPELINE:
                         if resource_bytes is None:
                             resource_bytes = resource_spans.resource.SerializeToString()
@@ -352,6 +352,10 @@ class Processor:
         for trace, why in done:
             counts[why] = counts.get(why, 0) + 1
             verdicts: dict[bytes, Verdict] = {}
+            if not trace.staged:
+                # No stage span, so no run, no stage metric, no feedback: the core
+                # would derive nothing (plain service traces passing through).
+                continue
             try:
                 result = evaluate_trace(trace.records, self.thresholds)
                 found = observations(result, metrics.labeler)

@@ -173,13 +173,24 @@ def _record_error(span: Span, exc: BaseException, state: StageState) -> None:
         log_internal_error("span.error", internal)
 
 
-def _end(span: Span, state: StageState) -> None:
+def _end(spec: _Spec, span: Span, state: StageState) -> None:
     """Put the pending facts on the span, in one call, and end it."""
-    try:
-        pending = state.pending
-        if pending:
+    pending = state.pending
+    if pending and span.is_recording():
+        try:
+            existing = getattr(span, "attributes", None)
+            if existing:
+                # Set on the span directly while the stage ran (an instrumentor enriching
+                # it, say, with the model actually called): that wins over the
+                # decorator's static options, as if those had been set at start.
+                for key in spec.attributes:
+                    if key in existing:
+                        pending.pop(key, None)
             span.set_attributes(pending)
-            pending.clear()
+        except Exception as exc:
+            log_internal_error("span.attributes", exc)
+    pending.clear()
+    try:
         span.end()
     except Exception as exc:
         log_internal_error("span.end", exc)
@@ -203,7 +214,7 @@ def _finish(
                 spec.on_result(state, result, args, kwargs)
     except Exception as exc:
         log_internal_error(f"{spec.stage}.result", exc)
-    _end(span, state)
+    _end(spec, span, state)
 
 
 # --- verification of actions ------------------------------------------------------
@@ -277,7 +288,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span, state)
+            _end(spec, span, state)
             _detach(token)
             raise
         try:
@@ -307,7 +318,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span, state)
+            _end(spec, span, state)
             _detach(token)
             raise
         try:
@@ -381,11 +392,11 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 raise
             finally:
                 _detach(token)
-                _end(span, state)
+                _end(spec, span, state)
             raise
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span, state)
+            _end(spec, span, state)
             raise
         token = _attach(ctx)
         try:
@@ -462,11 +473,11 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 raise
             finally:
                 _detach(token)
-                _end(span, state)
+                _end(spec, span, state)
             raise
         except BaseException as exc:
             _record_error(span, exc, state)
-            _end(span, state)
+            _end(spec, span, state)
             raise
         token = _attach(ctx)
         try:

@@ -235,14 +235,6 @@ def extract_documents(value: object) -> Documents | None:
     return [doc_id], ([score] if score is not None else None)
 
 
-def is_document_sequence(value: object) -> bool:
-    """Whether ``value`` is a sequence whose items all carry ids (a candidate list)."""
-    if not _is_sequence(value):
-        return False
-    assert isinstance(value, Sequence)
-    return _from_items(value) is not None
-
-
 def document_texts(value: object) -> list[str] | None:
     """The text of each document in ``value`` (for content capture), or ``None``."""
     items: object = value

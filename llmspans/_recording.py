@@ -309,15 +309,6 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
     return None
 
 
-def update_cost(span: Span, recorded: dict[str, object]) -> None:
-    """Set ``llmspans.cost.usd`` from the recorded model and tokens, unless set explicitly."""
-    cost = computed_cost(recorded)
-    if cost is not None:
-        span.set_attribute(A.COST_USD, cost)
-        recorded[A.COST_USD] = cost
-        recorded[_COMPUTED] = True
-
-
 # What the cost depends on: a change of any of these recomputes it.
 _COST_INPUTS: Final = frozenset(
     {

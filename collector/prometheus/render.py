@@ -9,8 +9,9 @@ the live end-to-end test over seconds, with the same expressions. Run::
     python -m collector.prometheus.render --check              # fail if rules.yml is stale
 
 Recording rules follow Prometheus' ``level:metric:operations`` naming, with the
-window in the name (``pipeline_stage:llmspans_stage_failures:ratio_rate5m``); they
-are rendered for every window an alert of the profile uses. Every aggregation names
+window in the name (``pipeline_stage:llmspans_stage_failures:ratio_rate5m``): all of
+them at the profile's ``recording_windows``, and at every other window an alert
+reads, the ones that alert reads. Every aggregation names
 its labels (``sum by (pipeline, stage)``), so replicas of the collector add up and
 labels the exporter adds (``instance``, ``job``, ``otel_scope_name``) drop out.
 """
@@ -31,7 +32,6 @@ HERE: Final = Path(__file__).resolve().parent
 PROFILES_FILE: Final = HERE / "profiles.yaml"
 RULES_FILE: Final = HERE / "rules.yml"
 
-#: the stages whose root-cause failures and latency the rules watch (SPEC section 2)
 _DURATION_RE: Final = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _DURATION_SECONDS: Final[dict[str, float]] = {
     "ms": 0.001,
@@ -143,6 +143,11 @@ class Profile(_Section):
         for window in value:
             duration_seconds(window)
         return value
+
+    @field_validator("interval")
+    @classmethod
+    def _check_interval(cls, value: str | None) -> str | None:
+        return None if value is None else _check_duration(value)
 
     interval: str | None = None
     recording_windows: tuple[str, ...] = ()

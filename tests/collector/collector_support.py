@@ -220,7 +220,7 @@ def base_settings(**overrides: Any) -> CollectorSettings:
     """Settings with every server on a free loopback port and quick assembly."""
     data: dict[str, Any] = {
         "receivers": {
-            "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
+            "grpc": {"endpoint": "127.0.0.1:0"},
             "http": {"endpoint": "127.0.0.1:0"},
         },
         "metrics": {"prometheus": {"endpoint": "127.0.0.1:0"}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from collector_support import (
@@ -228,3 +229,33 @@ def test_a_fault_in_evaluation_loses_no_span(
     wait_until(lambda: len(sink.spans()) == 5)
     assert all(A.OUTCOME not in attributes(span) for span in sink.spans())
     assert running.metric("llmspans_task_outcomes_total") == 0
+
+
+def test_traces_without_stage_spans_pass_through_unevaluated(
+    start_collector: Callable[..., RunningCollector],
+    sink: Sink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import collector.processor
+
+    evaluated: list[int] = []
+    original = collector.processor.evaluate_trace
+
+    def counting(records: Any, thresholds: Any) -> Any:
+        evaluated.append(len(records))
+        return original(records, thresholds)
+
+    monkeypatch.setattr(collector.processor, "evaluate_trace", counting)
+    running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
+    sender = http_sender(running.http_url)
+    with (
+        sender.tracer.start_as_current_span("GET /health"),
+        sender.tracer.start_as_current_span("SELECT"),
+    ):
+        pass
+    emit_run(sender.tracer)
+    sender.close()
+    wait_until(lambda: running.metric("llmspans_collector_traces_finalized_total") == 2)
+    assert evaluated == [5]
+    wait_until(lambda: len(sink.spans()) == 7)
+    assert running.metric("llmspans_task_outcomes_total") == 1

@@ -707,3 +707,23 @@ def test_no_tracing_configured_means_no_spans_and_no_error() -> None:
         return "ok"
 
     assert run() == "ok"
+
+
+def test_instrumentor_enrichment_of_the_stage_span_wins_over_static_options(
+    spans: CapturedSpans,
+) -> None:
+    @llmspans.generation(model="gpt-4o", provider="openai")
+    def answer() -> str:
+        # What an auto-instrumented client does inside a decorated generation.
+        span = enclosing_stage_span("generation")
+        assert span is not None
+        span.set_attribute(A.GEN_AI_REQUEST_MODEL, "gpt-4o-2024-08-06")
+        span.set_attribute(A.GEN_AI_USAGE_INPUT_TOKENS, 10)
+        return "ok"
+
+    answer()
+    attributes = spans.attributes("chat gpt-4o")
+    assert attributes[A.GEN_AI_REQUEST_MODEL] == "gpt-4o-2024-08-06"
+    assert attributes[A.GEN_AI_PROVIDER_NAME] == "openai"
+    assert attributes[A.GEN_AI_USAGE_INPUT_TOKENS] == 10
+    assert attributes[A.STAGE] == "generation"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from pydantic import BaseModel
 
-from llmspans._documents import document_texts, extract_documents, is_document_sequence
+from llmspans._documents import document_texts, extract_documents
 
 
 @dataclass
@@ -111,13 +111,6 @@ def test_qdrant_scored_points() -> None:
         models.ScoredPoint(id=str(uuid.UUID(int=3)), version=1, score=0.5),
     ]
     assert extract_documents(points) == (["11", str(uuid.UUID(int=3))], [0.9, 0.5])
-
-
-def test_is_document_sequence() -> None:
-    assert is_document_sequence([{"id": "a"}])
-    assert is_document_sequence([])
-    assert not is_document_sequence("abc")
-    assert not is_document_sequence([{"x": 1}])
 
 
 def test_document_texts() -> None:

@@ -357,7 +357,7 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink) -> Live:
             "--workers",
             "2",
         ],
-        env={"OTEL_BSP_SCHEDULE_DELAY": "200", "PYTHONUNBUFFERED": "1"},
+        env={"PYTHONUNBUFFERED": "1"},
     )
 
     deadline = time.monotonic() + STEADY_S + SPIKE_S + 60

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -534,3 +535,50 @@ def test_soak_sustained_load_no_loss_no_leak(collector_factory: Start, sink: Cou
     )
     assert delivered and sink.unique == total and sum(failures) == 0
     assert rss[-1] - warm < 100 * 2**20, "RSS keeps growing: a leak"
+
+
+@pytest.mark.parametrize("queue_size", [2048, 20_000])
+def test_collector_outage_app_side_loss_bounded_by_the_sdk_queue(
+    queue_size: int, sink: CountingSink, tmp_path: Path
+) -> None:
+    """The app keeps running while the collector is down for 2 s, then the collector starts.
+
+    The SDK's batch processor keeps up to ``max_queue_size`` spans (default 2048,
+    ``OTEL_BSP_MAX_QUEUE_SIZE``) and drops the newest beyond it; its exporter
+    retries connection errors within its timeout. So what the outage costs is
+    what did not fit the queue: nothing when the queue is large enough.
+    """
+    requires_collector()
+    collector = CollectorProcess(tmp_path, exporters=[http_exporter(sink)])
+    exporter = CountingExporter(
+        OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector.http_port}/v1/traces", timeout=20)
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "outage"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=queue_size, schedule_delay_millis=100)
+    )
+    try:
+        during_outage = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:
+            during_outage += _emit_runs(provider, 10, "outage")
+            time.sleep(0.02)
+        collector.start()
+        sent = during_outage + _emit_runs(provider, 10, "outage")
+        provider.shutdown()
+        wait_until(lambda: sink.unique >= sent, 10)
+        lost = sent - sink.unique
+        figures(
+            f"collector down 2 s while the app runs (SDK queue {queue_size})",
+            spans_sent=sent,
+            sent_during_outage=during_outage,
+            exporter_failed=exporter.failed,
+            spans_forwarded=sink.unique,
+            lost=lost,
+        )
+        assert exporter.failed == 0
+        assert lost <= max(0, during_outage - queue_size)
+        if during_outage <= queue_size:
+            assert lost == 0
+    finally:
+        collector.stop()
