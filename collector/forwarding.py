@@ -60,6 +60,8 @@ _RETRYABLE_GRPC: Final = frozenset(
 _BACKOFF_START_S: Final = 0.1
 _BACKOFF_MAX_S: Final = 5.0
 _MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
+#: Upper bound of the jitter added to a server-requested retry delay.
+_MAX_RETRY_JITTER_S: Final = 1.0
 
 
 class _Retry(Exception):
@@ -124,12 +126,29 @@ class Exporter(abc.ABC):
         return True
 
     async def close(self) -> None:
+        """Stop the workers; spans still queued or being sent are counted as dropped.
+
+        Called after the shutdown flush gave up (or finished): whatever is left
+        would otherwise vanish without a trace in the metrics, so it is counted in
+        ``llmspans_collector_spans_dropped`` and logged once.
+        """
         self._closing = True
+        # One snapshot on the event loop thread: the batch a worker is sending right
+        # now is in ``sending_spans``, the rest in ``queued_spans``.
+        lost = self.queued_spans + self.sending_spans
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        self._queue.clear()
+        self.queued_spans = 0
+        if lost:
+            self.metrics.count("llmspans_collector_spans_dropped", lost, exporter=self.name)
+            _log.error(
+                "exporter %s: dropping %d spans still queued at shutdown", self.name, lost
+            )
+        self._idle.set()
         await self._close_transport()
 
     async def _close_transport(self) -> None:
@@ -197,7 +216,14 @@ class Exporter(abc.ABC):
         backoff = _BACKOFF_START_S
         delay: float | None = None
         while True:
-            wait = delay if delay is not None else backoff * random.uniform(0.8, 1.2)
+            # A server's Retry-After / RetryInfo delay gets up to 20 % (at most 1 s)
+            # added, never taken off: senders told the same delay would otherwise all
+            # come back in the same instant.
+            wait = (
+                delay + random.uniform(0.0, min(0.2 * delay, _MAX_RETRY_JITTER_S))
+                if delay is not None
+                else backoff * random.uniform(0.8, 1.2)
+            )
             if time.monotonic() + wait > deadline:
                 _log.error(
                     "exporter %s: dropping %d spans after %.0f s of retries",

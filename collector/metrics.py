@@ -33,8 +33,10 @@ from llmspans.core.metrics import (
     HistogramData,
     Observation,
     PipelineLabeler,
+    accumulate,
     ece,
 )
+from llmspans.core.model import TraceResult
 
 __all__ = [
     "FAMILIES",
@@ -222,6 +224,39 @@ _CALIBRATION: Final = frozenset({A.METRIC_CALIBRATION_RUNS, A.METRIC_CALIBRATION
 GaugeReader = Callable[[], Iterable[tuple[Labels, float]]]
 
 
+class _StoreSink:
+    """The :class:`~llmspans.core.metrics.MetricSink` of a :class:`MetricsStore`: sums,
+    histogram buckets, exemplars (stamped with the trace being recorded) and the ECE
+    window, in one call per measurement."""
+
+    __slots__ = ("_counters", "_exemplars", "_histograms", "_store", "stamp")
+
+    def __init__(self, store: MetricsStore) -> None:
+        self._store = store
+        self._counters = store.aggregates.counters
+        self._histograms = store.aggregates.histograms
+        self._exemplars = store.exemplars
+        self.stamp: tuple[str, float] = ("", 0.0)
+
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        key = (instrument, labels)
+        counters = self._counters
+        counters[key] = counters.get(key, 0.0) + value
+        self._exemplars[key] = (value, self.stamp)
+        if instrument in _CALIBRATION:
+            self._store._calibrated(instrument, labels, value)
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        key = (instrument, labels)
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = HistogramData.empty(
+                HISTOGRAM_BOUNDARIES[instrument]
+            )
+        histogram.add(value)
+        self._exemplars[key] = (value, self.stamp)
+
+
 class MetricsStore:
     """Everything ``/metrics`` shows. Owned by the event loop thread: no locks."""
 
@@ -233,52 +268,50 @@ class MetricsStore:
         # (instrument, labels) -> the series' latest observation and (trace id hex,
         # unix time) of its trace: the exemplar of the series (of the bucket the
         # value fell in, for histograms)
-        self.exemplars: dict[tuple[str, Labels], tuple[Observation, tuple[str, float]]] = {}
+        self.exemplars: dict[tuple[str, Labels], tuple[float, tuple[str, float]]] = {}
         self._ece_window = ece_window
         # pipeline label -> recent (confidence, correct) pairs
         self._calibration: dict[str, deque[tuple[float, bool]]] = {}
+        self._pending_correct: tuple[str, bool] | None = None
+        self._sink = _StoreSink(self)
         self.start_time_ns = time.time_ns()
 
     # --- recording ---------------------------------------------------------------
 
-    def apply(self, observations: Sequence[Observation], trace_id: bytes) -> None:
-        """Add one finalised trace's observations; they become exemplars of their series.
+    def record(self, result: TraceResult, trace_id: bytes) -> None:
+        """Add one finalised trace's measurements; they become exemplars of their series.
 
-        One pass: sums into the core's :class:`Aggregates` dicts, the exemplar of each
-        series, and the (confidence, correct) pairs of the ECE window.
+        The core's :func:`~llmspans.core.metrics.accumulate` writes straight into the
+        :class:`Aggregates` dicts, the exemplar of each series and the (confidence,
+        correct) pairs of the ECE window: no intermediate observation objects.
         """
-        counters = self.aggregates.counters
-        histograms = self.aggregates.histograms
-        exemplars = self.exemplars
-        stamp = (trace_id.hex(), time.time())
-        pending_correct: tuple[str, bool] | None = None
-        for observation in observations:
-            instrument, kind, labels, value = observation
-            key = (instrument, labels)
+        sink = self._sink
+        sink.stamp = (trace_id.hex(), time.time())
+        accumulate(result, sink, self.labeler)
+
+    def apply(self, observations: Iterable[Observation], trace_id: bytes) -> None:
+        """Add measurements given as observations (same effect as :meth:`record`)."""
+        sink = self._sink
+        sink.stamp = (trace_id.hex(), time.time())
+        for instrument, kind, labels, value in observations:
             if kind == "counter":
-                counters[key] = counters.get(key, 0.0) + value
+                sink.count(instrument, labels, value)
             else:
-                histogram = histograms.get(key)
-                if histogram is None:
-                    histogram = histograms[key] = HistogramData.empty(
-                        HISTOGRAM_BOUNDARIES[instrument]
-                    )
-                histogram.add(value)
-            exemplars[key] = (observation, stamp)
-            if instrument not in _CALIBRATION:
-                continue
-            # The core emits a run's calibration count (with its correctness) right
-            # before its confidence; together they make one (confidence, correct) pair.
-            if instrument == A.METRIC_CALIBRATION_RUNS:
-                found = dict(labels)
-                pending_correct = (found.get("pipeline", ""), found.get("correct") == "true")
-            elif pending_correct is not None:
-                pipeline, correct = pending_correct
-                window = self._calibration.get(pipeline)
-                if window is None:
-                    window = self._calibration[pipeline] = deque(maxlen=self._ece_window)
-                window.append((value, correct))
-                pending_correct = None
+                sink.observe(instrument, labels, value)
+
+    def _calibrated(self, instrument: str, labels: Labels, value: float) -> None:
+        # The core records a run's calibration count (with its correctness) right
+        # before its confidence; together they make one (confidence, correct) pair.
+        if instrument == A.METRIC_CALIBRATION_RUNS:
+            found = dict(labels)
+            self._pending_correct = (found.get("pipeline", ""), found.get("correct") == "true")
+        elif self._pending_correct is not None:
+            pipeline, correct = self._pending_correct
+            window = self._calibration.get(pipeline)
+            if window is None:
+                window = self._calibration[pipeline] = deque(maxlen=self._ece_window)
+            window.append((value, correct))
+            self._pending_correct = None
 
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:
         """Add to one of the collector's health counters (a :data:`HEALTH` name)."""
@@ -358,7 +391,7 @@ class MetricsStore:
             if openmetrics and instrument is not None:
                 exemplar = self.exemplars.get((instrument, labels))
                 if exemplar is not None:
-                    line += _exemplar(exemplar[0].value, exemplar[1])
+                    line += _exemplar(exemplar[0], exemplar[1])
             lines.append(line)
 
     def _render_histogram(
@@ -376,13 +409,13 @@ class MetricsStore:
             bounds = [*data.boundaries, math.inf]
             exemplar = self.exemplars.get((instrument, labels)) if openmetrics else None
             exemplar_bucket = (
-                -1 if exemplar is None else bisect.bisect_left(data.boundaries, exemplar[0].value)
+                -1 if exemplar is None else bisect.bisect_left(data.boundaries, exemplar[0])
             )
             for index, (bound, count) in enumerate(zip(bounds, data.bucket_counts, strict=True)):
                 cumulative += count
                 line = f"{name}_bucket{_labels((*labels, ('le', _num(bound))))} {cumulative}"
                 if exemplar is not None and index == exemplar_bucket:
-                    line += _exemplar(exemplar[0].value, exemplar[1])
+                    line += _exemplar(exemplar[0], exemplar[1])
                 lines.append(line)
             lines.append(f"{name}_count{_labels(labels)} {data.count}")
             lines.append(f"{name}_sum{_labels(labels)} {_num(data.sum)}")
@@ -458,7 +491,7 @@ def otlp_request(
         point.attributes.extend(_attributes(labels))
         exemplar = store.exemplars.get((instrument, labels))
         if exemplar is not None:
-            _add_exemplar(point.exemplars.add(), exemplar[0].value, exemplar[1])
+            _add_exemplar(point.exemplars.add(), exemplar[0], exemplar[1])
     histograms: dict[str, metrics_pb2.Metric] = {}
     for (instrument, labels), data in store.aggregates.histograms.items():
         metric = histograms.get(instrument)
@@ -479,7 +512,7 @@ def otlp_request(
         histogram_point.attributes.extend(_attributes(labels))
         exemplar = store.exemplars.get((instrument, labels))
         if exemplar is not None:
-            _add_exemplar(histogram_point.exemplars.add(), exemplar[0].value, exemplar[1])
+            _add_exemplar(histogram_point.exemplars.add(), exemplar[0], exemplar[1])
     ece_values = store.ece()
     if ece_values:
         metric = scope.metrics.add(

@@ -36,9 +36,8 @@ from collector.config import CollectorSettings
 from collector.forwarding import Forwarder
 from collector.metrics import MetricsStore
 from llmspans import _attributes as A
-from llmspans.core.convert import record_from_otlp_span
+from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.core.evaluate import evaluate_trace
-from llmspans.core.metrics import observations
 from llmspans.core.model import Thresholds, Verdict
 
 __all__ = ["Accepted", "Backpressure", "Processor"]
@@ -120,6 +119,7 @@ class Processor:
         self._sweep_interval = assembly.sweep_interval_s
         self._last_sweep = clock()
         self.closing = False
+        self._decoder = SlimDecoder()
         metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
             ((), float(self.assembler.inflight_traces))
         ]
@@ -192,8 +192,16 @@ class Processor:
         the decoder already dropped (OTLP JSON with invalid ids). Raises
         :class:`Backpressure` or :class:`TooLarge` without taking anything.
         """
+        # The request was parsed (and so validated) with the full schema by the
+        # receiver; the spans are read from the same bytes parsed with the slim
+        # schema, which decodes only the attributes the core reads (see
+        # llmspans.core.convert.SlimDecoder). Re-serialising the slim message gives
+        # the same spans back.
+        slim = SLIM_EXPORT_REQUEST.FromString(
+            raw if raw is not None else request.SerializeToString()
+        )
         total = 0
-        for resource_spans in request.resource_spans:
+        for resource_spans in slim.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 total += len(scope_spans.spans)
         metrics = self.metrics
@@ -210,12 +218,12 @@ class Processor:
         messages = list(errors)
         now = self.clock()
         add = self.assembler.add
-        convert = record_from_otlp_span
+        convert = self._decoder.record
         late = 0
         bad_attributes = 0
         invalid = 0
         taken_out = 0
-        for resource_spans in request.resource_spans:
+        for resource_spans in slim.resource_spans:
             resource_bytes: bytes | None = None
             for scope_spans in resource_spans.scope_spans:
                 spans = scope_spans.spans
@@ -266,9 +274,9 @@ class Processor:
                         record.citations = tuple(map(intern, record.citations))
                     if record.stage == A.STAGE_PIPELINE:
                         if resource_bytes is None:
-                            resource_bytes = resource_spans.resource.SerializeToString()
+                            resource_bytes = resource_spans.resource
                         if scope_bytes is None:
-                            scope_bytes = scope_spans.scope.SerializeToString()
+                            scope_bytes = scope_spans.scope
                         if trace.held is None:
                             trace.held = []
                         trace.held.append(
@@ -301,7 +309,7 @@ class Processor:
             )
         forward = total - taken_out
         if forward:
-            payload = raw if raw is not None and not taken_out else request.SerializeToString()
+            payload = raw if raw is not None and not taken_out else slim.SerializeToString()
             self.forwarder.submit(payload, forward)
         return Accepted(total + rejected, invalid + rejected, "; ".join(messages))
 
@@ -358,13 +366,12 @@ class Processor:
                 continue
             try:
                 result = evaluate_trace(trace.records, self.thresholds)
-                found = observations(result, metrics.labeler)
+                metrics.record(result, trace.trace_id)
             except Exception as error:
                 # A fault in evaluating one trace must not stop the collector: its
                 # spans still go out, without a verdict.
                 self.internal_error("evaluate", error)
             else:
-                metrics.apply(found, trace.trace_id)
                 for run, verdict in result.runs:
                     verdicts[run.root.span_id] = verdict
             for item in trace.held or ():

@@ -152,4 +152,3 @@ def assert_context_clean() -> None:
         raise AssertionError(f"an llmspans stage is still current: {stage.stage}")
     if current_pipeline() is not None:
         raise AssertionError("an llmspans pipeline is still current")
-

@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = [
+    "SLIM_EXPORT_REQUEST",
+    "SlimDecoder",
     "iter_otlp_json_file",
     "iter_otlp_json_lines",
     "record_from_otlp_span",
@@ -279,6 +284,169 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
     if span.links:
         record.links = tuple((link.trace_id, link.span_id) for link in span.links)
     return record
+
+
+# --- OTLP protobuf, slim schema -----------------------------------------------------
+#
+# The collector needs a dozen known attributes of each span and forwards the rest
+# untouched. Parsing with the full OTLP schema makes upb build a Python-visible
+# ``KeyValue`` and ``AnyValue`` for every attribute the converter walks past. The
+# slim schema below has the same field numbers but declares ``Span.attributes`` as
+# ``repeated bytes``: each attribute stays one encoded ``KeyValue``, its key is read
+# from the bytes and only the known keys are decoded (with the full types and the
+# same ``_proto_value`` as above). Resource and scope are ``bytes`` too (the
+# collector only copies them). Every field the slim schema does not name (kind,
+# events, trace state, ...) is kept by upb as an unknown field, so serialising a
+# slim message gives the same spans back for forwarding.
+
+_SLIM_PACKAGE: Final = "llmspans_slim_otlp"
+
+
+def _build_slim_request() -> type[Message]:
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="llmspans/slim_otlp_trace.proto", package=_SLIM_PACKAGE, syntax="proto3"
+    )
+    optional, repeated = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+
+    def message(name: str, fields: list[tuple[str, int, int, int, str]]) -> None:
+        descriptor = file.message_type.add(name=name)
+        for field_name, number, field_type, label, type_name in fields:
+            field = descriptor.field.add(
+                name=field_name, number=number, type=field_type, label=label
+            )
+            if type_name:
+                field.type_name = f".{_SLIM_PACKAGE}.{type_name}"
+
+    message("Status", [("code", 3, F.TYPE_INT32, optional, "")])
+    message(
+        "Link",
+        [("trace_id", 1, F.TYPE_BYTES, optional, ""), ("span_id", 2, F.TYPE_BYTES, optional, "")],
+    )
+    message(
+        "Span",
+        [
+            ("trace_id", 1, F.TYPE_BYTES, optional, ""),
+            ("span_id", 2, F.TYPE_BYTES, optional, ""),
+            ("parent_span_id", 4, F.TYPE_BYTES, optional, ""),
+            ("name", 5, F.TYPE_STRING, optional, ""),
+            ("start_time_unix_nano", 7, F.TYPE_FIXED64, optional, ""),
+            ("end_time_unix_nano", 8, F.TYPE_FIXED64, optional, ""),
+            ("attributes", 9, F.TYPE_BYTES, repeated, ""),
+            ("links", 13, F.TYPE_MESSAGE, repeated, "Link"),
+            ("status", 15, F.TYPE_MESSAGE, optional, "Status"),
+        ],
+    )
+    message(
+        "ScopeSpans",
+        [
+            ("scope", 1, F.TYPE_BYTES, optional, ""),
+            ("spans", 2, F.TYPE_MESSAGE, repeated, "Span"),
+            ("schema_url", 3, F.TYPE_STRING, optional, ""),
+        ],
+    )
+    message(
+        "ResourceSpans",
+        [
+            ("resource", 1, F.TYPE_BYTES, optional, ""),
+            ("scope_spans", 2, F.TYPE_MESSAGE, repeated, "ScopeSpans"),
+            ("schema_url", 3, F.TYPE_STRING, optional, ""),
+        ],
+    )
+    message(
+        "ExportTraceServiceRequest",
+        [("resource_spans", 1, F.TYPE_MESSAGE, repeated, "ResourceSpans")],
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{_SLIM_PACKAGE}.ExportTraceServiceRequest")
+    )
+
+
+#: ``ExportTraceServiceRequest`` with the slim schema: ``FromString`` the bytes of a
+#: (validated) OTLP request, convert its spans with :class:`SlimDecoder`, serialise
+#: it to forward it. ``resource`` and ``scope`` are the encoded messages.
+SLIM_EXPORT_REQUEST: Final[Any] = _build_slim_request()
+
+#: encoded ``KeyValue`` key prefix (tag 0x0A, one length byte, the key) of known keys
+_KNOWN_PREFIXES: Final[frozenset[bytes]] = frozenset(
+    b"\x0a" + bytes([len(key.encode())]) + key.encode()
+    for key in _PROTO_FIELDS
+    if len(key.encode()) < 0x80
+)
+#: Encoded attributes up to this size have their decoded value cached.
+_CACHED_BYTES: Final = 64
+
+
+class SlimDecoder:
+    """Converts spans of a :data:`SLIM_EXPORT_REQUEST` into records.
+
+    Gives exactly what :func:`record_from_otlp_span` gives for the same span. Short
+    attributes (stage, pipeline, model names, flags, numbers that repeat) are
+    decoded once per distinct encoding: their value is cached by the encoded
+    ``KeyValue`` bytes, at most ``cache_size`` of them (the cache starts over when
+    full). Id lists and long values are decoded every time. One decoder per collector;
+    not thread-safe.
+    """
+
+    def __init__(self, cache_size: int = 65_536) -> None:
+        self.cache_size = cache_size
+        # encoded KeyValue -> (record field, typed value or _BAD); field "" for keys
+        # the core does not read
+        self._cache: dict[bytes, tuple[str, object]] = {}
+
+    def _decode(self, raw: bytes) -> tuple[str, object]:
+        key_value = KeyValue.FromString(raw)
+        spec = _PROTO_FIELDS.get(key_value.key)
+        if spec is None:
+            return "", None
+        field, code = spec
+        return field, _proto_value(field, code, key_value.value)
+
+    def record(self, span: Any) -> SpanRecord:
+        """The record of one slim ``Span``; never raises on attribute values."""
+        record = SpanRecord(
+            span.trace_id,
+            span.span_id,
+            span.parent_span_id,
+            span.name,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano,
+            span.status.code == _STATUS_ERROR,
+        )
+        cache = self._cache
+        bad = 0
+        for raw in span.attributes:
+            if len(raw) <= _CACHED_BYTES:
+                found = cache.get(raw)
+                if found is None:
+                    found = self._decode(raw)
+                    # Scalars repeat from span to span; id lists mostly do not, so
+                    # they are not cached (nor does a load of identical lists
+                    # look cheaper than real traffic).
+                    if not isinstance(found[1], tuple):
+                        if len(cache) >= self.cache_size:
+                            cache.clear()
+                        cache[raw] = found
+            elif raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
+                # A long attribute the core does not read (content, payloads): only
+                # its key is looked at.
+                continue
+            else:
+                found = self._decode(raw)
+            field, value = found
+            if not field:
+                continue
+            if value is _BAD:
+                bad += 1
+            else:
+                setattr(record, field, value)
+        if bad:
+            record.bad_attributes = bad
+        if span.links:
+            record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+        return record
 
 
 # --- OTLP JSON ---------------------------------------------------------------------

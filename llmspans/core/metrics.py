@@ -1,11 +1,13 @@
 """Metric definitions (SPEC section 4) and the observations one evaluated trace yields.
 
-The definitions are pure functions over ids and numbers. :func:`observations`
-turns a :class:`~llmspans.core.model.TraceResult` into a flat list of
-:class:`Observation` values (instrument, kind, labels, value) that any sink can
-record: OTel instruments (embedded mode, collector) or :class:`Aggregates`
-(offline analysis, tests). Every place derives its numbers from this one list, so
-they agree by construction.
+The definitions are pure functions over ids and numbers. :func:`accumulate`
+records what one :class:`~llmspans.core.model.TraceResult` yields into a
+:class:`MetricSink` (counters and histograms by instrument and labels): the
+collector's store and :class:`Aggregates` directly, with no intermediate objects;
+:func:`observations` gives the same measurements as a flat list of
+:class:`Observation` values (instrument, kind, labels, value) for the embedded
+mode's OTel instruments and the report. Every place derives its numbers from this
+one function, so they agree by construction.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 from llmspans import _attributes as A
 from llmspans.core.model import Run, TraceResult, Verdict
@@ -31,8 +33,10 @@ __all__ = [
     "UNKNOWN_PIPELINE",
     "Aggregates",
     "HistogramData",
+    "MetricSink",
     "Observation",
     "PipelineLabeler",
+    "accumulate",
     "calibration_bin",
     "citation_precision",
     "context_precision",
@@ -171,9 +175,35 @@ class Observation(NamedTuple):
     value: float
 
 
+class MetricSink(Protocol):
+    """Where :func:`accumulate` records measurements: counters and histograms by
+    (instrument, labels). :class:`Aggregates`, the collector's store and the list
+    :func:`observations` returns all receive the same calls."""
+
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        """Add ``value`` to a counter series."""
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        """Record ``value`` in a histogram series."""
+
+
+class _Recorder:
+    """A sink that keeps every measurement as an :class:`Observation`, in order."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        self.found: list[Observation] = []
+
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        self.found.append(_obs((instrument, "counter", labels, value)))
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        self.found.append(_obs((instrument, "histogram", labels, value)))
+
+
 #: ``_obs(((instrument, kind, labels, value)))`` builds an Observation without the
-#: NamedTuple's Python-level ``__new__``: it runs for every observation on the
-#: collector's hot path.
+#: NamedTuple's Python-level ``__new__``.
 _obs: Final[Callable[[tuple[str, str, Labels, float]], Observation]] = partial(
     tuple.__new__, Observation
 )
@@ -208,112 +238,101 @@ def _identity(pipeline: str) -> str:
     return pipeline
 
 
-def _stage_observations(span: SpanRecord, pipeline: str, out: list[Observation]) -> None:
+_STAGE_CALLS: Final = A.METRIC_STAGE_CALLS
+_STAGE_DURATION: Final = A.METRIC_STAGE_DURATION
+
+
+def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
     stage = span.stage or ""
-    out.append(
-        _obs(
-            (
-                A.METRIC_STAGE_CALLS,
-                "counter",
-                (
-                    ("pipeline", pipeline),
-                    ("stage", stage),
-                    ("status", "error" if span.error else "ok"),
-                ),
-                1.0,
-            )
-        )
+    sink.count(
+        _STAGE_CALLS,
+        (("pipeline", pipeline), ("stage", stage), ("status", "error" if span.error else "ok")),
+        1.0,
     )
-    out.append(
-        _obs(
-            (
-                A.METRIC_STAGE_DURATION,
-                "histogram",
-                (("pipeline", pipeline), ("stage", stage)),
-                span.duration_s,
-            )
-        )
+    duration = span.end_ns - span.start_ns
+    sink.observe(
+        _STAGE_DURATION,
+        (("pipeline", pipeline), ("stage", stage)),
+        duration / 1e9 if duration > 0 else 0.0,
     )
 
 
-def _run_observations(run: Run, verdict: Verdict, pipeline: str, out: list[Observation]) -> None:
+def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) -> None:
     outcome = verdict.outcome
+    stages = run.stages
     for stage in A.PIPELINE_ORDER:
-        for span in run.stages.get(stage, ()):
-            _stage_observations(span, pipeline, out)
+        spans = stages.get(stage)
+        if spans:
+            for span in spans:
+                _stage_metrics(span, pipeline, sink)
     by_outcome = (("pipeline", pipeline), ("outcome", outcome))
-    out.append(_obs((A.METRIC_TASK_OUTCOMES, "counter", by_outcome, 1.0)))
-    out.append(_obs((A.METRIC_TASK_DURATION, "histogram", by_outcome, run.root.duration_s)))
+    sink.count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
+    sink.observe(A.METRIC_TASK_DURATION, by_outcome, run.root.duration_s)
     if outcome == A.OUTCOME_FAILURE:
-        out.append(
-            _obs(
-                (
-                    A.METRIC_STAGE_FAILURES,
-                    "counter",
-                    (
-                        ("pipeline", pipeline),
-                        ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
-                        ("reason", verdict.failure_reason or A.REASON_ERROR),
-                    ),
-                    1.0,
-                )
-            )
+        sink.count(
+            A.METRIC_STAGE_FAILURES,
+            (
+                ("pipeline", pipeline),
+                ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
+                ("reason", verdict.failure_reason or A.REASON_ERROR),
+            ),
+            1.0,
         )
-    cost = math.fsum(span.cost_usd for span in run.spans if span.cost_usd is not None)
-    out.append(_obs((A.METRIC_TASK_COST, "counter", by_outcome, cost)))
+    costs = [span.cost_usd for span in run.spans if span.cost_usd is not None]
+    sink.count(A.METRIC_TASK_COST, by_outcome, math.fsum(costs) if costs else 0.0)
 
     by_pipeline = (("pipeline", pipeline),)
-    labels = relevant_ids(run)
-    retrievals = [
-        span for span in run.stages.get(A.STAGE_RETRIEVAL, ()) if span.document_ids is not None
-    ]
-    if labels and retrievals:
-        retrieved = retrieved_ids(run)
-        precision = context_precision(retrieved, labels)
-        recall = context_recall(retrieved, labels)
-        if precision is not None:
-            out.append(_obs((A.METRIC_CONTEXT_PRECISION, "histogram", by_pipeline, precision)))
-        if recall is not None:
-            out.append(_obs((A.METRIC_CONTEXT_RECALL, "histogram", by_pipeline, recall)))
+    retrievals = stages.get(A.STAGE_RETRIEVAL)
+    if retrievals and any(span.relevant_ids for span in retrievals):
+        labels = relevant_ids(run)
+        if labels and any(span.document_ids is not None for span in retrievals):
+            retrieved = retrieved_ids(run)
+            precision = context_precision(retrieved, labels)
+            recall = context_recall(retrieved, labels)
+            if precision is not None:
+                sink.observe(A.METRIC_CONTEXT_PRECISION, by_pipeline, precision)
+            if recall is not None:
+                sink.observe(A.METRIC_CONTEXT_RECALL, by_pipeline, recall)
 
-    selected = selected_context(run)
-    if selected is not None:
-        for span in run.stages.get(A.STAGE_GENERATION, ()):
-            if span.citations:
-                value = citation_precision(span.citations, selected)
-                if value is not None:
-                    out.append(_obs((A.METRIC_CITATION_PRECISION, "histogram", by_pipeline, value)))
+    generations = stages.get(A.STAGE_GENERATION)
+    if generations:
+        if any(span.citations for span in generations):
+            selected = selected_context(run)
+            if selected is not None:
+                for span in generations:
+                    if span.citations:
+                        value = citation_precision(span.citations, selected)
+                        if value is not None:
+                            sink.observe(A.METRIC_CITATION_PRECISION, by_pipeline, value)
 
-    confidence = run_confidence(run)
-    if confidence is not None:
-        bin_label = str(calibration_bin(confidence))
-        correct = "true" if run_correct(run, verdict) else "false"
-        out.append(
-            _obs(
-                (
-                    A.METRIC_CALIBRATION_RUNS,
-                    "counter",
-                    (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
-                    1.0,
-                )
+        confidence = run_confidence(run)
+        if confidence is not None:
+            bin_label = _BIN_LABELS[calibration_bin(confidence)]
+            correct = "true" if run_correct(run, verdict) else "false"
+            # The runs count comes right before the confidence sum: a sink that
+            # pairs them (the collector's ECE window) relies on this order.
+            sink.count(
+                A.METRIC_CALIBRATION_RUNS,
+                (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
+                1.0,
             )
-        )
-        out.append(
-            _obs(
-                (
-                    A.METRIC_CALIBRATION_CONFIDENCE,
-                    "counter",
-                    (("pipeline", pipeline), ("bin", bin_label)),
-                    confidence,
-                )
+            sink.count(
+                A.METRIC_CALIBRATION_CONFIDENCE,
+                (("pipeline", pipeline), ("bin", bin_label)),
+                confidence,
             )
-        )
 
 
-def observations(
-    result: TraceResult, pipeline_label: Callable[[str], str] | None = None
-) -> list[Observation]:
-    """Every SPEC section 4 measurement of one evaluated trace (the ECE gauge aside).
+_BIN_LABELS: Final = tuple(str(index) for index in range(CALIBRATION_BINS))
+
+
+def accumulate(
+    result: TraceResult,
+    sink: MetricSink,
+    pipeline_label: Callable[[str], str] | None = None,
+) -> None:
+    """Record every SPEC section 4 measurement of one evaluated trace into ``sink``
+    (the ECE gauge aside): the one definition of what a trace yields.
 
     Stage calls and durations for every stage span (standalone ones under
     ``pipeline="unknown"`` unless they carry a pipeline name); per run its outcome,
@@ -323,26 +342,28 @@ def observations(
     confidence); one feedback count per feedback span.
     """
     label = pipeline_label or _identity
-    out: list[Observation] = []
     for run, verdict in result.runs:
-        _run_observations(run, verdict, label(run.pipeline), out)
+        _run_metrics(run, verdict, label(run.pipeline), sink)
     for span in result.standalone:
-        _stage_observations(span, label(span.pipeline or UNKNOWN_PIPELINE), out)
+        _stage_metrics(span, label(span.pipeline or UNKNOWN_PIPELINE), sink)
     for span in result.feedback:
-        out.append(
-            _obs(
-                (
-                    A.METRIC_FEEDBACK,
-                    "counter",
-                    (
-                        ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
-                        ("kind", span.feedback_kind or UNKNOWN_LABEL),
-                    ),
-                    1.0,
-                )
-            )
+        sink.count(
+            A.METRIC_FEEDBACK,
+            (
+                ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
+                ("kind", span.feedback_kind or UNKNOWN_LABEL),
+            ),
+            1.0,
         )
-    return out
+
+
+def observations(
+    result: TraceResult, pipeline_label: Callable[[str], str] | None = None
+) -> list[Observation]:
+    """:func:`accumulate`'s measurements of one evaluated trace as a list, in order."""
+    recorder = _Recorder()
+    accumulate(result, recorder, pipeline_label)
+    return recorder.found
 
 
 # --- in-memory aggregation ----------------------------------------------------------
@@ -386,17 +407,28 @@ class Aggregates:
     counters: dict[tuple[str, Labels], float] = field(default_factory=dict)
     histograms: dict[tuple[str, Labels], HistogramData] = field(default_factory=dict)
 
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        """Add to a counter series (the :class:`MetricSink` interface)."""
+        key = (instrument, labels)
+        counters = self.counters
+        counters[key] = counters.get(key, 0.0) + value
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        """Record a value in a histogram series (the :class:`MetricSink` interface)."""
+        key = (instrument, labels)
+        histogram = self.histograms.get(key)
+        if histogram is None:
+            histogram = self.histograms[key] = HistogramData.empty(
+                HISTOGRAM_BOUNDARIES[instrument]
+            )
+        histogram.add(value)
+
     def apply(self, observations: Iterable[Observation]) -> None:
-        for observation in observations:
-            key = (observation.instrument, observation.labels)
-            if observation.kind == "counter":
-                self.counters[key] = self.counters.get(key, 0.0) + observation.value
+        for instrument, kind, labels, value in observations:
+            if kind == "counter":
+                self.count(instrument, labels, value)
             else:
-                histogram = self.histograms.get(key)
-                if histogram is None:
-                    histogram = HistogramData.empty(HISTOGRAM_BOUNDARIES[observation.instrument])
-                    self.histograms[key] = histogram
-                histogram.add(observation.value)
+                self.observe(instrument, labels, value)
 
     @staticmethod
     def _matches(labels: Labels, wanted: Mapping[str, str]) -> bool:
