@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,7 +41,7 @@ from collector.config import ExporterConfig, FileExporter, OtlpExporter
 if TYPE_CHECKING:
     from collector.metrics import MetricsStore
 
-__all__ = ["Exporter", "FileWriter", "Forwarder", "GrpcExporter", "HttpExporter"]
+__all__ = ["Exporter", "FileWriter", "Forwarder", "GrpcExporter", "HttpExporter", "retry_wait"]
 
 _log = logging.getLogger("collector.forwarding")
 
@@ -62,6 +63,21 @@ _BACKOFF_MAX_S: Final = 5.0
 _MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 #: Upper bound of the jitter added to a server-requested retry delay.
 _MAX_RETRY_JITTER_S: Final = 1.0
+
+
+def retry_wait(
+    delay: float | None, backoff: float, uniform: Callable[[float, float], float] = random.uniform
+) -> float:
+    """Seconds to wait before the next attempt.
+
+    Without a server-requested delay: the exponential ``backoff`` with ±20 % jitter.
+    With one (``Retry-After``, gRPC ``RetryInfo``): that delay plus up to 20 % of it
+    (at most :data:`_MAX_RETRY_JITTER_S`), never less: the collectors and senders a
+    backend told the same delay would otherwise all come back in the same instant.
+    """
+    if delay is None:
+        return backoff * uniform(0.8, 1.2)
+    return delay + uniform(0.0, min(0.2 * delay, _MAX_RETRY_JITTER_S))
 
 
 class _Retry(Exception):
@@ -216,14 +232,7 @@ class Exporter(abc.ABC):
         backoff = _BACKOFF_START_S
         delay: float | None = None
         while True:
-            # A server's Retry-After / RetryInfo delay gets up to 20 % (at most 1 s)
-            # added, never taken off: senders told the same delay would otherwise all
-            # come back in the same instant.
-            wait = (
-                delay + random.uniform(0.0, min(0.2 * delay, _MAX_RETRY_JITTER_S))
-                if delay is not None
-                else backoff * random.uniform(0.8, 1.2)
-            )
+            wait = retry_wait(delay, backoff)
             if time.monotonic() + wait > deadline:
                 _log.error(
                     "exporter %s: dropping %d spans after %.0f s of retries",

@@ -357,8 +357,16 @@ class Processor:
         outgoing: dict[tuple[bytes, str, bytes, str], list[tuple[bytes, Verdict | None]]] = {}
         held_spans = 0
         counts: dict[Finalised, int] = {}
+        # Traces come grouped by reason: count runs of one reason (an Enum's hash is
+        # a Python-level call, too dear once per trace).
+        last_why: Finalised | None = None
+        run_length = 0
         for trace, why in done:
-            counts[why] = counts.get(why, 0) + 1
+            if why is not last_why:
+                if last_why is not None:
+                    counts[last_why] = counts.get(last_why, 0) + run_length
+                last_why, run_length = why, 0
+            run_length += 1
             verdicts: dict[bytes, Verdict] = {}
             if not trace.staged:
                 # No stage span, so no run, no stage metric, no feedback: the core
@@ -380,6 +388,8 @@ class Processor:
                 key = (item.resource, item.resource_schema, item.scope, item.scope_schema)
                 outgoing.setdefault(key, []).append((item.span, verdicts.get(item.span_id)))
                 held_spans += 1
+        if last_why is not None:
+            counts[last_why] = counts.get(last_why, 0) + run_length
         for why, count in counts.items():
             metrics.count("llmspans_collector_traces_finalized", count, reason=why.value)
         if Finalised.TIMEOUT in counts:

@@ -1,4 +1,4 @@
-"""Text helpers shared by the examples: a tokenizer and a token-count estimate."""
+"""Text helpers shared by the examples: a tokenizer, a token-count estimate, month names."""
 
 from __future__ import annotations
 
@@ -6,6 +6,22 @@ import re
 from typing import Final
 
 _WORD: Final = re.compile(r"[a-z0-9]+")
+
+#: English month names, lower case, January first (independent of the locale)
+MONTH_NAMES: Final = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 
 STOPWORDS: Final = frozenset(
     [

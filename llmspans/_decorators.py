@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from types import TracebackType
 from typing import Any, Final, TypeVar, cast, overload
 
 import wrapt
@@ -217,6 +218,12 @@ def _finish(
     _end(spec, span, state)
 
 
+def _fail(spec: _Spec, span: Span, state: StageState, exc: BaseException) -> None:
+    """Record the user's exception on the span and end it (the caller re-raises)."""
+    _record_error(span, exc, state)
+    _end(spec, span, state)
+
+
 # --- verification of actions ------------------------------------------------------
 def _verdict_of(outcome: object) -> tuple[bool, str | None]:
     if isinstance(outcome, tuple) and len(outcome) == 2:
@@ -287,8 +294,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _record_error(span, exc, state)
-            _end(spec, span, state)
+            _fail(spec, span, state, exc)
             _detach(token)
             raise
         try:
@@ -317,8 +323,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            _record_error(span, exc, state)
-            _end(spec, span, state)
+            _fail(spec, span, state, exc)
             _detach(token)
             raise
         try:
@@ -343,6 +348,74 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
+# A started generator stage: its span, state, context, and the items kept to read
+# documents from (None when the stage reads none or the span is not recording).
+_Iterating = tuple[Span, StageState, Context, list[Any] | None]
+
+
+def _start_iteration(
+    spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Iterating | None:
+    try:
+        span, state, ctx = _start(spec, parent, args, kwargs)
+    except Exception as exc:
+        log_internal_error("span.start", exc)
+        return None
+    return span, state, ctx, [] if spec.collect and span.is_recording() else None
+
+
+class _Closing:
+    """Around closing the inner generator early: the stage context attached, the span ended.
+
+    An exception from the generator's own clean-up is recorded on the span and propagates.
+    """
+
+    __slots__ = ("ctx", "span", "spec", "state", "token")
+
+    def __init__(self, spec: _Spec, span: Span, state: StageState, ctx: Context) -> None:
+        self.spec = spec
+        self.span = span
+        self.state = state
+        self.ctx = ctx
+        self.token: object | None = None
+
+    def __enter__(self) -> None:
+        self.token = _attach(self.ctx)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            _record_error(self.span, exc, self.state)
+        _detach(self.token)
+        _end(self.spec, self.span, self.state)
+
+
+def _finish_iteration(
+    spec: _Spec,
+    iterating: _Iterating,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    span, state, ctx, collected = iterating
+    token = _attach(ctx)
+    try:
+        _finish(
+            spec,
+            span,
+            state,
+            collected if collected is not None else result,
+            args=args,
+            kwargs=kwargs,
+        )
+    finally:
+        _detach(token)
+
+
 def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
     def iterate(
         inner: Generator[Any, Any, Any],
@@ -353,12 +426,10 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         # The span starts when iteration starts (a generator never iterated has no span)
         # and the stage context is attached only while the generator's own code runs,
         # never across a yield into the consumer's code.
-        try:
-            span, state, ctx = _start(spec, parent, args, kwargs)
-        except Exception as exc:
-            log_internal_error("span.start", exc)
+        iterating = _start_iteration(spec, parent, args, kwargs)
+        if iterating is None:
             return (yield from inner)
-        collected: list[Any] | None = [] if spec.collect and span.is_recording() else None
+        span, state, ctx, collected = iterating
         to_send: Any = None
         to_throw: BaseException | None = None
         try:
@@ -384,32 +455,13 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            token = _attach(ctx)
-            try:
+            with _Closing(spec, span, state, ctx):
                 inner.close()
-            except BaseException as exc:
-                _record_error(span, exc, state)
-                raise
-            finally:
-                _detach(token)
-                _end(spec, span, state)
             raise
         except BaseException as exc:
-            _record_error(span, exc, state)
-            _end(spec, span, state)
+            _fail(spec, span, state, exc)
             raise
-        token = _attach(ctx)
-        try:
-            _finish(
-                spec,
-                span,
-                state,
-                collected if collected is not None else result,
-                args=args,
-                kwargs=kwargs,
-            )
-        finally:
-            _detach(token)
+        _finish_iteration(spec, iterating, result, args, kwargs)
         return result
 
     def wrapper(
@@ -430,17 +482,12 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[Any, Any]:
-        try:
-            entered: _Entered | None = _start(spec, parent, args, kwargs)
-        except Exception as exc:
-            log_internal_error("span.start", exc)
-            entered = None
-        if entered is None:
+        iterating = _start_iteration(spec, parent, args, kwargs)
+        if iterating is None:
             async for item in inner:
                 yield item
             return
-        span, state, ctx = entered
-        collected: list[Any] | None = [] if spec.collect and span.is_recording() else None
+        span, state, ctx, collected = iterating
         to_send: Any = None
         to_throw: BaseException | None = None
         try:
@@ -465,25 +512,13 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            token = _attach(ctx)
-            try:
+            with _Closing(spec, span, state, ctx):
                 await inner.aclose()
-            except BaseException as exc:
-                _record_error(span, exc, state)
-                raise
-            finally:
-                _detach(token)
-                _end(spec, span, state)
             raise
         except BaseException as exc:
-            _record_error(span, exc, state)
-            _end(spec, span, state)
+            _fail(spec, span, state, exc)
             raise
-        token = _attach(ctx)
-        try:
-            _finish(spec, span, state, collected, args=args, kwargs=kwargs)
-        finally:
-            _detach(token)
+        _finish_iteration(spec, iterating, None, args, kwargs)
 
     def wrapper(
         wrapped: Callable[..., AsyncGenerator[Any, Any]],
@@ -527,6 +562,13 @@ def _decorate(func: F, build: Callable[[F], _Spec]) -> F:
         log_internal_error("decorate", exc)
         return func
     return _wrap(func, spec)
+
+
+def _apply(func: Any, build: Callable[[Any], _Spec]) -> Any:
+    """``func`` decorated (bare ``@decorator``), or the decorator (``@decorator(...)``)."""
+    if func is not None:
+        return _decorate(func, build)
+    return lambda target: _decorate(target, build)
 
 
 # --- extraction run per stage ------------------------------------------------------
@@ -667,10 +709,7 @@ def pipeline(func: Any = None, /, *, name: str | None = None) -> Any:
             pipeline=pipeline_name,
         )
 
-    def decorate(target: F) -> F:
-        return _decorate(target, build)
-
-    return decorate(func) if func is not None else decorate
+    return _apply(func, build)
 
 
 @overload
@@ -722,10 +761,7 @@ def retrieval(
             on_result=_retrieval_result,
         )
 
-    def decorate(target: F) -> F:
-        return _decorate(target, build)
-
-    return decorate(func) if func is not None else decorate
+    return _apply(func, build)
 
 
 @overload
@@ -766,10 +802,7 @@ def context_selection(
             on_result=_selection_result,
         )
 
-    def decorate(target: F) -> F:
-        return _decorate(target, build)
-
-    return decorate(func) if func is not None else decorate
+    return _apply(func, build)
 
 
 @overload
@@ -840,10 +873,7 @@ def generation(
             rename_prefix=None if detail else operation,
         )
 
-    def decorate(target: F) -> F:
-        return _decorate(target, build)
-
-    return decorate(func) if func is not None else decorate
+    return _apply(func, build)
 
 
 @overload
@@ -886,7 +916,4 @@ def action(
             verify=verify,
         )
 
-    def decorate(target: F) -> F:
-        return _decorate(target, build)
-
-    return decorate(func) if func is not None else decorate
+    return _apply(func, build)

@@ -217,13 +217,11 @@ def record_generation(
     ``prompt`` and ``completion`` are content: recorded only when capture is on.
     """
     try:
-        active = current_stage()
-        if active is None or active.stage != A.STAGE_GENERATION:
-            _active(A.STAGE_GENERATION, "record_generation")  # warns once
+        found = _active(A.STAGE_GENERATION, "record_generation")
+        if found is None:
             return
-        span = active.span
-        if not span.is_recording():
-            return
+        span, recorded, active = found
+        decorated = isinstance(active, StageState)
         updates: dict[str, Any] = {}
         if model is not None:
             updates[A.GEN_AI_REQUEST_MODEL] = model
@@ -261,10 +259,11 @@ def record_generation(
             _put_content(updates, A.GEN_AI_OUTPUT_MESSAGES, completion)
         if cost_usd is not None:
             updates[A.COST_USD] = float(cost_usd)
-        decorated = isinstance(active, StageState)
-        recorded = active.recorded if isinstance(active, StageState) else updates
+        # Outside a decorated stage nothing was recorded before: the cost reads this call's facts.
         if decorated:
             recorded.update(updates)
+        else:
+            recorded = updates
         if cost_usd is not None:
             recorded.pop(_COMPUTED, None)
         elif not _COST_INPUTS.isdisjoint(updates):
@@ -272,12 +271,7 @@ def record_generation(
             if cost is not None:
                 updates[A.COST_USD] = recorded[A.COST_USD] = cost
                 recorded[_COMPUTED] = True
-        if not updates:
-            return
-        if isinstance(active, StageState):
-            active.pending.update(updates)
-        else:
-            span.set_attributes(updates)
+        _flush(span, active, recorded, updates)
     except Exception as exc:
         log_internal_error("record_generation", exc)
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from .._text import MONTH_NAMES
+
 MODEL: Final = "booking-extractor-1"
 YEAR: Final = 2025
 OPENING: Final = (dt.time(12, 0), dt.time(22, 30))
@@ -36,26 +38,7 @@ _NUMBERS: Final = {
         ]
     )
 }
-_MONTHS: Final = {
-    m: i
-    for i, m in enumerate(
-        [
-            "january",
-            "february",
-            "march",
-            "april",
-            "may",
-            "june",
-            "july",
-            "august",
-            "september",
-            "october",
-            "november",
-            "december",
-        ],
-        start=1,
-    )
-}
+_MONTHS: Final = {m: i for i, m in enumerate(MONTH_NAMES, start=1)}
 _N: Final = r"(\d{1,2}|" + "|".join(_NUMBERS) + ")"
 _PARTY: Final = [
     re.compile(rf"\b(?:table|party|reservation|reserve a table) (?:for|of) {_N}\b", re.I),

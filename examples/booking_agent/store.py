@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 
+from .._sqlite import SQLiteStore
 from .extract import BookingRequest
 
 _SCHEMA = """
@@ -27,45 +26,31 @@ class Booking:
     request: BookingRequest
 
 
-class ReservationBook:
+class ReservationBook(SQLiteStore):
     """Reservations in SQLite; ``path=":memory:"`` keeps them in memory."""
 
     def __init__(self, path: str = ":memory:") -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._lock = threading.Lock()  # guards self._db, shared by threads
-        with self._lock, self._db:
-            self._db.execute(_SCHEMA)
+        super().__init__(_SCHEMA, path)
 
     def insert(self, request: BookingRequest) -> int:
         """Store a reservation and return its id."""
-        with self._lock, self._db:
-            cursor = self._db.execute(
-                "INSERT INTO reservations (name, party_size, date, time) VALUES (?, ?, ?, ?)",
-                (request.name, request.party_size, request.date, request.time),
-            )
-            return int(cursor.lastrowid or 0)
+        return self._insert(
+            "INSERT INTO reservations (name, party_size, date, time) VALUES (?, ?, ?, ?)",
+            (request.name, request.party_size, request.date, request.time),
+        )
 
     def next_id(self) -> int:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(MAX(reservation_id), 0) + 1 FROM reservations"
-            ).fetchone()
-        return int(row[0])
+        return int(self._scalar("SELECT COALESCE(MAX(reservation_id), 0) + 1 FROM reservations"))
 
     def exists(self, booking: Booking) -> bool:
         """Whether the reservation row is really there, with the requested details."""
         r = booking.request
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM reservations WHERE reservation_id = ? AND name = ? "
-                "AND party_size = ? AND date = ? AND time = ?",
-                (booking.reservation_id, r.name, r.party_size, r.date, r.time),
-            ).fetchone()
+        row = self._scalar(
+            "SELECT 1 FROM reservations WHERE reservation_id = ? AND name = ? "
+            "AND party_size = ? AND date = ? AND time = ?",
+            (booking.reservation_id, r.name, r.party_size, r.date, r.time),
+        )
         return row is not None
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
+        return int(self._scalar("SELECT COUNT(*) FROM reservations"))

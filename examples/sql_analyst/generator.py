@@ -14,30 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from .._text import estimate_tokens
+from .._text import MONTH_NAMES, estimate_tokens
 
 MODEL: Final = "sql-template-1"
 
-_MONTHS: Final = {
-    name: f"{i:02d}"
-    for i, name in enumerate(
-        [
-            "january",
-            "february",
-            "march",
-            "april",
-            "may",
-            "june",
-            "july",
-            "august",
-            "september",
-            "october",
-            "november",
-            "december",
-        ],
-        start=1,
-    )
-}
+_MONTHS: Final = {name: f"{i:02d}" for i, name in enumerate(MONTH_NAMES, start=1)}
 _TABLE_REF: Final = re.compile(r"\b(?:from|join)\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
 
 

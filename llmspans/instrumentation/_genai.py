@@ -1,13 +1,24 @@
-"""Generation facts shared by the model-client instrumentors: usage, cost, content."""
+"""Generation facts shared by the model-client instrumentors: usage, cost, content, streams."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from llmspans import _attributes as attr
 from llmspans.cost import cost_usd
 from llmspans.instrumentation._base import StageCall
+from llmspans.instrumentation._streams import (
+    AsyncManagerProxy,
+    AsyncStreamProxy,
+    Ending,
+    OnEnd,
+    SyncManagerProxy,
+    SyncStreamProxy,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +61,29 @@ def record_finish_reasons(call: StageCall, reasons: Iterable[object]) -> None:
 def unique(values: Iterable[str]) -> list[str]:
     """Values in first-seen order, without repeats."""
     return list(dict.fromkeys(values))
+
+
+def stream_proxy(value: Any, client: str) -> type[SyncStreamProxy | AsyncStreamProxy] | None:
+    """The proxy for ``value`` when it is a ``Stream`` or ``AsyncStream`` of ``client``.
+
+    ``client`` is the package (``"openai"``, ``"anthropic"``); it is loaded by the
+    time its call returns a value, so the look-up is a dictionary read.
+    """
+    module = sys.modules.get(client) or importlib.import_module(client)
+    if isinstance(value, module.Stream):
+        return SyncStreamProxy
+    if isinstance(value, module.AsyncStream):
+        return AsyncStreamProxy
+    return None
+
+
+def managed_stream(
+    kind: str, on_end: OnEnd | None = None, *, is_async: bool
+) -> Callable[[StageCall, Any], Any]:
+    """The response reader of a ``.stream(...)`` method: its manager, proxied."""
+    proxy = AsyncManagerProxy if is_async else SyncManagerProxy
+
+    def respond(call: StageCall, manager: Any) -> Any:
+        return proxy(manager, Ending(call, kind, on_end))
+
+    return respond

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 
 from llmspans import _attributes as attr
+from llmspans._documents import document_texts, extract_documents
 from llmspans.instrumentation._base import Request, StageCall
 
 
@@ -54,3 +56,12 @@ def record_documents(
         call.set(attr.RETRIEVAL_DISTANCES, [float(d) for d in distances])
     if texts:
         call.set_content({attr.RETRIEVAL_DOCUMENTS_CONTENT: list(texts)})
+
+
+def record_retrieved(call: StageCall, documents: Any) -> Any:
+    """A framework retriever's result (read like a decorated retrieval's), returned as is."""
+    found = extract_documents(documents)
+    if found is not None:
+        ids, scores = found
+        record_documents(call, ids, scores, texts=document_texts(documents))
+    return documents

@@ -57,12 +57,21 @@ class Ending:
         return self.call.activate() if activate else nullcontext()
 
 
-class SyncStreamProxy(wrapt.ObjectProxy[Any]):
-    """A synchronous stream (or generator) whose iteration reports to one call's span.
+class _EndingProxy(wrapt.ObjectProxy[Any]):
+    """A proxy whose call's span ends, at the latest, when the proxy is garbage-collected."""
 
-    With ``activate``, each step runs with the call's span current, so instrumented
-    calls made lazily inside a generator (LangChain's ``stream``) nest and enrich.
-    """
+    def __init__(self, wrapped: Any, ending: Ending) -> None:
+        super().__init__(wrapped)
+        self._self_ending = ending
+
+    def __del__(self) -> None:
+        ending = getattr(self, "_self_ending", None)
+        if ending is not None:
+            ending.end()
+
+
+class _StreamProxy(_EndingProxy):
+    """What the synchronous and asynchronous stream proxies share: set-up and chunk reading."""
 
     def __init__(
         self,
@@ -72,12 +81,26 @@ class SyncStreamProxy(wrapt.ObjectProxy[Any]):
         *,
         activate: bool = False,
     ) -> None:
-        super().__init__(wrapped)
+        super().__init__(wrapped, ending)
         if ending.subject is None:
             ending.subject = wrapped
-        self._self_ending = ending
         self._self_observe = observe
         self._self_activate = activate
+
+    def _observed(self, item: Any) -> Any:
+        observe = self._self_observe
+        if observe is not None:
+            ending: Ending = self._self_ending
+            _guarded(f"{ending.kind}.stream_chunk", lambda: observe(ending.call, item))
+        return item
+
+
+class SyncStreamProxy(_StreamProxy):
+    """A synchronous stream (or generator) whose iteration reports to one call's span.
+
+    With ``activate``, each step runs with the call's span current, so instrumented
+    calls made lazily inside a generator (LangChain's ``stream``) nest and enrich.
+    """
 
     def __iter__(self) -> SyncStreamProxy:
         return self
@@ -93,10 +116,7 @@ class SyncStreamProxy(wrapt.ObjectProxy[Any]):
             except BaseException as error:
                 ending.end(error)
                 raise
-        observe = self._self_observe
-        if observe is not None:
-            _guarded(f"{ending.kind}.stream_chunk", lambda: observe(ending.call, item))
-        return item
+        return self._observed(item)
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
@@ -119,29 +139,9 @@ class SyncStreamProxy(wrapt.ObjectProxy[Any]):
         finally:
             self._self_ending.end()
 
-    def __del__(self) -> None:
-        ending = getattr(self, "_self_ending", None)
-        if ending is not None:
-            ending.end()
 
-
-class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
+class AsyncStreamProxy(_StreamProxy):
     """The asynchronous counterpart of ``SyncStreamProxy`` (streams and async generators)."""
-
-    def __init__(
-        self,
-        wrapped: Any,
-        ending: Ending,
-        observe: Observe | None = None,
-        *,
-        activate: bool = False,
-    ) -> None:
-        super().__init__(wrapped)
-        if ending.subject is None:
-            ending.subject = wrapped
-        self._self_ending = ending
-        self._self_observe = observe
-        self._self_activate = activate
 
     def __aiter__(self) -> AsyncStreamProxy:
         return self
@@ -157,10 +157,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
             except BaseException as error:
                 ending.end(error)
                 raise
-        observe = self._self_observe
-        if observe is not None:
-            _guarded(f"{ending.kind}.stream_chunk", lambda: observe(ending.call, item))
-        return item
+        return self._observed(item)
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
@@ -189,22 +186,13 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
         finally:
             self._self_ending.end()
 
-    def __del__(self) -> None:
-        ending = getattr(self, "_self_ending", None)
-        if ending is not None:
-            ending.end()
 
-
-class SyncManagerProxy(wrapt.ObjectProxy[Any]):
+class SyncManagerProxy(_EndingProxy):
     """A ``with client.….stream(...) as stream`` manager: the span covers the ``with`` block.
 
     Entering runs with the call's stage active (the request is sent then); the
     entered stream is proxied too, so exhaustion or ``close()`` also end the span.
     """
-
-    def __init__(self, wrapped: Any, ending: Ending) -> None:
-        super().__init__(wrapped)
-        self._self_ending = ending
 
     def __enter__(self) -> Any:
         ending: Ending = self._self_ending
@@ -228,18 +216,9 @@ class SyncManagerProxy(wrapt.ObjectProxy[Any]):
         finally:
             self._self_ending.end()
 
-    def __del__(self) -> None:
-        ending = getattr(self, "_self_ending", None)
-        if ending is not None:
-            ending.end()
 
-
-class AsyncManagerProxy(wrapt.ObjectProxy[Any]):
+class AsyncManagerProxy(_EndingProxy):
     """The asynchronous counterpart of ``SyncManagerProxy``."""
-
-    def __init__(self, wrapped: Any, ending: Ending) -> None:
-        super().__init__(wrapped)
-        self._self_ending = ending
 
     async def __aenter__(self) -> Any:
         ending: Ending = self._self_ending
@@ -262,8 +241,3 @@ class AsyncManagerProxy(wrapt.ObjectProxy[Any]):
             return await self.__wrapped__.__aexit__(exc_type, exc, tb)
         finally:
             self._self_ending.end()
-
-    def __del__(self) -> None:
-        ending = getattr(self, "_self_ending", None)
-        if ending is not None:
-            ending.end()

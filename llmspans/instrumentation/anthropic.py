@@ -26,15 +26,16 @@ from llmspans.instrumentation._base import (
     field_of,
     given,
 )
-from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage, unique
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
-from llmspans.instrumentation._streams import (
-    AsyncManagerProxy,
-    AsyncStreamProxy,
-    Ending,
-    SyncManagerProxy,
-    SyncStreamProxy,
+from llmspans.instrumentation._genai import (
+    Usage,
+    managed_stream,
+    record_finish_reasons,
+    record_usage,
+    stream_proxy,
+    unique,
 )
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._streams import Ending
 
 PROVIDER = "anthropic"
 _MESSAGES = "anthropic.resources.messages.messages"
@@ -179,13 +180,6 @@ def _record_snapshot(call: StageCall, stream: Any) -> None:
     _record_message(call, snapshot)
 
 
-def _stream_types() -> tuple[type[Any], type[Any]]:
-    """The client's stream classes (imported on first use: the client is loaded by then)."""
-    from anthropic import AsyncStream, Stream
-
-    return Stream, AsyncStream
-
-
 class AnthropicInstrumentor(PatchingInstrumentor):
     """Traces the ``anthropic`` client (``Anthropic`` and ``AsyncAnthropic``)."""
 
@@ -195,21 +189,15 @@ class AnthropicInstrumentor(PatchingInstrumentor):
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
         def result(call: StageCall, value: Any) -> Any:
-            sync_stream, async_stream = _stream_types()
-            if isinstance(value, sync_stream):
+            proxy = stream_proxy(value, "anthropic")
+            if proxy is not None:
                 events = _Events()
-                return SyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
-            if isinstance(value, async_stream):
-                events = _Events()
-                return AsyncStreamProxy(value, Ending(call, _KIND, events.on_end), events.observe)
+                return proxy(value, Ending(call, _KIND, events.on_end), events.observe)
             _record_message(call, value)
             return value
 
-        def sync_manager(call: StageCall, manager: Any) -> Any:
-            return SyncManagerProxy(manager, Ending(call, _KIND, _record_snapshot))
-
-        def async_manager(call: StageCall, manager: Any) -> Any:
-            return AsyncManagerProxy(manager, Ending(call, _KIND, _record_snapshot))
+        sync_manager = managed_stream(_KIND, _record_snapshot, is_async=False)
+        async_manager = managed_stream(_KIND, _record_snapshot, is_async=True)
 
         return (
             Patch(_MESSAGES, "Messages.create", _KIND, _request, result),

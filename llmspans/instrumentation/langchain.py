@@ -26,11 +26,13 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._documents import document_texts, extract_documents
 from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
 from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
 from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
-from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._retrieval import (
+    record_retrieved,
+    retrieval_request,
+)
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
 
 _RETRIEVERS = "langchain_core.retrievers"
@@ -60,14 +62,6 @@ def _retriever_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return retrieval_request(
         _retriever_name(instance), kind=SpanKind.INTERNAL, top_k=top_k, query=query
     )
-
-
-def _retriever_result(call: StageCall, documents: Any) -> Any:
-    found = extract_documents(documents)
-    if found is not None:
-        ids, scores = found
-        record_documents(call, ids, scores, texts=document_texts(documents))
-    return documents
 
 
 # --- chat models -----------------------------------------------------------------
@@ -238,14 +232,14 @@ class LangChainInstrumentor(PatchingInstrumentor):
                 "BaseRetriever.invoke",
                 "langchain.retriever",
                 _retriever_request,
-                _retriever_result,
+                record_retrieved,
             ),
             Patch(
                 _RETRIEVERS,
                 "BaseRetriever.ainvoke",
                 "langchain.retriever",
                 _retriever_request,
-                _retriever_result,
+                record_retrieved,
                 is_async=True,
             ),
             Patch(

@@ -25,10 +25,13 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._documents import document_texts, extract_documents
+from llmspans._documents import extract_documents
 from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
 from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
-from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._retrieval import (
+    record_retrieved,
+    retrieval_request,
+)
 
 _RETRIEVERS = "llama_index.core.base.base_retriever"
 _POSTPROCESSORS = "llama_index.core.postprocessor.types"
@@ -44,14 +47,6 @@ def _retriever_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return retrieval_request(
         type(instance).__name__, kind=SpanKind.INTERNAL, top_k=top_k, query=_query_text(query)
     )
-
-
-def _retriever_result(call: StageCall, nodes: Any) -> Any:
-    found = extract_documents(nodes)
-    if found is not None:
-        ids, scores = found
-        record_documents(call, ids, scores, texts=document_texts(nodes))
-    return nodes
 
 
 def _ids(nodes: Any) -> list[str] | None:
@@ -94,14 +89,14 @@ class LlamaIndexInstrumentor(PatchingInstrumentor):
                 "BaseRetriever.retrieve",
                 retrieval,
                 _retriever_request,
-                _retriever_result,
+                record_retrieved,
             ),
             Patch(
                 _RETRIEVERS,
                 "BaseRetriever.aretrieve",
                 retrieval,
                 _retriever_request,
-                _retriever_result,
+                record_retrieved,
                 is_async=True,
             ),
             Patch(

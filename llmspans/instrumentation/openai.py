@@ -34,15 +34,16 @@ from llmspans.instrumentation._base import (
     field_of,
     given,
 )
-from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage, unique
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
-from llmspans.instrumentation._streams import (
-    AsyncManagerProxy,
-    AsyncStreamProxy,
-    Ending,
-    SyncManagerProxy,
-    SyncStreamProxy,
+from llmspans.instrumentation._genai import (
+    Usage,
+    managed_stream,
+    record_finish_reasons,
+    record_usage,
+    stream_proxy,
+    unique,
 )
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._streams import Ending
 
 PROVIDER = "openai"
 _CHAT = "openai.resources.chat.completions.completions"
@@ -264,13 +265,6 @@ def _record_embeddings(call: StageCall, result: Any) -> Any:
     return result
 
 
-def _stream_types() -> tuple[type[Any], type[Any]]:
-    """The client's stream classes (imported on first use: the client is loaded by then)."""
-    from openai import AsyncStream, Stream
-
-    return Stream, AsyncStream
-
-
 class OpenAIInstrumentor(PatchingInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
@@ -280,44 +274,19 @@ class OpenAIInstrumentor(PatchingInstrumentor):
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
         def chat_result(call: StageCall, result: Any) -> Any:
-            sync_stream, async_stream = _stream_types()
-            if isinstance(result, sync_stream):
+            proxy = stream_proxy(result, "openai")
+            if proxy is not None:
                 chunks = _ChatChunks()
-                return SyncStreamProxy(
-                    result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
-                )
-            if isinstance(result, async_stream):
-                chunks = _ChatChunks()
-                return AsyncStreamProxy(
-                    result, Ending(call, "openai.chat", chunks.on_end), chunks.observe
-                )
+                return proxy(result, Ending(call, "openai.chat", chunks.on_end), chunks.observe)
             _record_chat_completion(call, result)
             return result
 
         def responses_result(call: StageCall, result: Any) -> Any:
-            sync_stream, async_stream = _stream_types()
-            if isinstance(result, sync_stream):
-                return SyncStreamProxy(
-                    result, Ending(call, "openai.responses"), _observe_response_event
-                )
-            if isinstance(result, async_stream):
-                return AsyncStreamProxy(
-                    result, Ending(call, "openai.responses"), _observe_response_event
-                )
+            proxy = stream_proxy(result, "openai")
+            if proxy is not None:
+                return proxy(result, Ending(call, "openai.responses"), _observe_response_event)
             _record_response(call, result)
             return result
-
-        def sync_manager(kind: str) -> Any:
-            def respond(call: StageCall, manager: Any) -> Any:
-                return SyncManagerProxy(manager, Ending(call, kind))
-
-            return respond
-
-        def async_manager(kind: str) -> Any:
-            def respond(call: StageCall, manager: Any) -> Any:
-                return AsyncManagerProxy(manager, Ending(call, kind))
-
-            return respond
 
         chat, responses = "openai.chat", "openai.responses"
         legacy = "openai.completions"
@@ -337,8 +306,20 @@ class OpenAIInstrumentor(PatchingInstrumentor):
             ),
             Patch(_CHAT, "Completions.parse", chat, _chat_request, chat_result),
             Patch(_CHAT, "AsyncCompletions.parse", chat, _chat_request, chat_result, is_async=True),
-            Patch(_CHAT, "Completions.stream", chat, _chat_request, sync_manager(chat)),
-            Patch(_CHAT, "AsyncCompletions.stream", chat, _chat_request, async_manager(chat)),
+            Patch(
+                _CHAT,
+                "Completions.stream",
+                chat,
+                _chat_request,
+                managed_stream(chat, is_async=False),
+            ),
+            Patch(
+                _CHAT,
+                "AsyncCompletions.stream",
+                chat,
+                _chat_request,
+                managed_stream(chat, is_async=True),
+            ),
             Patch(_RESPONSES, "Responses.create", responses, _responses_request, responses_result),
             Patch(
                 _RESPONSES,
@@ -362,14 +343,14 @@ class OpenAIInstrumentor(PatchingInstrumentor):
                 "Responses.stream",
                 responses,
                 _responses_request,
-                sync_manager(responses),
+                managed_stream(responses, is_async=False),
             ),
             Patch(
                 _RESPONSES,
                 "AsyncResponses.stream",
                 responses,
                 _responses_request,
-                async_manager(responses),
+                managed_stream(responses, is_async=True),
             ),
             Patch(
                 _EMBEDDINGS,

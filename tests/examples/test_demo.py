@@ -18,7 +18,6 @@ import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from llmspans._demo.runner import WEIGHTS, build_examples
 from llmspans._demo.scrape import parse_metrics
 from llmspans._demo.summary import expected_stage_rate
 from llmspans._demo.traces import iter_root_verdicts
+from tests.examples.loopback import LoopbackHandler, serving
 
 FAULTS = "retrieval=0.12,selection=0.08,generation=0.08,action=0.08"
 SEED = 11
@@ -170,7 +170,7 @@ def test_bad_fault_specifications_are_rejected(tmp_path: Path) -> None:
     assert "bad fault 'retreival=0.1'" in done.stderr
 
 
-class _OtlpReceiver(BaseHTTPRequestHandler):
+class _OtlpReceiver(LoopbackHandler):
     """A small OTLP/HTTP trace receiver: the stand-in for Phoenix or Jaeger."""
 
     spans: list[Any] = []
@@ -185,26 +185,14 @@ class _OtlpReceiver(BaseHTTPRequestHandler):
             for resource in request.resource_spans:
                 for scope in resource.scope_spans:
                     type(self).spans.extend(scope.spans)
-        data = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
 
 @pytest.fixture
 def otlp_receiver() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _OtlpReceiver)
     _OtlpReceiver.spans = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    server.shutdown()
-    server.server_close()
+    with serving(_OtlpReceiver) as url:
+        yield f"{url}/v1/traces"
 
 
 def test_forward_sends_every_span_with_the_verdict_to_a_backend(

@@ -170,7 +170,7 @@ def test_an_unordered_result_equals_any_permutation_of_itself(rows: list[Row], s
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
     assert check.same_result(shuffled, rows, ordered=False).ok
-    if shuffled != rows:
+    if check.normalise(shuffled) != check.normalise(rows):  # equal once rounded: the same data
         assert not check.same_result(shuffled, rows, ordered=True).ok
 
 

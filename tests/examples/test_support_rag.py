@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from llmspans import _attributes as A
 from llmspans._demo.examples import submodule
 from llmspans.core.metrics import context_precision, context_recall
 from llmspans.testing import CapturedSpans
+from tests.examples.loopback import LoopbackHandler, serving
 
 bm25 = submodule("bm25")
 knowledge = submodule("support_rag.knowledge")
@@ -78,7 +77,7 @@ def test_the_extractive_answerer_quotes_and_cites_a_shown_article() -> None:
     assert refusal.refused and refusal.citations == ()
 
 
-class _ChatHandler(BaseHTTPRequestHandler):
+class _ChatHandler(LoopbackHandler):
     """A minimal OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
     requests: list[dict[str, Any]] = []
@@ -103,29 +102,17 @@ class _ChatHandler(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 321, "completion_tokens": 17, "total_tokens": 338},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(json.dumps(reply).encode(), "application/json")
 
 
 @pytest.fixture
 def chat_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _ChatHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    monkeypatch.setenv("OPENAI_BASE_URL", url)
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    _ChatHandler.requests = []
-    yield url
-    server.shutdown()
-    server.server_close()
+    with serving(_ChatHandler) as base:
+        url = f"{base}/v1"
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        _ChatHandler.requests = []
+        yield url
 
 
 def test_an_openai_compatible_endpoint_answers_when_configured(

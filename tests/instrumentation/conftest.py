@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from llmspans import _attributes as attr
 from llmspans._context import PIPELINE_KEY, STAGE_KEY, ActiveStage
+from llmspans._tracing import use_tracer_provider
 from llmspans.instrumentation import instrument, uninstrument
 
 from .fake_providers import FakeProviderServer
@@ -41,6 +42,14 @@ def _instrumented() -> Iterator[list[str]]:
 @pytest.fixture
 def provider() -> TracerProvider:
     return _PROVIDER
+
+
+@pytest.fixture
+def library_provider(provider: TracerProvider) -> Iterator[None]:
+    """The library's own decorators trace through ``provider`` for one test."""
+    previous = use_tracer_provider(provider)
+    yield
+    use_tracer_provider(previous)
 
 
 @pytest.fixture

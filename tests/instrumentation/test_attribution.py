@@ -7,15 +7,11 @@ gets a verdict naming the stage that broke.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 from llama_index.core.postprocessor import SimilarityPostprocessor
-from opentelemetry.sdk.trace import TracerProvider
 
 import llmspans
-from llmspans._tracing import use_tracer_provider
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds, TraceResult
@@ -28,11 +24,7 @@ from .test_vector_stores import _collection, _qdrant
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 
 
-@pytest.fixture(autouse=True)
-def _library_provider(provider: TracerProvider) -> Iterator[None]:
-    previous = use_tracer_provider(provider)
-    yield
-    use_tracer_provider(previous)
+pytestmark = pytest.mark.usefixtures("library_provider")
 
 
 @pytest.fixture

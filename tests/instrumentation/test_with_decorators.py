@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from langchain_core.tools import tool
-from opentelemetry.sdk.trace import TracerProvider
 
 import llmspans
 from llmspans import _attributes as attr
-from llmspans._tracing import use_tracer_provider
 from llmspans.cost import cost_usd
 
 from .conftest import Spans
@@ -22,11 +19,7 @@ from .test_vector_stores import _collection
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 
 
-@pytest.fixture(autouse=True)
-def _library_provider(provider: TracerProvider) -> Iterator[None]:
-    previous = use_tracer_provider(provider)
-    yield
-    use_tracer_provider(previous)
+pytestmark = pytest.mark.usefixtures("library_provider")
 
 
 @tool

@@ -255,21 +255,11 @@ def test_embedded_metrics_on_a_prometheus_endpoint() -> None:
         print(body, file=sys.stderr)
         """
     )
-    code = APP.format(
-        configure_args='"embedded-bot", embedded=True, metrics_port=0, span_exporter=None',
+    result = run_app(
+        '"embedded-bot", embedded=True, metrics_port=0, span_exporter=None',
+        env={"OTEL_TRACES_EXPORTER": "none"},
         after=scrape,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["OTEL_TRACES_EXPORTER"] = "none"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
     metrics = result.stderr
     assert "llmspans_stage_calls_total{" in metrics
     stage_calls = [
