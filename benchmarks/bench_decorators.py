@@ -76,11 +76,15 @@ class CountingExporter(SpanExporter):
     def __init__(self) -> None:
         self.spans = 0
         self.attributes = 0
+        #: the last span of each (instrumentation scope, span name), for the checks
+        self.last: dict[tuple[str, str], ReadableSpan] = {}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.spans += len(spans)
         for span in spans:
             self.attributes += len(span.attributes or ())
+            scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
+            self.last[(scope, span.name)] = span
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -439,6 +443,43 @@ def _langfuse_variant(
     return run
 
 
+def check_llmspans_spans(exporter: CountingExporter) -> None:
+    """The llmspans spans carry what the raw baseline sets: the comparison is fair.
+
+    Raises when a stage span lacks an attribute of the baseline, so a library change
+    that stops recording something cannot make the benchmark look better.
+    """
+    retrieval = exporter.last.get(("llmspans", "retrieval faq"))
+    generation = exporter.last.get(("llmspans", "chat gpt-4o-mini"))
+    if retrieval is None or generation is None:
+        return  # llmspans not measured in this run
+    expected = {
+        "retrieval": (
+            retrieval,
+            {A.STAGE: A.STAGE_RETRIEVAL, A.PIPELINE: "bench", A.GEN_AI_DATA_SOURCE_ID: "faq"},
+            (A.RETRIEVAL_DOCUMENT_IDS, A.RETRIEVAL_SCORES),
+        ),
+        "generation": (
+            generation,
+            {
+                A.STAGE: A.STAGE_GENERATION,
+                A.PIPELINE: "bench",
+                A.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+                A.GEN_AI_USAGE_INPUT_TOKENS: 3150,
+            },
+            (A.GENERATION_CITATIONS, A.COST_USD),
+        ),
+    }
+    for what, (span, values, present) in expected.items():
+        attrs = dict(span.attributes or {})
+        wrong = {k: attrs.get(k) for k, v in values.items() if attrs.get(k) != v}
+        missing = [k for k in present if k not in attrs]
+        if wrong or missing:
+            raise RuntimeError(f"llmspans {what} span lacks attributes: {wrong} {missing}")
+    if len(retrieval.attributes[A.RETRIEVAL_DOCUMENT_IDS]) != len(DOCS):  # type: ignore[index,arg-type]
+        raise RuntimeError("llmspans retrieval span lacks document ids")
+
+
 def measure(
     variants: list[Variant], rounds: int, calls: int, exporter: CountingExporter, seed: int = 1
 ) -> dict[str, list[float]]:
@@ -448,6 +489,7 @@ def measure(
     # Warm-up: first calls import lazily and fill caches.
     for v in variants:
         v.block(max(calls // 10, 10))
+    check_llmspans_spans(exporter)
     for _ in range(rounds):
         order = list(variants)
         rng.shuffle(order)

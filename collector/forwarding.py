@@ -161,9 +161,7 @@ class Exporter(abc.ABC):
         self.queued_spans = 0
         if lost:
             self.metrics.count("llmspans_collector_spans_dropped", lost, exporter=self.name)
-            _log.error(
-                "exporter %s: dropping %d spans still queued at shutdown", self.name, lost
-            )
+            _log.error("exporter %s: dropping %d spans still queued at shutdown", self.name, lost)
         self._idle.set()
         await self._close_transport()
 

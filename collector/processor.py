@@ -409,23 +409,77 @@ class Processor:
             _log.error("internal error (%s); logged once per kind", kind, exc_info=error)
 
 
-def _string_attribute(key: str, value: str) -> KeyValue:
+def _string_attribute(key: str, value: str) -> bytes:
     attribute = KeyValue(key=key)
     attribute.value.string_value = value
-    return attribute
+    return attribute.SerializeToString()
+
+
+#: encoded key prefixes (tag, length, key) of the verdict attributes
+_VERDICT_PREFIXES: Final = frozenset(
+    b"\x0a" + bytes([len(key.encode())]) + key.encode() for key in _VERDICT_KEYS
+)
+#: the encoded verdict attributes per (outcome, stage, reason); few combinations exist
+_VERDICT_ATTRIBUTES: dict[tuple[str, str | None, str | None], tuple[bytes, ...]] = {}
+
+
+def _verdict_attributes(verdict: Verdict) -> tuple[bytes, ...]:
+    key = (verdict.outcome, verdict.failure_stage, verdict.failure_reason)
+    found = _VERDICT_ATTRIBUTES.get(key)
+    if found is None:
+        encoded = [_string_attribute(A.OUTCOME, verdict.outcome)]
+        if verdict.failure_stage is not None:
+            encoded.append(_string_attribute(A.FAILURE_STAGE, verdict.failure_stage))
+        if verdict.failure_reason is not None:
+            encoded.append(_string_attribute(A.FAILURE_REASON, verdict.failure_reason))
+        found = tuple(encoded)
+        if len(_VERDICT_ATTRIBUTES) < 4096:
+            _VERDICT_ATTRIBUTES[key] = found
+    return found
+
+
+def _is_verdict_attribute(raw: bytes) -> bool:
+    """Whether an encoded ``KeyValue`` is one of the verdict attributes.
+
+    The usual layout (the key, then one value field reaching the end) is read from
+    the bytes; anything else is decoded, since the last key field would count.
+    """
+    size = len(raw)
+    if size > 1 and raw[0] == 0x0A and raw[1] < 0x80:
+        after = 2 + raw[1]
+        if after == size:
+            return raw in _VERDICT_PREFIXES
+        if after + 1 < size and raw[after] == 0x12:
+            position = after + 1
+            length = shift = 0
+            while position < size:
+                byte = raw[position]
+                length |= (byte & 0x7F) << shift
+                position += 1
+                if byte < 0x80:
+                    if position + length == size:
+                        return raw[:after] in _VERDICT_PREFIXES
+                    break
+                shift += 7
+    return KeyValue.FromString(raw).key in _VERDICT_KEYS
 
 
 def _enriched_request(
     outgoing: dict[tuple[bytes, str, bytes, str], list[tuple[bytes, Verdict | None]]],
 ) -> bytes:
-    """One export request with the held spans, each carrying its trace's verdict."""
-    request = ExportTraceServiceRequest()
+    """One export request with the held spans, each carrying its trace's verdict.
+
+    Built with the slim schema: resource and scope are copied as the bytes they
+    arrived as, attributes stay encoded, and the verdict attributes are appended
+    pre-encoded (a repeated field's elements concatenate).
+    """
+    request = SLIM_EXPORT_REQUEST()
     for (resource, resource_schema, scope, scope_schema), spans in outgoing.items():
         resource_spans = request.resource_spans.add()
-        resource_spans.resource.ParseFromString(resource)
+        resource_spans.resource = resource
         resource_spans.schema_url = resource_schema
         scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.ParseFromString(scope)
+        scope_spans.scope = scope
         scope_spans.schema_url = scope_schema
         for span_bytes, verdict in spans:
             span = scope_spans.spans.add()
@@ -433,15 +487,13 @@ def _enriched_request(
             if verdict is None:
                 continue
             # The collector's verdict replaces any the sender set.
-            stale = [i for i, kv in enumerate(span.attributes) if kv.key in _VERDICT_KEYS]
+            attributes = span.attributes
+            stale = [i for i, raw in enumerate(attributes) if _is_verdict_attribute(raw)]
             for index in reversed(stale):
-                del span.attributes[index]
-            span.attributes.append(_string_attribute(A.OUTCOME, verdict.outcome))
-            if verdict.failure_stage is not None:
-                span.attributes.append(_string_attribute(A.FAILURE_STAGE, verdict.failure_stage))
-            if verdict.failure_reason is not None:
-                span.attributes.append(_string_attribute(A.FAILURE_REASON, verdict.failure_reason))
-    return request.SerializeToString()
+                del attributes[index]
+            attributes.extend(_verdict_attributes(verdict))
+    result: bytes = request.SerializeToString()
+    return result
 
 
 def retry_after_header(seconds: float) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -268,6 +269,10 @@ async def run(settings: CollectorSettings) -> int:
         _log.error("cannot start: %s", error)
         await collector.stop()
         return 1
+    # Everything allocated during start-up (modules, schemas, servers) lives as
+    # long as the process: moved out of the collector's generations, full
+    # collections no longer walk it while spans are in flight.
+    gc.freeze()
     await stop.wait()
     _log.info("shutting down")
     await collector.stop()

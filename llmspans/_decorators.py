@@ -21,8 +21,8 @@ ours is logged once per kind and the call proceeds, untraced if need be.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from types import TracebackType
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar, cast, overload
 
 import wrapt
@@ -364,34 +364,18 @@ def _start_iteration(
     return span, state, ctx, [] if spec.collect and span.is_recording() else None
 
 
-class _Closing:
-    """Around closing the inner generator early: the stage context attached, the span ended.
-
-    An exception from the generator's own clean-up is recorded on the span and propagates.
-    """
-
-    __slots__ = ("ctx", "span", "spec", "state", "token")
-
-    def __init__(self, spec: _Spec, span: Span, state: StageState, ctx: Context) -> None:
-        self.spec = spec
-        self.span = span
-        self.state = state
-        self.ctx = ctx
-        self.token: object | None = None
-
-    def __enter__(self) -> None:
-        self.token = _attach(self.ctx)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            _record_error(self.span, exc, self.state)
-        _detach(self.token)
-        _end(self.spec, self.span, self.state)
+@contextmanager
+def _closing(spec: _Spec, span: Span, state: StageState, ctx: Context) -> Iterator[None]:
+    """Around closing the inner generator early: the stage context attached, the span ended."""
+    token = _attach(ctx)
+    try:
+        yield
+    except BaseException as exc:
+        _record_error(span, exc, state)
+        raise
+    finally:
+        _detach(token)
+        _end(spec, span, state)
 
 
 def _finish_iteration(
@@ -401,6 +385,7 @@ def _finish_iteration(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
+    """End a generator stage that ran out: extraction reads the kept items, else its result."""
     span, state, ctx, collected = iterating
     token = _attach(ctx)
     try:
@@ -455,7 +440,7 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            with _Closing(spec, span, state, ctx):
+            with _closing(spec, span, state, ctx):
                 inner.close()
             raise
         except BaseException as exc:
@@ -512,7 +497,7 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            with _Closing(spec, span, state, ctx):
+            with _closing(spec, span, state, ctx):
                 await inner.aclose()
             raise
         except BaseException as exc:

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import math
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -375,8 +376,106 @@ _KNOWN_PREFIXES: Final[frozenset[bytes]] = frozenset(
     for key in _PROTO_FIELDS
     if len(key.encode()) < 0x80
 )
+#: encoded key prefix of each known key -> (record field, decoding code)
+_FIELDS_BY_PREFIX: Final[dict[bytes, tuple[str, int]]] = {
+    b"\x0a" + bytes([len(key.encode())]) + key.encode(): spec
+    for key, spec in _PROTO_FIELDS.items()
+    if len(key.encode()) < 0x80
+}
 #: Encoded attributes up to this size have their decoded value cached.
 _CACHED_BYTES: Final = 64
+
+
+def _varint(raw: bytes, position: int) -> tuple[int, int]:
+    """(position after, value) of the varint at ``position``; IndexError when cut short."""
+    byte = raw[position]
+    if byte < 0x80:
+        return position + 1, byte
+    value = byte & 0x7F
+    shift = 7
+    while True:
+        position += 1
+        byte = raw[position]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return position + 1, value
+        shift += 7
+
+
+def _array_content(raw: bytes, position: int) -> tuple[int, int] | None:
+    """(start, end) of the elements when ``raw[position:]`` is exactly one ``value``
+    field holding an ``array_value`` and nothing else; else ``None``."""
+    end = len(raw)
+    if raw[position] != 0x12:  # KeyValue.value
+        return None
+    position, length = _varint(raw, position + 1)
+    if position + length != end or position >= end or raw[position] != 0x2A:  # array_value
+        return None
+    position, length = _varint(raw, position + 1)
+    if position + length != end:
+        return None
+    return position, end
+
+
+def _wire_strings(raw: bytes, position: int, end: int) -> tuple[str, ...] | None:
+    """The strings of an array whose every element is one short ``string_value``."""
+    strings: list[str] = []
+    append = strings.append
+    while position < end:
+        # element: 0x0A, length, then the AnyValue: 0x0A, length - 2, the string
+        length = raw[position + 1]
+        if (
+            raw[position] != 0x0A
+            or length >= 0x80
+            or length < 2
+            or raw[position + 2] != 0x0A
+            or raw[position + 3] != length - 2
+        ):
+            return None
+        append(raw[position + 4 : position + 2 + length].decode())
+        position += 2 + length
+    return tuple(strings) if position == end else None
+
+
+_DOUBLE_ELEMENT: Final = 11  # 0x0A 0x09 (element), 0x21 (double_value), 8 bytes
+_DOUBLE_FORMATS: dict[int, struct.Struct] = {}
+
+
+def _wire_doubles(raw: bytes, position: int, end: int) -> object:
+    """The numbers of an array whose every element is one ``double_value``, ``_BAD``
+    when one is not finite, ``None`` for any other layout."""
+    count, rest = divmod(end - position, _DOUBLE_ELEMENT)
+    if rest or not count:
+        return None
+    body = raw[position:end]
+    if (
+        body[0::_DOUBLE_ELEMENT] != b"\x0a" * count
+        or body[1::_DOUBLE_ELEMENT] != b"\x09" * count
+        or body[2::_DOUBLE_ELEMENT] != b"\x21" * count
+    ):
+        return None
+    layout = _DOUBLE_FORMATS.get(count)
+    if layout is None:
+        layout = struct.Struct("<" + "3xd" * count)
+        if len(_DOUBLE_FORMATS) < 256:
+            _DOUBLE_FORMATS[count] = layout
+    numbers: tuple[float, ...] = layout.unpack(body)
+    return numbers if all(map(math.isfinite, numbers)) else _BAD
+
+
+def _wire_list(raw: bytes, prefix: int, code: int) -> object:
+    """A known list attribute decoded straight from its encoded ``KeyValue`` when it
+    has the plain layout every SDK writes; ``None`` to take the general path."""
+    try:
+        content = _array_content(raw, prefix)
+        if content is None:
+            return None
+        start, end = content
+        if code == _STR_LIST:
+            return _wire_strings(raw, start, end)
+        return _wire_doubles(raw, start, end)
+    except (IndexError, UnicodeDecodeError):
+        return None
 
 
 class SlimDecoder:
@@ -397,6 +496,13 @@ class SlimDecoder:
         self._cache: dict[bytes, tuple[str, object]] = {}
 
     def _decode(self, raw: bytes) -> tuple[str, object]:
+        if raw[0] == 0x0A and raw[1] < 0x80:
+            prefix = 2 + raw[1]
+            spec = _FIELDS_BY_PREFIX.get(raw[:prefix])
+            if spec is not None and spec[1] >= _STR_LIST and len(raw) > prefix:
+                value = _wire_list(raw, prefix, spec[1])
+                if value is not None:
+                    return spec[0], value
         key_value = KeyValue.FromString(raw)
         spec = _PROTO_FIELDS.get(key_value.key)
         if spec is None:

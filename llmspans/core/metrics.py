@@ -418,9 +418,7 @@ class Aggregates:
         key = (instrument, labels)
         histogram = self.histograms.get(key)
         if histogram is None:
-            histogram = self.histograms[key] = HistogramData.empty(
-                HISTOGRAM_BOUNDARIES[instrument]
-            )
+            histogram = self.histograms[key] = HistogramData.empty(HISTOGRAM_BOUNDARIES[instrument])
         histogram.add(value)
 
     def apply(self, observations: Iterable[Observation]) -> None:

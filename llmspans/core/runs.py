@@ -85,16 +85,28 @@ def assemble(
     owner: dict[_Key, Run | None] = {}
     standalone: list[SpanRecord] = []
     for span in spans:
-        if span.stage in (A.STAGE_PIPELINE, A.STAGE_FEEDBACK):
+        stage = span.stage
+        if stage == A.STAGE_PIPELINE or stage == A.STAGE_FEEDBACK:
             continue
-        owning = _owning_run(span, by_key, runs_by_root, runs_per_trace, owner)
+        # The common case first: the parent is a pipeline span (no walk, no memo
+        # needed: a walk from a descendant reaches the same run one step later).
+        owning = (
+            runs_by_root.get((span.trace_id, span.parent_span_id)) if span.parent_span_id else None
+        )
         if owning is None:
-            if span.stage in _WORKING_STAGES:
+            owning = _owning_run(span, by_key, runs_by_root, runs_per_trace, owner)
+        if owning is None:
+            if stage in _WORKING_STAGES:
                 standalone.append(span)
             continue
         owning.spans.append(span)
-        if span.stage in _WORKING_STAGES:
-            owning.stages.setdefault(span.stage, []).append(span)
+        if stage in _WORKING_STAGES:
+            stages = owning.stages
+            found = stages.get(stage)
+            if found is None:
+                stages[stage] = [span]
+            else:
+                found.append(span)
 
     runs = sorted(runs_by_root.values(), key=_ROOT_START_ORDER)
     return runs, standalone, feedback

@@ -27,6 +27,12 @@ from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
 from .test_properties import traces
 
 _KNOWN_KEYS = sorted(ATTRIBUTE_FIELDS)
+_LIST_KEYS = [
+    A.RETRIEVAL_DOCUMENT_IDS,
+    A.RETRIEVAL_SCORES,
+    A.CONTEXT_SELECTED_IDS,
+    A.GENERATION_CITATIONS,
+]
 _OTHER_KEYS = ["gen_ai.operation.name", "gen_ai.input.messages", "k" * 200, "llmspans.x"]
 
 scalars = st.one_of(
@@ -38,15 +44,36 @@ scalars = st.one_of(
     st.builds(lambda v: AnyValue(bytes_value=v), st.binary(max_size=8)),
     st.just(AnyValue()),
 )
-values = scalars | st.builds(
-    lambda items: AnyValue(array_value=ArrayValue(values=items)), st.lists(scalars, max_size=12)
+strings = st.lists(st.text(max_size=140) | st.sampled_from(["", "doc-0001", "é"]), max_size=14)
+doubles = st.lists(st.floats(allow_nan=True) | st.sampled_from([0.0, -0.0]), max_size=14)
+values = (
+    scalars
+    | st.builds(
+        lambda items: AnyValue(array_value=ArrayValue(values=items)),
+        st.lists(scalars, max_size=12),
+    )
+    # Arrays of one type, as SDKs write them: the layout decoded straight from bytes.
+    | st.builds(
+        lambda items: AnyValue(
+            array_value=ArrayValue(values=[AnyValue(string_value=item) for item in items])
+        ),
+        strings,
+    )
+    | st.builds(
+        lambda items: AnyValue(
+            array_value=ArrayValue(values=[AnyValue(double_value=item) for item in items])
+        ),
+        doubles,
+    )
 )
 
 
 @st.composite
 def spans(draw: st.DrawFn) -> Span:
-    keys = st.sampled_from(_KNOWN_KEYS) | st.sampled_from(_OTHER_KEYS)
-    attributes = [KeyValue(key=draw(keys), value=draw(values)) for _ in range(draw(st.integers(0, 10)))]
+    keys = st.sampled_from(_KNOWN_KEYS) | st.sampled_from(_LIST_KEYS) | st.sampled_from(_OTHER_KEYS)
+    attributes = [
+        KeyValue(key=draw(keys), value=draw(values)) for _ in range(draw(st.integers(0, 10)))
+    ]
     span = Span(
         trace_id=draw(st.binary(min_size=16, max_size=16)),
         span_id=draw(st.binary(min_size=8, max_size=8)),
@@ -95,7 +122,9 @@ _DECODER = SlimDecoder(cache_size=8)
 def test_slim_decoding_gives_the_reference_records(batch: list[Span]) -> None:
     request = _request(batch)
     data = request.SerializeToString()
-    expected = [record_from_otlp_span(span) for span in request.resource_spans[0].scope_spans[0].spans]
+    expected = [
+        record_from_otlp_span(span) for span in request.resource_spans[0].scope_spans[0].spans
+    ]
     assert _slim_records(_DECODER, data) == expected
     # Decoding twice (now from the cache) changes nothing.
     assert _slim_records(_DECODER, data) == expected

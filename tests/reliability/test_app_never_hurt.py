@@ -384,6 +384,9 @@ def _latencies(calls: int, provider: TracerProvider) -> list[float]:
         use_tracer_provider(previous)
 
 
+_EXPORT_TIMEOUT_S = 5.0
+
+
 def test_collector_down_does_not_slow_the_app() -> None:
     """BatchSpanProcessor + OTLP to a dead port vs. the same pipeline with no exporter."""
     calls = 2_000
@@ -392,7 +395,9 @@ def test_collector_down_does_not_slow_the_app() -> None:
     baseline = _latencies(calls, baseline_provider)
 
     dead_provider = TracerProvider()
-    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{free_port()}/v1/traces", timeout=2)
+    exporter = OTLPSpanExporter(
+        endpoint=f"http://127.0.0.1:{free_port()}/v1/traces", timeout=_EXPORT_TIMEOUT_S
+    )
     dead_provider.add_span_processor(
         BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=20)
     )
@@ -419,6 +424,8 @@ def test_collector_down_does_not_slow_the_app() -> None:
         shutdown_s=f"{shutdown_s:.2f}",
     )
     assert ratio < 3.0
-    # The exporter's own timeout is 2 s and its retries back off for seconds: a call
-    # that waited on it would take that long. The slowest call shows none did.
-    assert max(dead) < 0.5, f"slowest call {max(dead):.3f}s: a call waited on the exporter"
+    # The exporter's own timeout is 5 s and its retries back off for seconds: a call
+    # that waited on it would take at least that long. The slowest call shows none did
+    # (the margin absorbs scheduling stalls on a loaded machine, which are not waits).
+    slowest = max(dead)
+    assert slowest < _EXPORT_TIMEOUT_S / 2, f"slowest call {slowest:.3f}s waited on the exporter"
