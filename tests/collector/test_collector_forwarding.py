@@ -1,16 +1,25 @@
-"""Exporter retry timing and what happens to spans still queued when the collector stops."""
+"""Forwarding: exporter retry timing, spans still queued when the collector stops, and
+the pipeline spans that leave enriched with the verdict."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import socket
+from pathlib import Path
+from typing import Any
 
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector.config import OtlpExporter
-from collector.forwarding import HttpExporter, retry_wait
+from collector.config import CollectorSettings, FileExporter, OtlpExporter
+from collector.forwarding import FileWriter, Forwarder, HttpExporter, retry_wait
 from collector.metrics import MetricsStore
+from collector.processor import Processor
+from llmspans import _attributes as A
 
 
 def test_server_delays_get_jitter_on_top_never_taken_off() -> None:
@@ -67,3 +76,97 @@ async def test_spans_left_at_shutdown_are_counted_as_dropped() -> None:
     assert metrics.health_value("llmspans_collector_spans_dropped", exporter="dead") == 8
     assert metrics.health_value("llmspans_collector_spans_forwarded") == 0
     assert exporter.queued_spans == 0
+
+
+def _string(span: Span, key: str, value: str) -> None:
+    span.attributes.add(key=key).value.string_value = value
+
+
+async def test_the_collector_verdict_replaces_the_senders_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    metrics = MetricsStore()
+    output = tmp_path / "forwarded.jsonl"
+    writer = FileWriter(FileExporter(protocol="file", path=output), "file", metrics)
+    clock = [100.0]
+    processor = Processor(CollectorSettings(), metrics, Forwarder([writer]), clock=lambda: clock[0])
+    await writer.start()
+
+    trace_id = b"\x0a" * 16
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add(schema_url="https://schema/resource")
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "svc"
+    scope_spans = resource_spans.scope_spans.add(schema_url="https://schema/scope")
+    scope_spans.scope.name = "app"
+    root = scope_spans.spans.add(
+        trace_id=trace_id, span_id=b"\x01" * 8, name="invoke_workflow rag", end_time_unix_nano=9
+    )
+    _string(root, A.STAGE, A.STAGE_PIPELINE)
+    _string(root, A.OUTCOME, "success")  # set by the sender: replaced
+    _string(root, "app.before", "kept")
+    _string(root, A.FAILURE_REASON, "stale")  # set by the sender: removed
+    _string(root, "app.after", "x" * 300)
+    root.attributes.add(key=A.TASK_COMPLETED).value.bool_value = True
+    child = scope_spans.spans.add(
+        trace_id=trace_id, span_id=b"\x02" * 8, parent_span_id=b"\x01" * 8, name="retrieve"
+    )
+    _string(child, A.STAGE, A.STAGE_RETRIEVAL)
+    child.status.code = Status.STATUS_CODE_ERROR  # the run fails in retrieval
+    data = request.SerializeToString()
+
+    accepted = processor.accept(ExportTraceServiceRequest.FromString(data), data)
+    assert accepted.spans == 2 and not accepted.rejected
+    clock[0] += 1000.0
+    assert processor.sweep() == 1
+    assert await writer.flush(5.0)
+    await writer.close()
+
+    forwarded = [
+        json_format.ParseDict(_protobuf_ids(json.loads(line)), ExportTraceServiceRequest())
+        for line in output.read_text().splitlines()
+    ]
+    spans = {
+        span.span_id: (resource, scope, span)
+        for message in forwarded
+        for resource in message.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+    assert set(spans) == {b"\x01" * 8, b"\x02" * 8}
+    resource, scope, enriched = spans[b"\x01" * 8]
+    assert resource.schema_url == "https://schema/resource"
+    assert resource.resource.attributes[0].value.string_value == "svc"
+    assert scope.schema_url == "https://schema/scope" and scope.scope.name == "app"
+    keys = [kv.key for kv in enriched.attributes]
+    assert keys == [
+        A.STAGE,
+        "app.before",
+        "app.after",
+        A.TASK_COMPLETED,
+        A.OUTCOME,
+        A.FAILURE_STAGE,
+        A.FAILURE_REASON,
+    ]
+    values = {kv.key: kv.value for kv in enriched.attributes}
+    assert values[A.OUTCOME].string_value == "failure"
+    assert values[A.FAILURE_STAGE].string_value == A.STAGE_RETRIEVAL
+    assert values[A.FAILURE_REASON].string_value == "error"
+    assert values["app.after"].string_value == "x" * 300
+    assert enriched.name == "invoke_workflow rag" and enriched.end_time_unix_nano == 9
+    assert spans[b"\x02" * 8][2] == child  # other spans go out as they came
+
+
+def _protobuf_ids(value: Any) -> Any:
+    """OTLP JSON (hex ids) into protobuf's JSON mapping (base64 ids) for ParseDict."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                base64.b64encode(bytes.fromhex(item)).decode()
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(item, str)
+                else _protobuf_ids(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_protobuf_ids(item) for item in value]
+    return value
