@@ -1,12 +1,13 @@
 """The OTLP trace wire format as the collector reads and writes it.
 
-Protobuf requests parse with the runtime's own (upb) parser; the core's
-``record_from_otlp_span`` turns each span into a record. OTLP JSON requests are
-converted into protobuf first (hex ids into bytes, integer or named enums, 64-bit
-integers as strings or numbers), so both encodings share one path after decoding;
-spans with invalid ids are dropped there and reported as a partial success. The
-file exporter writes protobuf back as OTLP JSON, as the OpenTelemetry file
-exporters do.
+Protobuf requests parse with the runtime's own (upb) parser, which validates them;
+the processor then reads the spans from the same bytes with the core's slim schema
+(``llmspans.core.convert.SlimDecoder``), decoding only the attributes the core uses.
+OTLP JSON requests are converted into protobuf first (hex ids into bytes, integer
+or named enums, 64-bit integers as strings or numbers), so both encodings share one
+path after decoding; spans with invalid ids are dropped there and reported as a
+partial success. The file exporter writes protobuf back as OTLP JSON, as the
+OpenTelemetry file exporters do.
 """
 
 from __future__ import annotations

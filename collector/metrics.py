@@ -1,11 +1,12 @@
 """The collector's metrics: SPEC section 4 from evaluated traces, plus its own health.
 
-Observations from the core (:func:`llmspans.core.metrics.observations`) are summed
-in plain dicts (the core's :class:`~llmspans.core.metrics.Aggregates`) once per
-finalised trace, never through per-span SDK calls. ``/metrics`` renders those
-dicts on demand, in the Prometheus text format or, when the scraper asks for it,
-in OpenMetrics with exemplars that carry the trace id of the latest trace behind
-each series (and each histogram bucket), so a spike links to its traces.
+The core's :func:`~llmspans.core.metrics.accumulate` writes each finalised trace's
+measurements straight into plain dicts (the core's
+:class:`~llmspans.core.metrics.Aggregates`), never through per-span SDK calls.
+``/metrics`` renders those dicts on demand, in the Prometheus text format or, when
+the scraper asks for it, in OpenMetrics with exemplars that carry the trace id of
+the latest trace behind each series (and each histogram bucket), so a spike links
+to its traces.
 :func:`otlp_request` turns the same dicts into an OTLP metrics export for pushing,
 with ``service.instance.id`` on the resource.
 """

@@ -3,9 +3,12 @@
 Three sources, one record:
 
 * :func:`record_from_readable_span`: an SDK ``ReadableSpan`` (the embedded mode).
-* :func:`record_from_otlp_span`: an OTLP protobuf ``Span`` (the collector's hot
-  path: it walks the attribute list once and reads only the keys listed in
+* :func:`record_from_otlp_span`: an OTLP protobuf ``Span`` (it walks the attribute
+  list once and reads only the keys listed in
   :data:`~llmspans.core.records.ATTRIBUTE_FIELDS`).
+* :class:`SlimDecoder`: the same records from a request parsed with the slim schema
+  :data:`SLIM_EXPORT_REQUEST` (the collector's hot path: attributes stay encoded and
+  only the known keys are decoded).
 * :func:`records_from_otlp_json` / :func:`iter_otlp_json_file`: OTLP JSON, one
   ``ExportTraceServiceRequest`` per line, as the OpenTelemetry file exporters write
   it (offline analysis).

@@ -86,7 +86,7 @@ def assemble(
     standalone: list[SpanRecord] = []
     for span in spans:
         stage = span.stage
-        if stage == A.STAGE_PIPELINE or stage == A.STAGE_FEEDBACK:
+        if stage in (A.STAGE_PIPELINE, A.STAGE_FEEDBACK):
             continue
         # The common case first: the parent is a pipeline span (no walk, no memo
         # needed: a walk from a descendant reaches the same run one step later).
