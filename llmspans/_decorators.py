@@ -26,8 +26,6 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar, cast, overload
 
 import wrapt
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -38,7 +36,14 @@ from llmspans._context import PIPELINE_KEY, STAGE_KEY
 from llmspans._documents import document_texts, extract_documents
 from llmspans._recording import StageState, computed_cost, usage_from_response
 from llmspans._safety import log_internal_error
-from llmspans._tracing import RUN_SPAN_KEY, get_tracer
+from llmspans._tracing import (
+    RUN_SPAN_KEY,
+    SPAN_KEY,
+    attach_context,
+    detach_context,
+    get_current_context,
+    get_tracer,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,10 +124,13 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
         spec.rename_prefix,
         pending,
     )
-    ctx = otel_context.set_value(STAGE_KEY, state, trace.set_span_in_context(span, parent))
-    if pipeline is not None:
-        ctx = otel_context.set_value(
-            RUN_SPAN_KEY, span, otel_context.set_value(PIPELINE_KEY, pipeline, ctx)
+    # One copy of the parent context carries the span and our keys: the same entries
+    # as ``trace.set_span_in_context`` followed by ``context.set_value`` per key.
+    if pipeline is None:
+        ctx = Context({**parent, SPAN_KEY: span, STAGE_KEY: state})
+    else:
+        ctx = Context(
+            {**parent, SPAN_KEY: span, STAGE_KEY: state, PIPELINE_KEY: pipeline, RUN_SPAN_KEY: span}
         )
     if spec.on_start is not None and span.is_recording():
         try:
@@ -134,7 +142,7 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
 
 def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered | None:
     try:
-        return _start(spec, otel_context.get_current(), args, kwargs)
+        return _start(spec, get_current_context(), args, kwargs)
     except Exception as exc:
         log_internal_error("span.start", exc)
         return None
@@ -142,7 +150,7 @@ def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Enter
 
 def _attach(ctx: Context) -> object | None:
     try:
-        return otel_context.attach(ctx)
+        return attach_context(ctx)
     except Exception as exc:
         log_internal_error("context.attach", exc)
         return None
@@ -151,7 +159,7 @@ def _attach(ctx: Context) -> object | None:
 def _detach(token: object | None) -> None:
     if token is not None:
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            detach_context(token)  # type: ignore[arg-type]
         except Exception as exc:
             log_internal_error("context.detach", exc)
 
@@ -290,7 +298,11 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         if entered is None:
             return wrapped(*args, **kwargs)
         span, state, ctx = entered
-        token = _attach(ctx)
+        try:
+            token: object | None = attach_context(ctx)  # _attach(ctx), inlined
+        except Exception as exc:
+            log_internal_error("context.attach", exc)
+            token = None
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -419,7 +431,11 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         to_throw: BaseException | None = None
         try:
             while True:
-                token = _attach(ctx)
+                try:
+                    token: object | None = attach_context(ctx)  # _attach(ctx), inlined
+                except Exception as exc:
+                    log_internal_error("context.attach", exc)
+                    token = None
                 try:
                     if to_throw is None:
                         item = inner.send(to_send)
@@ -427,10 +443,17 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                         thrown, to_throw = to_throw, None
                         item = inner.throw(thrown)
                 except StopIteration as stop:
+                    # The context stays attached: the stage ends inside it, just below.
                     result = stop.value
                     break
-                finally:
+                except BaseException:
                     _detach(token)
+                    raise
+                if token is not None:  # _detach(token), inlined
+                    try:
+                        detach_context(token)  # type: ignore[arg-type]
+                    except Exception as exc:
+                        log_internal_error("context.detach", exc)
                 if collected is not None and len(collected) < _MAX_COLLECTED:
                     collected.append(item)
                 try:
@@ -446,7 +469,17 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             _fail(spec, span, state, exc)
             raise
-        _finish_iteration(spec, iterating, result, args, kwargs)
+        try:
+            _finish(
+                spec,
+                span,
+                state,
+                collected if collected is not None else result,
+                args=args,
+                kwargs=kwargs,
+            )
+        finally:
+            _detach(token)
         return result
 
     def wrapper(
@@ -455,7 +488,7 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
-        return iterate(wrapped(*args, **kwargs), otel_context.get_current(), args, kwargs)
+        return iterate(wrapped(*args, **kwargs), get_current_context(), args, kwargs)
 
     return wrapper
 
@@ -511,7 +544,7 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[Any, Any]:
-        return iterate(wrapped(*args, **kwargs), otel_context.get_current(), args, kwargs)
+        return iterate(wrapped(*args, **kwargs), get_current_context(), args, kwargs)
 
     return wrapper
 

@@ -20,11 +20,11 @@ from opentelemetry.trace import Span
 
 from llmspans import _attributes as A
 from llmspans import _content
-from llmspans._context import ActiveStage, current_stage
+from llmspans._context import STAGE_KEY, ActiveStage
 from llmspans._documents import document_texts, extract_documents
 from llmspans._safety import log_internal_error, warn_once
-from llmspans._tracing import current_run_span
-from llmspans.cost import get_price_table
+from llmspans._tracing import current_run_span, get_current_context
+from llmspans.cost import PriceTable, get_price_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,8 @@ class StageState(ActiveStage):
 
 
 def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveStage] | None:
-    active = current_stage()
-    if active is None or active.stage != stage:
+    active = get_current_context().get(STAGE_KEY)  # current_stage(), one lookup
+    if not isinstance(active, ActiveStage) or active.stage != stage:
         warn_once(
             f"outside.{helper}",
             f"llmspans.{helper}() was called outside a {stage} stage; nothing was recorded",
@@ -80,7 +80,8 @@ def _flush(
 ) -> None:
     if not updates:
         return
-    recorded.update(updates)
+    if recorded is not updates:
+        recorded.update(updates)
     if isinstance(active, StageState):
         active.pending.update(updates)  # the decorator sets them when the stage ends
     else:
@@ -271,7 +272,11 @@ def record_generation(
             if cost is not None:
                 updates[A.COST_USD] = recorded[A.COST_USD] = cost
                 recorded[_COMPUTED] = True
-        _flush(span, active, recorded, updates)
+        if isinstance(active, StageState):
+            if updates:  # ``recorded`` holds them already: only the span's share is left
+                active.pending.update(updates)
+        else:
+            _flush(span, active, recorded, updates)
     except Exception as exc:
         log_internal_error("record_generation", exc)
 
@@ -287,6 +292,43 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
     cache_read = recorded.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
     cache_creation = recorded.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
     table = get_price_table()
+    response_model = recorded.get(A.GEN_AI_RESPONSE_MODEL)
+    request_model = recorded.get(A.GEN_AI_REQUEST_MODEL)
+    # The same facts give the same cost: remembered per table (held by the entry, so its
+    # id is not reused meanwhile), which skips the lookups and arithmetic on every call.
+    memo_key = (
+        id(table),
+        response_model,
+        request_model,
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_creation,
+    )
+    try:
+        memo = _costs.get(memo_key)
+    except TypeError:  # a value that cannot be a key: no memo
+        return _cost_from_table(
+            table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
+        )
+    if memo is not None and memo[0] is table:
+        return memo[1]
+    cost = _cost_from_table(
+        table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
+    )
+    if len(_costs) >= _COSTS_SIZE:
+        _costs.clear()
+    _costs[memo_key] = (table, cost)
+    return cost
+
+
+def _cost_from_table(
+    table: PriceTable,
+    recorded: Mapping[str, object],
+    input_tokens: int,
+    others: tuple[object, object, object],
+) -> float | None:
+    output_tokens, cache_read, cache_creation = others
     for key in (A.GEN_AI_RESPONSE_MODEL, A.GEN_AI_REQUEST_MODEL):
         model = recorded.get(key)
         if not isinstance(model, str):
@@ -302,6 +344,10 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
             return cost
     return None
 
+
+# (id of the price table, models and token counts) -> (that table, the cost).
+_costs: dict[tuple[object, ...], tuple[PriceTable, float | None]] = {}
+_COSTS_SIZE: Final = 4096
 
 # What the cost depends on: a change of any of these recomputes it.
 _COST_INPUTS: Final = frozenset(
@@ -320,8 +366,14 @@ _COST_INPUTS: Final = frozenset(
 _COMPUTED = "llmspans._cost_computed"
 
 
+# Built-in result types that carry no usage (exact types: a subclass may add one).
+_PLAIN: Final = frozenset({str, bytes, int, float, bool, list, tuple, type(None)})
+
+
 def usage_from_response(result: object) -> dict[str, Any] | None:
     """Token usage and response model from an OpenAI- or Anthropic-style response object."""
+    if type(result) in _PLAIN:  # a plain text or list result: no usage, and no lookups
+        return None
     usage = result.get("usage") if isinstance(result, Mapping) else getattr(result, "usage", None)
     if usage is None:
         return None

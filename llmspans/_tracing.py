@@ -12,10 +12,13 @@ This module never installs a global provider; only
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span, Tracer, TracerProvider
 
 INSTRUMENTATION_NAME: Final = "llmspans"
@@ -67,3 +70,34 @@ def current_run_span(ctx: otel_context.Context | None = None) -> Span | None:
     """The root span of the pipeline run the caller is in, or ``None``."""
     value = otel_context.get_value(RUN_SPAN_KEY, ctx)
     return value if isinstance(value, Span) else None
+
+
+# --- the context on the hot path ---------------------------------------------------
+# The key under which ``trace.set_span_in_context`` stores the span, read once through
+# the public API, so a stage builds its whole context (span and our keys) in one copy.
+SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+
+
+def _runtime_context_var() -> ContextVar[otel_context.Context] | None:
+    """The ContextVar behind the default runtime context, or ``None`` for any other one."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+_context_var: Final = _runtime_context_var()
+
+#: ``otel_context.get_current``/``attach``/``detach``, bound straight to the ContextVar
+#: when the default runtime context is in use (the same operations, without three
+#: Python frames per call); the API functions otherwise.
+get_current_context: Final[Callable[[], otel_context.Context]] = (
+    _context_var.get if _context_var is not None else otel_context.get_current
+)
+attach_context: Final[Callable[[otel_context.Context], Token[otel_context.Context]]] = (
+    _context_var.set if _context_var is not None else otel_context.attach
+)
+detach_context: Final[Callable[[Token[otel_context.Context]], None]] = (
+    _context_var.reset if _context_var is not None else otel_context.detach
+)
