@@ -21,7 +21,13 @@ from llmspans import _attributes as A
 from llmspans.core.metrics import citation_precision
 from llmspans.core.model import Evidence, Run, Thresholds, Verdict
 from llmspans.core.records import SpanRecord
-from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context, unique_ids
+from llmspans.core.runs import (
+    cited_ids,
+    relevant_ids,
+    retrieved_ids,
+    selected_context,
+    unique_ids,
+)
 
 __all__ = ["RULES", "attribute"]
 
@@ -108,12 +114,7 @@ def _selection_dropped(span: SpanRecord, run: Run, thresholds: Thresholds) -> _F
     else:
         source = "citations"
         retrieved_set = set(retrieved)
-        cited = unique_ids(
-            doc
-            for generation in run.stages.get(A.STAGE_GENERATION, ())
-            for doc in generation.citations or ()
-        )
-        wanted = [doc for doc in cited if doc in candidates and doc in retrieved_set]
+        wanted = [doc for doc in cited_ids(run) if doc in candidates and doc in retrieved_set]
     if not wanted or set(wanted) & set(span.selected_ids):
         return None
     return A.REASON_DROPPED_RELEVANT, _evidence(

@@ -7,6 +7,7 @@ Pure data: no I/O, no globals. A *run* is the spans under one ``pipeline`` span
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +69,10 @@ class Run:
     stages: dict[str, list[SpanRecord]] = field(default_factory=dict)
     #: every span of the run (root and stage spans and any others under it)
     spans: list[SpanRecord] = field(default_factory=list)
+    #: facts derived from the whole run (retrieved ids, labels, shown context), computed
+    #: once on first use by :mod:`llmspans.core.runs`, so rules that run per stage span
+    #: stay linear in the run's spans. Only valid once the run is fully assembled.
+    facts: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(slots=True)

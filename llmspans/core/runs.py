@@ -163,16 +163,35 @@ def unique_ids(ids: Iterable[str]) -> tuple[str, ...]:
 
 def retrieved_ids(run: Run) -> tuple[str, ...]:
     """Every document id the run's retrievals returned, in order, without repeats."""
-    return unique_ids(
-        doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.document_ids or ()
-    )
+    facts = run.facts
+    if "retrieved_ids" not in facts:
+        facts["retrieved_ids"] = unique_ids(
+            doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.document_ids or ()
+        )
+    result: tuple[str, ...] = facts["retrieved_ids"]
+    return result
 
 
 def relevant_ids(run: Run) -> tuple[str, ...]:
     """The ground-truth relevant ids recorded on the run's retrievals (labels)."""
-    return unique_ids(
-        doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.relevant_ids or ()
-    )
+    facts = run.facts
+    if "relevant_ids" not in facts:
+        facts["relevant_ids"] = unique_ids(
+            doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.relevant_ids or ()
+        )
+    result: tuple[str, ...] = facts["relevant_ids"]
+    return result
+
+
+def cited_ids(run: Run) -> tuple[str, ...]:
+    """Every document id the run's generations cite, in order, without repeats."""
+    facts = run.facts
+    if "cited_ids" not in facts:
+        facts["cited_ids"] = unique_ids(
+            doc for span in run.stages.get(A.STAGE_GENERATION, ()) for doc in span.citations or ()
+        )
+    result: tuple[str, ...] = facts["cited_ids"]
+    return result
 
 
 def selected_context(run: Run) -> tuple[str, ...] | None:
@@ -181,6 +200,14 @@ def selected_context(run: Run) -> tuple[str, ...] | None:
     A run without a context-selection span that recorded ``selected_ids`` shows the
     model what retrieval returned; a run with neither has no known context (``None``).
     """
+    facts = run.facts
+    if "selected_context" not in facts:
+        facts["selected_context"] = _selected_context(run)
+    result: tuple[str, ...] | None = facts["selected_context"]
+    return result
+
+
+def _selected_context(run: Run) -> tuple[str, ...] | None:
     selections = [
         span.selected_ids
         for span in run.stages.get(A.STAGE_CONTEXT_SELECTION, ())

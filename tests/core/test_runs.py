@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 
 from llmspans import _attributes as A
-from llmspans.core.runs import assemble, pipeline_name
+from llmspans.core.attribution import attribute
+from llmspans.core.model import Thresholds
+from llmspans.core.runs import (
+    assemble,
+    cited_ids,
+    pipeline_name,
+    retrieved_ids,
+    selected_context,
+)
 
 from .builders import pipeline_root, record, span_id
 
@@ -146,3 +154,35 @@ def test_records_of_several_traces() -> None:
         "a": [r1],
         "b": [r2],
     }
+
+
+def test_run_facts_are_computed_once_so_rules_stay_linear_in_the_spans() -> None:
+    root = pipeline_root("rag")
+    retrievals = [
+        record(A.STAGE_RETRIEVAL, parent=root, start=i, document_ids=(f"d{i}", "shared"))
+        for i in range(300)
+    ]
+    selections = [
+        record(A.STAGE_CONTEXT_SELECTION, parent=root, start=300 + i, selected_ids=(f"d{i}",))
+        for i in range(300)
+    ]
+    generation = record(A.STAGE_GENERATION, parent=root, start=700, citations=("d1", "d2"))
+    (run,), _, _ = assemble([root, *retrievals, *selections, generation])
+
+    verdict = attribute(run, Thresholds())
+
+    # The first selection kept d0 and dropped both documents the answer cites.
+    assert (verdict.outcome, verdict.failure_stage, verdict.failure_reason) == (
+        A.OUTCOME_FAILURE,
+        A.STAGE_CONTEXT_SELECTION,
+        A.REASON_DROPPED_RELEVANT,
+    )
+    # Every rule and metric asked for these per stage span; each was built once, and
+    # later callers get that same object back rather than a fresh union over the run.
+    assert set(run.facts) == {"retrieved_ids", "relevant_ids", "cited_ids"}
+    assert retrieved_ids(run) is run.facts["retrieved_ids"]
+    assert selected_context(run) is selected_context(run)
+    assert selected_context(run) == tuple(f"d{i}" for i in range(300))
+    assert cited_ids(run) == ("d1", "d2")
+    assert len(retrieved_ids(run)) == 301  # d0..d299 and "shared", first-seen order
+    assert retrieved_ids(run)[:2] == ("d0", "shared")
