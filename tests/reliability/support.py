@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -614,3 +615,16 @@ def rss_sampler(process: CollectorProcess) -> tuple[threading.Event, list[int]]:
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=1)
+
+
+#: How many inputs each fuzz test tries (raise it for a longer run).
+FUZZ_EXAMPLES = int(os.environ.get("LLMSPANS_FUZZ_EXAMPLES", "150"))
+
+
+def fuzz_settings(*suppress: HealthCheck) -> settings:
+    """Hypothesis settings shared by the fuzz tests: no deadline, large inputs allowed."""
+    return settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, *suppress],
+    )

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 from google.rpc import status_pb2  # type: ignore[import-untyped]
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -33,6 +33,7 @@ from .support import (
     CollectorProcess,
     CountingSink,
     figures,
+    fuzz_settings,
     http_exporter,
     kv,
     metric_total,
@@ -45,16 +46,7 @@ from .support import (
 )
 from .test_hostile_core import hostile_request
 
-EXAMPLES = int(os.environ.get("LLMSPANS_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(HealthCheck.function_scoped_fixture)
 ANSWER_TIMEOUT_S = 15.0
 HTTP_STATUSES = {200, 400, 413, 415, 429, 503}
 

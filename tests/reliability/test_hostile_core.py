@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -34,14 +34,16 @@ from llmspans.core.convert import (
 )
 from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
 
-from .support import figures, pipeline_trace, proto_spans, request_of, valid_request
-
-EXAMPLES = int(os.environ.get("LLMSPANS_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+from .support import (
+    figures,
+    fuzz_settings,
+    pipeline_trace,
+    proto_spans,
+    request_of,
+    valid_request,
 )
+
+FUZZ = fuzz_settings()
 
 KNOWN_KEYS = sorted(ATTRIBUTE_FIELDS)
 
