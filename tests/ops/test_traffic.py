@@ -17,7 +17,7 @@ from llmspans import _attributes as A
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds
-from llmspans.testing import capture_spans
+from llmspans.testing import SeededIdGenerator, capture_spans
 
 #: the (stage, reason) SPEC section 5 gives each fault mode of the generator
 EXPECTED_REASON = {
@@ -86,10 +86,11 @@ class Recording(SpanExporter):
 
 def test_sharding_keeps_every_trace_whole_on_one_exporter() -> None:
     shards = [Recording(), Recording(), Recording()]
-    provider = TracerProvider()
+    # seeded ids: the split is the same on every run, so "a fair part" is not left to chance
+    provider = TracerProvider(id_generator=SeededIdGenerator(7))
     provider.add_span_processor(SimpleSpanProcessor(TraceShardingExporter(shards)))
     tracer = provider.get_tracer("test")
-    for _ in range(60):
+    for _ in range(300):
         with tracer.start_as_current_span("root"), tracer.start_as_current_span("child"):
             pass
     owners: dict[int, set[int]] = {}
@@ -97,10 +98,11 @@ def test_sharding_keeps_every_trace_whole_on_one_exporter() -> None:
         for span in shard.spans:
             assert span.context is not None
             owners.setdefault(span.context.trace_id, set()).add(index)
-    assert len(owners) == 60
+    assert len(owners) == 300
     assert all(len(found) == 1 for found in owners.values())
-    assert all(len(shard.spans) > 20 for shard in shards)  # each shard got a fair part
-    assert sum(len(s.spans) for s in shards) == 120
+    assert all(trace_id % 3 == next(iter(found)) for trace_id, found in owners.items())
+    assert all(150 <= len(shard.spans) <= 250 for shard in shards)  # each shard got a fair part
+    assert sum(len(s.spans) for s in shards) == 600
 
 
 def test_generated_runs_carry_the_quality_facts() -> None:
