@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from sys import intern
 from typing import Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -255,23 +254,9 @@ class Processor:
                     if trace is None:
                         late += 1
                         continue
-                    # Names, stages and pipelines repeat across spans: one string
-                    # object each instead of one per span (memory per in-flight span).
-                    record.name = intern(record.name)
-                    if record.stage is not None:
-                        record.stage = intern(record.stage)
-                    if record.pipeline is not None:
-                        record.pipeline = intern(record.pipeline)
-                    # The same document ids recur in a run's retrieval, selection and
-                    # citations: share them too.
-                    if record.document_ids:
-                        record.document_ids = tuple(map(intern, record.document_ids))
-                    if record.input_ids:
-                        record.input_ids = tuple(map(intern, record.input_ids))
-                    if record.selected_ids:
-                        record.selected_ids = tuple(map(intern, record.selected_ids))
-                    if record.citations:
-                        record.citations = tuple(map(intern, record.citations))
+                    # Names, stages, pipelines and document ids repeat across spans:
+                    # the decoder interns them, one string object each instead of one
+                    # per span (memory per in-flight span).
                     if record.stage == A.STAGE_PIPELINE:
                         if resource_bytes is None:
                             resource_bytes = resource_spans.resource
@@ -419,6 +404,9 @@ def _string_attribute(key: str, value: str) -> bytes:
 _VERDICT_PREFIXES: Final = frozenset(
     b"\x0a" + bytes([len(key.encode())]) + key.encode() for key in _VERDICT_KEYS
 )
+#: byte strings every encoded verdict key contains (llmspans.outcome, llmspans.failure.*)
+_VERDICT_OUTCOME: Final = A.OUTCOME.encode()
+_VERDICT_FAILURE: Final = A.FAILURE_STAGE.encode().rpartition(b".")[0]
 #: the encoded verdict attributes per (outcome, stage, reason); few combinations exist
 _VERDICT_ATTRIBUTES: dict[tuple[str, str | None, str | None], tuple[bytes, ...]] = {}
 
@@ -486,11 +474,13 @@ def _enriched_request(
             span.ParseFromString(span_bytes)
             if verdict is None:
                 continue
-            # The collector's verdict replaces any the sender set.
+            # The collector's verdict replaces any the sender set. A key is encoded
+            # as it is, so a span whose bytes hold no verdict key has none to remove.
             attributes = span.attributes
-            stale = [i for i, raw in enumerate(attributes) if _is_verdict_attribute(raw)]
-            for index in reversed(stale):
-                del attributes[index]
+            if _VERDICT_OUTCOME in span_bytes or _VERDICT_FAILURE in span_bytes:
+                stale = [i for i, raw in enumerate(attributes) if _is_verdict_attribute(raw)]
+                for index in reversed(stale):
+                    del attributes[index]
             attributes.extend(_verdict_attributes(verdict))
     result: bytes = request.SerializeToString()
     return result

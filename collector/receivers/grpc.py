@@ -7,11 +7,21 @@ check the size limit, and forward the original bytes untouched when no span is
 taken out. Backpressure answers UNAVAILABLE with a ``RetryInfo`` delay, both in
 ``grpc-status-details-bin`` (the standard place) and in
 ``google.rpc.retryinfo-bin`` (where the OpenTelemetry SDK exporters look).
+
+The method is registered as a client-streaming handler (the wire format of a unary
+call is the same: one message, then half-close). That way the handler runs even
+when the gRPC runtime refuses the message for its size (above twice
+``max_request_bytes``, checked on the message's length prefix before its body is
+read): the runtime answers RESOURCE_EXHAUSTED itself and the handler sees a call
+without a message, which it counts as ``too_large``. A unary OTLP client always
+sends exactly one message, so a call without one is such a refusal (or a client
+that is not an OTLP exporter: it is refused too).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
@@ -54,7 +64,8 @@ class GrpcReceiver:
 
     async def start(self) -> None:
         # Requests up to twice the limit reach the handler and are refused there
-        # (and counted); larger ones the gRPC runtime refuses by itself.
+        # with the collector's message; larger ones the gRPC runtime refuses by
+        # itself without reading them (the handler still counts them, see _receive).
         receive_limit = min(_INT32_MAX, self.max_request_bytes * 2)
         server = grpc.aio.server(
             options=[
@@ -62,7 +73,7 @@ class GrpcReceiver:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        handler = grpc.unary_unary_rpc_method_handler(
+        handler = grpc.stream_unary_rpc_method_handler(
             self._export, request_deserializer=None, response_serializer=None
         )
         server.add_generic_rpc_handlers(
@@ -83,7 +94,35 @@ class GrpcReceiver:
             await self._server.stop(grace)
             self._server = None
 
-    async def _export(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def _receive(
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        """The one request message of an Export call; aborts the call without one."""
+        body: bytes | None = None
+        async for message in messages:
+            if body is not None:
+                self.processor.reject("malformed")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Export is a unary call: one ExportTraceServiceRequest per call",
+                )
+            body = message
+        if body is None:
+            # The gRPC runtime refused the message for its size and answered
+            # RESOURCE_EXHAUSTED already; the status below only reaches a client
+            # that sent no message at all.
+            self.processor.reject("too_large")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "no request message arrived: larger than the receive limit of "
+                f"{self.max_request_bytes * 2} bytes, or none was sent",
+            )
+            raise AssertionError("abort raises")  # pragma: no cover
+        return body
+
+    async def _export(
+        self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
         if self.bearer_token is not None:
             metadata = dict(context.invocation_metadata() or ())
             presented = metadata.get("authorization")
@@ -94,6 +133,7 @@ class GrpcReceiver:
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
                 )
+        body = await self._receive(messages, context)
         if len(body) > self.max_request_bytes:
             self.processor.reject("too_large")
             await context.abort(

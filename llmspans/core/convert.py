@@ -28,11 +28,13 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from sys import intern
 from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
@@ -156,9 +158,14 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
     attributes = span.attributes
     if attributes:
         bad = 0
-        for key, (field, kind) in ATTRIBUTE_FIELDS.items():
-            if key not in attributes:
+        # One pass over the span's own attributes: a membership test per known key
+        # would cost a raised KeyError per absent key on the SDK's attribute mapping.
+        fields = ATTRIBUTE_FIELDS
+        for key in attributes:
+            spec = fields.get(key)
+            if spec is None:
                 continue
+            field, kind = spec
             value = _python_value(field, kind, attributes[key])
             if value is _BAD:
                 bad += 1
@@ -321,8 +328,13 @@ def _build_slim_request() -> type[Message]:
             )
             if type_name:
                 field.type_name = f".{_SLIM_PACKAGE}.{type_name}"
+            elif field_name == "status":
+                # The encoded Status, with presence (proto3 ``optional``), so an empty
+                # status the sender set is forwarded as it came.
+                field.proto3_optional = True
+                field.oneof_index = len(descriptor.oneof_decl)
+                descriptor.oneof_decl.add(name="_status")
 
-    message("Status", [("code", 3, F.TYPE_INT32, optional, "")])
     message(
         "Link",
         [("trace_id", 1, F.TYPE_BYTES, optional, ""), ("span_id", 2, F.TYPE_BYTES, optional, "")],
@@ -338,7 +350,7 @@ def _build_slim_request() -> type[Message]:
             ("end_time_unix_nano", 8, F.TYPE_FIXED64, optional, ""),
             ("attributes", 9, F.TYPE_BYTES, repeated, ""),
             ("links", 13, F.TYPE_MESSAGE, repeated, "Link"),
-            ("status", 15, F.TYPE_MESSAGE, optional, "Status"),
+            ("status", 15, F.TYPE_BYTES, optional, ""),
         ],
     )
     message(
@@ -421,7 +433,8 @@ def _array_content(raw: bytes, position: int) -> tuple[int, int] | None:
 
 
 def _wire_strings(raw: bytes, position: int, end: int) -> tuple[str, ...] | None:
-    """The strings of an array whose every element is one short ``string_value``."""
+    """The strings of an array whose every element is one short ``string_value``
+    (interned: the same ids recur across a run's spans)."""
     strings: list[str] = []
     append = strings.append
     while position < end:
@@ -435,7 +448,7 @@ def _wire_strings(raw: bytes, position: int, end: int) -> tuple[str, ...] | None
             or raw[position + 3] != length - 2
         ):
             return None
-        append(raw[position + 4 : position + 2 + length].decode())
+        append(intern(raw[position + 4 : position + 2 + length].decode()))
         position += 2 + length
     return tuple(strings) if position == end else None
 
@@ -481,6 +494,19 @@ def _wire_list(raw: bytes, prefix: int, code: int) -> object:
         return None
 
 
+#: the encoded ``Status`` every SDK writes for an error: ``code`` = ERROR and nothing else
+_ERROR_STATUS: Final = b"\x18\x02"
+
+
+def _status_error(status: bytes) -> bool:
+    """Whether an encoded ``Status`` has code ERROR. The code is a varint of field 3,
+    at least two bytes: anything that short is either exactly the usual error
+    encoding or has no ERROR code; longer ones (with a message) are parsed."""
+    if len(status) <= 2:
+        return status == _ERROR_STATUS
+    return bool(ProtoStatus.FromString(status).code == _STATUS_ERROR)
+
+
 class SlimDecoder:
     """Converts spans of a :data:`SLIM_EXPORT_REQUEST` into records.
 
@@ -488,8 +514,10 @@ class SlimDecoder:
     attributes (stage, pipeline, model names, flags, numbers that repeat) are
     decoded once per distinct encoding: their value is cached by the encoded
     ``KeyValue`` bytes, at most ``cache_size`` of them (the cache starts over when
-    full). Id lists and long values are decoded every time. One decoder per collector;
-    not thread-safe.
+    full). Id lists and long values are decoded every time. Strings that repeat
+    across spans (span names, stage and pipeline names, document ids) are interned,
+    so the records of in-flight spans share them. One decoder per collector; not
+    thread-safe.
     """
 
     def __init__(self, cache_size: int = 65_536) -> None:
@@ -511,18 +539,24 @@ class SlimDecoder:
         if spec is None:
             return "", None
         field, code = spec
-        return field, _proto_value(field, code, key_value.value)
+        decoded = _proto_value(field, code, key_value.value)
+        if isinstance(decoded, str):
+            decoded = intern(decoded)
+        elif code == _STR_LIST and isinstance(decoded, tuple):
+            decoded = tuple(map(intern, decoded))
+        return field, decoded
 
     def record(self, span: Any) -> SpanRecord:
         """The record of one slim ``Span``; never raises on attribute values."""
+        status = span.status
         record = SpanRecord(
             span.trace_id,
             span.span_id,
             span.parent_span_id,
-            span.name,
+            intern(span.name),
             span.start_time_unix_nano,
             span.end_time_unix_nano,
-            span.status.code == _STATUS_ERROR,
+            status == _ERROR_STATUS or (len(status) > 2 and _status_error(status)),
         )
         cache = self._cache
         bad = 0

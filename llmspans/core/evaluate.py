@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
+from typing import Final
 
 from llmspans.core.attribution import attribute
 from llmspans.core.model import Thresholds, TraceResult
@@ -10,6 +12,8 @@ from llmspans.core.records import SpanRecord
 from llmspans.core.runs import assemble
 
 __all__ = ["evaluate_trace"]
+
+_BAD_ATTRIBUTES: Final = attrgetter("bad_attributes")
 
 
 def evaluate_trace(records: Sequence[SpanRecord], thresholds: Thresholds) -> TraceResult:
@@ -20,8 +24,8 @@ def evaluate_trace(records: Sequence[SpanRecord], thresholds: Thresholds) -> Tra
     """
     runs, standalone, feedback = assemble(records)
     return TraceResult(
-        runs=[(run, attribute(run, thresholds)) for run in runs],
-        standalone=standalone,
-        feedback=feedback,
-        bad_attributes=sum(record.bad_attributes for record in records),
+        [(run, attribute(run, thresholds)) for run in runs],
+        standalone,
+        feedback,
+        sum(map(_BAD_ATTRIBUTES, records)),
     )

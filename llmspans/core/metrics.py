@@ -240,6 +240,7 @@ def _identity(pipeline: str) -> str:
 
 _STAGE_CALLS: Final = A.METRIC_STAGE_CALLS
 _STAGE_DURATION: Final = A.METRIC_STAGE_DURATION
+_ERROR_STATUS: Final = ("status", "error")
 
 
 def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
@@ -260,14 +261,22 @@ def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
 def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) -> None:
     outcome = verdict.outcome
     stages = run.stages
+    count = sink.count
+    observe = sink.observe
+    by_pipeline = (("pipeline", pipeline),)
     for stage in A.PIPELINE_ORDER:
         spans = stages.get(stage)
         if spans:
+            # What _stage_metrics records, with the labels shared by the stage's spans.
+            by_stage = (("pipeline", pipeline), ("stage", stage))
+            ok = (*by_stage, ("status", "ok"))
             for span in spans:
-                _stage_metrics(span, pipeline, sink)
+                count(_STAGE_CALLS, (*by_stage, _ERROR_STATUS) if span.error else ok, 1.0)
+                duration = span.end_ns - span.start_ns
+                observe(_STAGE_DURATION, by_stage, duration / 1e9 if duration > 0 else 0.0)
     by_outcome = (("pipeline", pipeline), ("outcome", outcome))
-    sink.count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
-    sink.observe(A.METRIC_TASK_DURATION, by_outcome, run.root.duration_s)
+    count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
+    observe(A.METRIC_TASK_DURATION, by_outcome, run.root.duration_s)
     if outcome == A.OUTCOME_FAILURE:
         sink.count(
             A.METRIC_STAGE_FAILURES,
@@ -279,9 +288,8 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
             1.0,
         )
     costs = [span.cost_usd for span in run.spans if span.cost_usd is not None]
-    sink.count(A.METRIC_TASK_COST, by_outcome, math.fsum(costs) if costs else 0.0)
+    count(A.METRIC_TASK_COST, by_outcome, math.fsum(costs) if costs else 0.0)
 
-    by_pipeline = (("pipeline", pipeline),)
     retrievals = stages.get(A.STAGE_RETRIEVAL)
     if retrievals and any(span.relevant_ids for span in retrievals):
         labels = relevant_ids(run)

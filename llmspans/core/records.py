@@ -11,7 +11,7 @@ counts them in :attr:`SpanRecord.bad_attributes`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
@@ -90,7 +90,7 @@ class SpanRecord:
     edit_ratio: float | None = None
     error_type: str | None = None
     #: (trace_id, span_id) of each OTel span link (feedback spans link to their run).
-    links: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
+    links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored
     bad_attributes: int = 0
 

@@ -19,7 +19,8 @@ messy, and :func:`assemble` decides as follows:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from operator import attrgetter
 from typing import Final
 
@@ -65,6 +66,16 @@ def assemble(
     Returns ``(runs, standalone, feedback)``: the runs in root start-time order,
     the stage spans that belong to no run, and the feedback spans.
     """
+    if len(records) == 1:
+        # A trace of one span (a feedback span in a trace of its own, a lone stage
+        # span): what the general path below gives, without its bookkeeping.
+        (span,) = records
+        stage = span.stage
+        if stage == A.STAGE_FEEDBACK:
+            return [], [], [span]
+        if stage == A.STAGE_PIPELINE:
+            return [Run(root=span, pipeline=pipeline_name(span), spans=[span])], [], []
+        return [], [span] if stage in _WORKING_STAGES else [], []
     by_key: dict[_Key, SpanRecord] = {}
     for record in records:
         by_key.setdefault((record.trace_id, record.span_id), record)
@@ -161,12 +172,28 @@ def unique_ids(ids: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _ids_of_spans(
+    spans: Sequence[SpanRecord], ids_of: Callable[[SpanRecord], tuple[str, ...] | None]
+) -> tuple[str, ...]:
+    """The ids ``ids_of`` gives for each span, in order, without repeats (one span, the
+    usual case, without a generator step per id)."""
+    if len(spans) == 1:
+        ids = ids_of(spans[0])
+        return tuple(dict.fromkeys(ids)) if ids else ()
+    return tuple(dict.fromkeys(chain.from_iterable(ids_of(span) or () for span in spans)))
+
+
+_DOCUMENT_IDS: Final = attrgetter("document_ids")
+_RELEVANT_IDS: Final = attrgetter("relevant_ids")
+_CITATIONS: Final = attrgetter("citations")
+
+
 def retrieved_ids(run: Run) -> tuple[str, ...]:
     """Every document id the run's retrievals returned, in order, without repeats."""
     facts = run.facts
     if "retrieved_ids" not in facts:
-        facts["retrieved_ids"] = unique_ids(
-            doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.document_ids or ()
+        facts["retrieved_ids"] = _ids_of_spans(
+            run.stages.get(A.STAGE_RETRIEVAL, ()), _DOCUMENT_IDS
         )
     result: tuple[str, ...] = facts["retrieved_ids"]
     return result
@@ -176,8 +203,8 @@ def relevant_ids(run: Run) -> tuple[str, ...]:
     """The ground-truth relevant ids recorded on the run's retrievals (labels)."""
     facts = run.facts
     if "relevant_ids" not in facts:
-        facts["relevant_ids"] = unique_ids(
-            doc for span in run.stages.get(A.STAGE_RETRIEVAL, ()) for doc in span.relevant_ids or ()
+        facts["relevant_ids"] = _ids_of_spans(
+            run.stages.get(A.STAGE_RETRIEVAL, ()), _RELEVANT_IDS
         )
     result: tuple[str, ...] = facts["relevant_ids"]
     return result
@@ -187,9 +214,7 @@ def cited_ids(run: Run) -> tuple[str, ...]:
     """Every document id the run's generations cite, in order, without repeats."""
     facts = run.facts
     if "cited_ids" not in facts:
-        facts["cited_ids"] = unique_ids(
-            doc for span in run.stages.get(A.STAGE_GENERATION, ()) for doc in span.citations or ()
-        )
+        facts["cited_ids"] = _ids_of_spans(run.stages.get(A.STAGE_GENERATION, ()), _CITATIONS)
     result: tuple[str, ...] = facts["cited_ids"]
     return result
 
@@ -214,12 +239,12 @@ def _selected_context(run: Run) -> tuple[str, ...] | None:
         if span.selected_ids is not None
     ]
     if selections:
-        return unique_ids(doc for selected in selections for doc in selected)
+        return tuple(dict.fromkeys(chain.from_iterable(selections)))
     retrievals = [
         span.document_ids
         for span in run.stages.get(A.STAGE_RETRIEVAL, ())
         if span.document_ids is not None
     ]
     if retrievals:
-        return unique_ids(doc for documents in retrievals for doc in documents)
+        return tuple(dict.fromkeys(chain.from_iterable(retrievals)))
     return None

@@ -289,11 +289,50 @@ def test_oversized_bodies_get_413(start_collector: Callable[..., RunningCollecto
     channel.close()
 
 
+def test_grpc_requests_the_runtime_refuses_are_counted(
+    start_collector: Callable[..., RunningCollector], sink: Sink
+) -> None:
+    # Above twice the limit the gRPC runtime refuses the message on its length
+    # prefix; the collector still counts the refusal. A client streaming more than
+    # one message (not an OTLP exporter) is refused too, and nothing is taken.
+    collector = start_collector(
+        limits={"max_request_bytes": 4096},
+        exporters=[{"protocol": "http", "endpoint": sink.url}],
+    )
+    method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes(range(1, 17)), bytes(range(1, 9)), "plain"
+    payload = request.SerializeToString()
+    with grpc.insecure_channel(collector.grpc_endpoint) as channel:
+        export = channel.unary_unary(
+            method, request_serializer=lambda body: body, response_deserializer=lambda body: body
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            export(b"\x0a" + b"\x80\x80\x01" + b"\x00" * 16384, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        streaming = channel.stream_unary(
+            method, request_serializer=lambda body: body, response_deserializer=lambda body: body
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            streaming(iter([payload, payload]), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "unary" in (raised.value.details() or "")
+        # A well-formed unary export still goes through afterwards.
+        assert ExportTraceServiceResponse.FromString(export(payload, timeout=5)) is not None
+    assert collector.metric("llmspans_collector_requests_rejected_total", reason="too_large") == 1
+    assert collector.metric("llmspans_collector_requests_rejected_total", reason="malformed") == 1
+    assert collector.metric("llmspans_collector_spans_received_total") == 1
+    wait_until(lambda: [s.name for s in sink.spans()] == ["plain"])
+
+
 def test_http_backpressure_then_sdk_retry_delivers_everything(
     start_collector: Callable[..., RunningCollector], sink: Sink
 ) -> None:
     collector = start_collector(
-        assembly={"max_inflight_spans": 6, "trace_idle_s": 0.2, "trace_timeout_s": 1.5},
+        # The orphan trace below holds the bound for trace_timeout_s: long enough that
+        # the first run's first span always meets a full collector, even on a slow machine.
+        assembly={"max_inflight_spans": 6, "trace_idle_s": 0.2, "trace_timeout_s": 3.0},
         limits={"retry_after_s": 0.5},
         exporters=[{"protocol": "http", "endpoint": sink.url}],
     )
@@ -309,13 +348,13 @@ def test_http_backpressure_then_sdk_retry_delivers_everything(
     # Six spans of a trace whose root never comes fill the bound until its timeout.
     assert post(collector.http_url, request.SerializeToString(), PROTOBUF)[0] == 200
 
-    sender = http_sender(collector.http_url)
+    # The exporter's deadline (retries included) is well past the orphan's timeout.
+    sender = http_sender(collector.http_url, timeout=30)
     for _ in range(3):
         emit_run(sender.tracer, pipeline="pressure")
     sender.close()
     wait_until(
         lambda: collector.metric("llmspans_task_outcomes_total", pipeline="pressure") == 3,
-        timeout=30,
         what="every run delivered after retries",
     )
     assert collector.metric("llmspans_collector_spans_rejected_total", reason="inflight_limit") > 0
@@ -371,12 +410,11 @@ def test_grpc_unavailable_with_retry_info_then_sdk_retry_delivers_everything(
 
     # The SDK exporter honours RetryInfo: once the trace without root times out,
     # the three spans of the run (one export each) get through.
-    sender = grpc_sender(collector.grpc_endpoint, timeout=20)
+    sender = grpc_sender(collector.grpc_endpoint, timeout=30)
     emit_run(sender.tracer, pipeline="grpc-pressure", selected=None, verified=None)
     sender.close()
     wait_until(
-        lambda: collector.metric("llmspans_task_outcomes_total", pipeline="grpc-pressure") == 1,
-        timeout=20,
+        lambda: collector.metric("llmspans_task_outcomes_total", pipeline="grpc-pressure") == 1
     )
     assert collector.metric("llmspans_stage_calls_total", pipeline="grpc-pressure") == 2
 
@@ -424,7 +462,7 @@ def test_exporter_retries_until_the_backend_takes_the_batch(
     sender = http_sender(collector.http_url)
     emit_run(sender.tracer)
     sender.close()
-    wait_until(lambda: len(sink.spans()) == 5, timeout=20, what="delivery after retries")
+    wait_until(lambda: len(sink.spans()) == 5, what="delivery after retries")
     assert sink.attempts >= 4
     wait_until(lambda: collector.metric("llmspans_collector_spans_forwarded_total") == 5)
     assert collector.metric("llmspans_collector_spans_dropped_total") == 0
@@ -437,7 +475,9 @@ def test_full_exporter_queue_pushes_back(
     collector = start_collector(
         exporters=[
             {"protocol": "http", "endpoint": sink.url, "queue_size": 3, "retry_max_elapsed_s": 60}
-        ]
+        ],
+        # the queued spans can never leave: stop without waiting the default flush time
+        shutdown={"timeout_s": 1.0},
     )
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
