@@ -8,7 +8,6 @@ instead of starting a second span for the same stage (SPEC section 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -18,12 +17,35 @@ PIPELINE_KEY: Final = otel_context.create_key("llmspans.pipeline")
 STAGE_KEY: Final = otel_context.create_key("llmspans.stage")
 
 
-@dataclass(frozen=True, slots=True)
 class ActiveStage:
-    """The innermost stage span opened by a decorator (or an instrumentor)."""
+    """The innermost stage span opened by a decorator (or an instrumentor).
+
+    Read-only by contract: nothing reassigns ``stage`` or ``span`` after
+    construction. A plain slotted class rather than a frozen dataclass: one is made
+    per stage call, and a frozen dataclass's ``__init__`` pays an
+    ``object.__setattr__`` call per field.
+    """
+
+    __slots__ = ("span", "stage")
 
     stage: str
     span: Span
+
+    def __init__(self, stage: str, span: Span) -> None:
+        self.stage = stage
+        self.span = span
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(stage={self.stage!r}, span={self.span!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, ActiveStage)
+        return (self.stage, self.span) == (other.stage, other.span)
+
+    def __hash__(self) -> int:
+        return hash((self.stage, self.span))
 
 
 def current_pipeline(ctx: otel_context.Context | None = None) -> str | None:

@@ -103,24 +103,26 @@ class _Spec:
         self.collect = stage in (A.STAGE_RETRIEVAL, A.STAGE_CONTEXT_SELECTION)
 
 
-# A started stage: its span, its state, and the context to attach around its code.
-_Entered = tuple[Span, StageState, Context]
+# A started stage: its state (which holds its span) and the context to attach around
+# its code.
+_Entered = tuple[StageState, Context]
 
 
 def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered:
     # The span starts bare and gets all its attributes in one call when it ends:
     # with the SDK that is markedly cheaper than attributes at start plus more later.
     pipeline = spec.pipeline
-    pending = dict(spec.attributes)
+    pending = spec.attributes.copy()
     if pipeline is None:
         inherited = parent.get(PIPELINE_KEY)
         if isinstance(inherited, str):
             pending[A.PIPELINE] = inherited
     span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind)
+    recorded = spec.recorded
     state = StageState(
         spec.stage,
         span,
-        {} if spec.recorded is None else dict(spec.recorded),
+        {} if recorded is None else recorded.copy(),
         spec.rename_prefix,
         pending,
     )
@@ -132,12 +134,12 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
         ctx = Context(
             {**parent, SPAN_KEY: span, STAGE_KEY: state, PIPELINE_KEY: pipeline, RUN_SPAN_KEY: span}
         )
-    if spec.on_start is not None and span.is_recording():
+    if spec.on_start is not None and state.recording:
         try:
             spec.on_start(state, args, kwargs)
         except Exception as exc:
             log_internal_error(f"{spec.stage}.arguments", exc)
-    return span, state, ctx
+    return state, ctx
 
 
 def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered | None:
@@ -182,8 +184,9 @@ def _record_error(span: Span, exc: BaseException, state: StageState) -> None:
         log_internal_error("span.error", internal)
 
 
-def _end(spec: _Spec, span: Span, state: StageState) -> None:
+def _end(spec: _Spec, state: StageState) -> None:
     """Put the pending facts on the span, in one call, and end it."""
+    span = state.span
     pending = state.pending
     if pending and span.is_recording():
         try:
@@ -207,29 +210,29 @@ def _end(spec: _Spec, span: Span, state: StageState) -> None:
 
 def _finish(
     spec: _Spec,
-    span: Span,
     state: StageState,
     result: object,
-    *,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
     verdict: tuple[bool, str | None] | None = None,
 ) -> None:
-    try:
-        if span.is_recording():
+    """Read the result into the stage's facts (when the span records) and end the stage."""
+    if state.recording:
+        try:
             if verdict is not None:
                 _record_verdict(state, verdict)
             if spec.on_result is not None:
                 spec.on_result(state, result, args, kwargs)
-    except Exception as exc:
-        log_internal_error(f"{spec.stage}.result", exc)
-    _end(spec, span, state)
+        except Exception as exc:
+            log_internal_error(f"{spec.stage}.result", exc)
+    _end(spec, state)
 
 
-def _fail(spec: _Spec, span: Span, state: StageState, exc: BaseException) -> None:
+def _fail(spec: _Spec, state: StageState, exc: BaseException) -> None:
     """Record the user's exception on the span and end it (the caller re-raises)."""
-    _record_error(span, exc, state)
-    _end(spec, span, state)
+    _record_error(state.span, exc, state)
+    _end(spec, state)
 
 
 # --- verification of actions ------------------------------------------------------
@@ -244,10 +247,8 @@ def _verify_failed(exc: BaseException) -> tuple[bool, str | None]:
     return False, f"verify raised {type(exc).__qualname__}: {exc}"
 
 
-def _needs_verify(spec: _Spec, span: Span, state: StageState) -> bool:
-    return (
-        spec.verify is not None and A.ACTION_VERIFIED not in state.recorded and span.is_recording()
-    )
+def _needs_verify(spec: _Spec, state: StageState) -> bool:
+    return spec.verify is not None and state.recording and A.ACTION_VERIFIED not in state.recorded
 
 
 def _verify_sync(
@@ -291,33 +292,41 @@ def _record_verdict(state: StageState, verdict: tuple[bool, str | None]) -> None
 
 # --- the wrappers, one per callable shape --------------------------------------------
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
+    # The hot path: _enter, _attach and _detach inlined (one Python call each, per call).
     def wrapper(
         wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        entered = _enter(spec, args, kwargs)
+        try:
+            entered: _Entered | None = _start(spec, get_current_context(), args, kwargs)
+        except Exception as exc:
+            log_internal_error("span.start", exc)
+            entered = None
         if entered is None:
             return wrapped(*args, **kwargs)
-        span, state, ctx = entered
+        state, ctx = entered
         try:
-            token: object | None = attach_context(ctx)  # _attach(ctx), inlined
+            token: object | None = attach_context(ctx)
         except Exception as exc:
             log_internal_error("context.attach", exc)
             token = None
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _fail(spec, span, state, exc)
+            _fail(spec, state, exc)
             _detach(token)
             raise
         try:
-            verdict = (
-                _verify_sync(spec, result, args, kwargs)
-                if _needs_verify(spec, span, state)
-                else None
-            )
-            _finish(spec, span, state, result, args=args, kwargs=kwargs, verdict=verdict)
+            if spec.verify is not None and _needs_verify(spec, state):
+                verdict = _verify_sync(spec, result, args, kwargs)
+                _finish(spec, state, result, args, kwargs, verdict=verdict)
+            else:
+                _finish(spec, state, result, args, kwargs)
         finally:
-            _detach(token)
+            if token is not None:
+                try:
+                    detach_context(token)  # type: ignore[arg-type]
+                except Exception as exc:
+                    log_internal_error("context.detach", exc)
         return result
 
     return wrapper
@@ -330,21 +339,21 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         entered = _enter(spec, args, kwargs)
         if entered is None:
             return await wrapped(*args, **kwargs)
-        span, state, ctx = entered
+        state, ctx = entered
         token = _attach(ctx)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            _fail(spec, span, state, exc)
+            _fail(spec, state, exc)
             _detach(token)
             raise
         try:
             verdict = (
                 await _verify_async(spec, result, args, kwargs)
-                if _needs_verify(spec, span, state)
+                if _needs_verify(spec, state)
                 else None
             )
-            _finish(spec, span, state, result, args=args, kwargs=kwargs, verdict=verdict)
+            _finish(spec, state, result, args, kwargs, verdict=verdict)
         finally:
             _detach(token)
         return result
@@ -360,34 +369,34 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
-# A started generator stage: its span, state, context, and the items kept to read
+# A started generator stage: its state, context, and the items kept to read
 # documents from (None when the stage reads none or the span is not recording).
-_Iterating = tuple[Span, StageState, Context, list[Any] | None]
+_Iterating = tuple[StageState, Context, list[Any] | None]
 
 
 def _start_iteration(
     spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> _Iterating | None:
     try:
-        span, state, ctx = _start(spec, parent, args, kwargs)
+        state, ctx = _start(spec, parent, args, kwargs)
     except Exception as exc:
         log_internal_error("span.start", exc)
         return None
-    return span, state, ctx, [] if spec.collect and span.is_recording() else None
+    return state, ctx, [] if spec.collect and state.recording else None
 
 
 @contextmanager
-def _closing(spec: _Spec, span: Span, state: StageState, ctx: Context) -> Iterator[None]:
+def _closing(spec: _Spec, state: StageState, ctx: Context) -> Iterator[None]:
     """Around closing the inner generator early: the stage context attached, the span ended."""
     token = _attach(ctx)
     try:
         yield
     except BaseException as exc:
-        _record_error(span, exc, state)
+        _record_error(state.span, exc, state)
         raise
     finally:
         _detach(token)
-        _end(spec, span, state)
+        _end(spec, state)
 
 
 def _finish_iteration(
@@ -398,17 +407,10 @@ def _finish_iteration(
     kwargs: dict[str, Any],
 ) -> None:
     """End a generator stage that ran out: extraction reads the kept items, else its result."""
-    span, state, ctx, collected = iterating
+    state, ctx, collected = iterating
     token = _attach(ctx)
     try:
-        _finish(
-            spec,
-            span,
-            state,
-            collected if collected is not None else result,
-            args=args,
-            kwargs=kwargs,
-        )
+        _finish(spec, state, collected if collected is not None else result, args, kwargs)
     finally:
         _detach(token)
 
@@ -426,7 +428,7 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         iterating = _start_iteration(spec, parent, args, kwargs)
         if iterating is None:
             return (yield from inner)
-        span, state, ctx, collected = iterating
+        state, ctx, collected = iterating
         to_send: Any = None
         to_throw: BaseException | None = None
         try:
@@ -463,21 +465,14 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            with _closing(spec, span, state, ctx):
+            with _closing(spec, state, ctx):
                 inner.close()
             raise
         except BaseException as exc:
-            _fail(spec, span, state, exc)
+            _fail(spec, state, exc)
             raise
         try:
-            _finish(
-                spec,
-                span,
-                state,
-                collected if collected is not None else result,
-                args=args,
-                kwargs=kwargs,
-            )
+            _finish(spec, state, collected if collected is not None else result, args, kwargs)
         finally:
             _detach(token)
         return result
@@ -505,7 +500,7 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
             async for item in inner:
                 yield item
             return
-        span, state, ctx, collected = iterating
+        state, ctx, collected = iterating
         to_send: Any = None
         to_throw: BaseException | None = None
         try:
@@ -530,11 +525,11 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                 except BaseException as exc:
                     to_throw = exc
         except GeneratorExit:
-            with _closing(spec, span, state, ctx):
+            with _closing(spec, state, ctx):
                 await inner.aclose()
             raise
         except BaseException as exc:
-            _fail(spec, span, state, exc)
+            _fail(spec, state, exc)
             raise
         _finish_iteration(spec, iterating, None, args, kwargs)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opentelemetry.trace import Span
@@ -27,7 +26,6 @@ from llmspans._tracing import current_run_span, get_current_context
 from llmspans.cost import PriceTable, get_price_table
 
 
-@dataclass(frozen=True, slots=True)
 class StageState(ActiveStage):
     """The active stage of a decorated call, with what the helpers recorded so far.
 
@@ -38,12 +36,42 @@ class StageState(ActiveStage):
     pass instead of one per helper call). ``rename_prefix`` is the operation name
     when the span name still lacks the model (``chat`` instead of ``chat gpt-4o``),
     so a later ``record_generation(model=...)`` can complete it.
+
+    ``recording`` is ``span.is_recording()`` as of the stage's start: extraction runs
+    only for a recording span (a span that stops recording meanwhile is still
+    guarded when the facts are set on it).
+
+    One is made per decorated call: a plain slotted class whose fields nothing
+    reassigns (the two dicts are filled in place). Compared by identity: it is the
+    record of one call, not a value.
     """
 
-    recorded: dict[str, object] = field(default_factory=dict)
-    rename_prefix: str | None = None
+    __slots__ = ("pending", "recorded", "recording", "rename_prefix")
+
+    recorded: dict[str, object]
+    rename_prefix: str | None
     #: facts not yet on the span: set in one call when the stage ends
-    pending: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any]
+    recording: bool
+
+    def __init__(
+        self,
+        stage: str,
+        span: Span,
+        recorded: dict[str, object] | None = None,
+        rename_prefix: str | None = None,
+        pending: dict[str, Any] | None = None,
+    ) -> None:
+        # ActiveStage's fields set here directly: one call less per stage.
+        self.stage = stage
+        self.span = span
+        self.recorded = {} if recorded is None else recorded
+        self.rename_prefix = rename_prefix
+        self.pending = {} if pending is None else pending
+        self.recording = span.is_recording()
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
 
 def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveStage] | None:
@@ -62,11 +90,11 @@ def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveSta
 
 
 def _ids(values: Iterable[object]) -> list[str]:
-    return [str(value) for value in values]
+    return list(map(str, values))
 
 
 def _floats(values: Iterable[object]) -> list[float]:
-    return [float(value) for value in values]  # type: ignore[arg-type]
+    return list(map(float, values))  # type: ignore[arg-type]
 
 
 def _put_content(updates: dict[str, Any], key: str, value: object) -> None:

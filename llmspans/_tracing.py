@@ -29,21 +29,38 @@ RUN_SPAN_KEY: Final = otel_context.create_key("llmspans.run_span")
 
 
 class _State:
-    """The explicit provider (``None``: the global one) and the tracer taken from it."""
+    """The explicit provider (``None``: the global one) and the tracer taken from it.
 
-    __slots__ = ("provider", "tracer")
+    Following the global provider, ``tracer`` is first a ProxyTracer (it follows a
+    provider installed after import) and ``proxied`` is true; once a global provider
+    is installed the tracer is taken from it directly, which spares every span the
+    proxy's two extra calls. A global provider is installed once per process, so
+    the real tracer stays the right one (the proxy itself caches it the same way).
+    """
+
+    __slots__ = ("provider", "proxied", "tracer")
 
     def __init__(self) -> None:
         self.provider: TracerProvider | None = None
-        # A ProxyTracer: it follows the global provider, also one installed after import.
         self.tracer: Tracer = trace.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
+        self.proxied = isinstance(self.tracer, trace.ProxyTracer)
 
 
 _state: Final = _State()
 
 
+def _resolve_global() -> Tracer:
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, trace.ProxyTracerProvider):
+        _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
+        _state.proxied = False
+    return _state.tracer
+
+
 def get_tracer() -> Tracer:
     """The tracer every llmspans span is started with."""
+    if _state.proxied:
+        return _resolve_global()
     return _state.tracer
 
 
@@ -60,8 +77,10 @@ def use_tracer_provider(provider: TracerProvider | None) -> TracerProvider | Non
     previous = _state.provider
     if provider is None:
         _state.tracer = trace.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
+        _state.proxied = isinstance(_state.tracer, trace.ProxyTracer)
     else:
         _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
+        _state.proxied = False
     _state.provider = provider
     return previous
 

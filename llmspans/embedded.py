@@ -26,6 +26,14 @@ When a trace is final:
   second request of one distributed trace reaching this process) starts a new
   group as usual.
 
+How the metrics are recorded: the counters are observable (callback) counters
+over cumulative totals the processor keeps in memory, so a finished trace costs a
+few dict updates under one lock instead of one OTel SDK call per measurement; the
+histograms stay synchronous OTel histograms (the API has no observable histogram)
+with the SPEC boundaries, recorded with attribute dicts built once per label set.
+The numbers exported are the same either way: a cumulative counter reports the
+total of what was added, and the SDK derives deltas for delta temporality.
+
 The verdict cannot be written onto the root span (an ended span is read-only);
 exporters see the spans as the app made them. The collector is the place that
 enriches traces.
@@ -40,7 +48,7 @@ import importlib.metadata
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -57,10 +65,9 @@ from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import (
     COUNTERS,
     HISTOGRAM_BOUNDARIES,
-    Observation,
     PipelineLabeler,
+    accumulate,
     ece,
-    observations,
     run_confidence,
     run_correct,
 )
@@ -126,6 +133,64 @@ def create_instruments(
     return counters, histograms
 
 
+Labels = tuple[tuple[str, str], ...]
+
+#: attribute dicts by label set kept for reuse (beyond this many the cache restarts)
+_ATTRIBUTES_CACHE_SIZE: Final = 10_000
+
+
+class _Totals:
+    """Cumulative counter values by instrument and label set, read at collection time.
+
+    ``lock`` guards ``series`` (the outer dict is fixed; the inner dicts grow). It is
+    never held while calling into the OTel SDK: collection calls the counters'
+    callbacks under the SDK's own locks, and those callbacks take this one.
+    """
+
+    __slots__ = ("lock", "series")
+
+    def __init__(self, instruments: Iterable[str]) -> None:
+        self.lock = threading.Lock()
+        self.series: dict[str, dict[Labels, float]] = {name: {} for name in instruments}
+
+    def add(self, counts: dict[tuple[str, Labels], float]) -> None:
+        """Add one trace's counts, in one lock round."""
+        series = self.series
+        with self.lock:
+            for (instrument, labels), value in counts.items():
+                values = series[instrument]
+                values[labels] = values.get(labels, 0.0) + value
+
+    def snapshot(self, instrument: str) -> list[tuple[Labels, float]]:
+        with self.lock:
+            return list(self.series[instrument].items())
+
+
+class _TraceSink:
+    """The :class:`~llmspans.core.metrics.MetricSink` of one evaluated trace.
+
+    Counts are summed here and added to the totals once the trace is done;
+    histogram values go straight to the OTel histograms.
+    """
+
+    __slots__ = ("attributes", "counts", "histograms")
+
+    def __init__(
+        self, histograms: dict[str, Histogram], attributes: Callable[[Labels], dict[str, str]]
+    ) -> None:
+        self.histograms = histograms
+        self.attributes = attributes
+        self.counts: dict[tuple[str, Labels], float] = {}
+
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        key = (instrument, labels)
+        counts = self.counts
+        counts[key] = counts.get(key, 0.0) + value
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        self.histograms[instrument].record(value, self.attributes(labels))
+
+
 @dataclass(slots=True)
 class _PendingTrace:
     first_seen: float
@@ -162,8 +227,28 @@ class EmbeddedProcessor(SpanProcessor):
         self._ece_window = max(1, ece_window)
         self._labeler = PipelineLabeler(max_pipelines)
         provider = meter_provider or otel_metrics.get_meter_provider()
-        self._counters, self._histograms = create_instruments(provider)
-        provider.get_meter(_METER_NAME, _version()).create_observable_gauge(
+        meter = provider.get_meter(_METER_NAME, _version())
+        #: label set -> its attribute dict, built once (read and filled without a lock:
+        #: a lookup and an insert are each atomic, and a lost insert is only rebuilt)
+        self._attribute_dicts: dict[Labels, dict[str, str]] = {}
+        self._totals = _Totals(COUNTERS)
+        for name in COUNTERS:
+            meter.create_observable_counter(
+                name,
+                callbacks=[self._observe_counter(name)],
+                unit=_UNITS.get(name, ""),
+                description=INSTRUMENT_DESCRIPTIONS[name],
+            )
+        self._histograms = {
+            name: meter.create_histogram(
+                name,
+                unit=_UNITS.get(name, ""),
+                description=INSTRUMENT_DESCRIPTIONS[name],
+                explicit_bucket_boundaries_advisory=list(boundaries),
+            )
+            for name, boundaries in HISTOGRAM_BOUNDARIES.items()
+        }
+        meter.create_observable_gauge(
             A.METRIC_CALIBRATION_ECE,
             callbacks=[self._observe_ece],
             description=INSTRUMENT_DESCRIPTIONS[A.METRIC_CALIBRATION_ECE],
@@ -309,8 +394,10 @@ class EmbeddedProcessor(SpanProcessor):
                 log_internal_error("embedded.evaluate", error)
 
     def _record(self, result: TraceResult) -> None:
-        for observation in observations(result, self._labeler):
-            self._apply(observation)
+        sink = _TraceSink(self._histograms, self._attributes)
+        accumulate(result, sink, self._labeler)
+        if sink.counts:
+            self._totals.add(sink.counts)
         pairs = [
             (self._labeler(run.pipeline), confidence, run_correct(run, verdict))
             for run, verdict in result.runs
@@ -324,12 +411,29 @@ class EmbeddedProcessor(SpanProcessor):
                         window = self._ece_pairs[pipeline] = deque(maxlen=self._ece_window)
                     window.append((confidence, correct))
 
-    def _apply(self, observation: Observation) -> None:
-        attributes = dict(observation.labels)
-        if observation.kind == "counter":
-            self._counters[observation.instrument].add(observation.value, attributes)
-        else:
-            self._histograms[observation.instrument].record(observation.value, attributes)
+    def _attributes(self, labels: Labels) -> dict[str, str]:
+        """The attribute dict of a label set, built once (the SDK never changes it)."""
+        attributes = self._attribute_dicts.get(labels)
+        if attributes is None:
+            if len(self._attribute_dicts) >= _ATTRIBUTES_CACHE_SIZE:
+                self._attribute_dicts = {}
+            attributes = self._attribute_dicts[labels] = dict(labels)
+        return attributes
+
+    def _observe_counter(
+        self, instrument: str
+    ) -> Callable[[CallbackOptions], Iterable[OTelObservation]]:
+        def observe(options: CallbackOptions) -> Iterable[OTelObservation]:
+            try:
+                return [
+                    OTelObservation(value, self._attributes(labels))
+                    for labels, value in self._totals.snapshot(instrument)
+                ]
+            except Exception as error:
+                log_internal_error("embedded.counters", error)
+                return []
+
+        return observe
 
     def _observe_ece(self, options: CallbackOptions) -> Iterable[OTelObservation]:
         try:

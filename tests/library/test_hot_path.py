@@ -1,0 +1,125 @@
+"""The decorators' hot path: the stage records, the tracer, the generator context switch.
+
+These pin down the behaviour the cheaper implementation must keep: the active stage
+is the same value an instrumentor builds, the state of a call is its own record,
+the library follows a global provider installed after import without the proxy,
+and a generator stage's context is attached only while the generator runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN
+
+import llmspans
+from llmspans._context import STAGE_KEY, ActiveStage, current_stage
+from llmspans._recording import StageState
+from llmspans.testing import CapturedSpans
+
+
+def test_active_stage_is_a_value_and_stage_state_a_record() -> None:
+    first = ActiveStage("retrieval", INVALID_SPAN)
+    assert first == ActiveStage("retrieval", INVALID_SPAN)
+    assert first != ActiveStage("generation", INVALID_SPAN)
+    assert hash(first) == hash(ActiveStage("retrieval", INVALID_SPAN))
+    assert repr(first).startswith("ActiveStage(stage='retrieval'")
+
+    state = StageState("retrieval", INVALID_SPAN)
+    twin = StageState("retrieval", INVALID_SPAN)
+    assert isinstance(state, ActiveStage)
+    assert state != twin  # one record per call, compared by identity
+    assert state.recorded == {} and state.pending == {}
+    assert state.recorded is not twin.recorded  # fresh dicts per call
+    assert state.recording is False  # INVALID_SPAN does not record
+    assert not hasattr(state, "__dict__")  # slotted: no per-call dict
+
+
+def test_the_decorated_stage_is_visible_to_instrumentors(spans: CapturedSpans) -> None:
+    seen: list[ActiveStage | None] = []
+
+    @llmspans.retrieval("faq")
+    def search() -> list[str]:
+        seen.append(current_stage())
+        return []
+
+    search()
+    active = seen[0]
+    assert isinstance(active, StageState)
+    assert active.stage == "retrieval"
+    assert active.recording is True
+    assert active.span.get_span_context().span_id == spans.one("retrieval faq").context.span_id
+    assert current_stage() is None
+
+
+def test_generator_stage_context_only_while_the_generator_runs(spans: CapturedSpans) -> None:
+    inside: list[str | None] = []
+    outside: list[str | None] = []
+
+    def stage_name() -> str | None:
+        active = otel_context.get_value(STAGE_KEY)
+        return active.stage if isinstance(active, ActiveStage) else None
+
+    @llmspans.generation("gpt-4o")
+    def stream() -> Iterator[int]:
+        for index in range(5):
+            inside.append(stage_name())
+            yield index
+        inside.append(stage_name())
+
+    with trace.get_tracer("consumer").start_as_current_span("consumer"):
+        for _ in stream():
+            outside.append(stage_name())
+    assert inside == ["generation"] * 6
+    assert outside == [None] * 5
+    assert len(spans.by_name("chat gpt-4o")) == 1
+
+
+def test_global_provider_installed_after_import_is_used_directly() -> None:
+    code = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+        import llmspans
+        from llmspans import _tracing
+
+        @llmspans.action
+        def act():
+            return 1
+
+        act()  # no provider yet: a non-recording span through the proxy
+        assert isinstance(_tracing.get_tracer(), trace.ProxyTracer)
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        act()
+        act()
+        tracer = _tracing.get_tracer()
+        assert not isinstance(tracer, trace.ProxyTracer), tracer
+        finished = exporter.get_finished_spans()
+        assert [s.name for s in finished] == ["execute_tool act"] * 2
+        assert {s.instrumentation_scope.name for s in finished} == {"llmspans"}
+        mine = TracerProvider()
+        previous = _tracing.use_tracer_provider(mine)
+        assert previous is None and _tracing.get_tracer_provider() is mine
+        _tracing.use_tracer_provider(None)
+        act()
+        assert len(exporter.get_finished_spans()) == 3
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
