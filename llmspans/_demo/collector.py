@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +15,6 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def collector_config(
@@ -45,34 +38,45 @@ class CollectorError(RuntimeError):
     """The collector did not start, or did not stop cleanly."""
 
 
+#: What the collector logs once every server listens (``None`` for a disabled one).
+_LISTENING = re.compile(r"llmspans collector listening: grpc=(\w+) http=(\d+) metrics=(\d+)")
+
+
 class LocalCollector:
     """``python -m collector --config DIR/collector.yaml``, started and stopped by the demo.
 
-    Its output goes to ``DIR/collector.log``; a failure to start raises
-    :class:`CollectorError` with the end of that log.
+    Its servers bind port 0 on loopback themselves (a port picked in advance could be
+    taken by another socket before the collector binds it); the ports are read from
+    the collector's "listening" log line once it is ready. Its output goes to
+    ``DIR/collector.log``; a failure to start raises :class:`CollectorError` with the
+    end of that log.
     """
 
     def __init__(
         self, out_dir: Path, *, forward: str | None = None, trace_idle_s: float = 0.5
     ) -> None:
         self.out_dir = out_dir
-        self.http_port = free_port()
-        self.metrics_port = free_port()
+        #: known once :meth:`wait_ready` returns
+        self.http_port: int | None = None
+        self.metrics_port: int | None = None
         self.config_path = out_dir / "collector.yaml"
         self.log_path = out_dir / "collector.log"
         self.traces_path = out_dir / "traces.jsonl"
-        self._config = collector_config(
-            out_dir, self.http_port, self.metrics_port, forward, trace_idle_s
-        )
+        self._config = collector_config(out_dir, 0, 0, forward, trace_idle_s)
         self._process: subprocess.Popen[bytes] | None = None
+
+    def _port(self, port: int | None) -> int:
+        if port is None:
+            raise CollectorError("the collector's ports are known once it is ready")
+        return port
 
     @property
     def traces_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/v1/traces"
+        return f"http://127.0.0.1:{self._port(self.http_port)}/v1/traces"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://127.0.0.1:{self._port(self.metrics_port)}/metrics"
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Launch the collector and wait until it is ready."""
@@ -100,11 +104,15 @@ class LocalCollector:
         if self._process is None:
             raise CollectorError("the collector was not launched")
         deadline = time.monotonic() + timeout_s
-        ready_url = f"http://127.0.0.1:{self.metrics_port}/readyz"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise CollectorError(f"the collector exited at start:\n{self._log_tail()}")
-            if _get_status(ready_url) == 200:
+            if self.metrics_port is None:
+                self._read_ports()
+            if (
+                self.metrics_port is not None
+                and _get_status(f"http://127.0.0.1:{self.metrics_port}/readyz") == 200
+            ):
                 return
             time.sleep(0.1)
         self.stop()
@@ -135,6 +143,14 @@ class LocalCollector:
                 process.wait()
         self._process = None
         return process.returncode
+
+    def _read_ports(self) -> None:
+        try:
+            found = _LISTENING.search(self.log_path.read_text("utf-8", errors="replace"))
+        except OSError:
+            return
+        if found is not None:
+            self.http_port, self.metrics_port = int(found.group(2)), int(found.group(3))
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
