@@ -117,6 +117,49 @@ def decorators_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]
     return lines
 
 
+def instructions_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
+    lines = [
+        "### 1b. Decorator overhead in CPU instructions (valgrind, "
+        f"{d.get('calls', '?')} calls per variant)",
+        "",
+    ]
+    if d.get("skipped"):
+        return [*lines, f"Not measured: {d['skipped']}"]
+    rows = [
+        [
+            r["group"],
+            r["variant"],
+            _fmt(r["instructions_per_call"]),
+            _fmt(r["x_raw_span_same_attrs"], 3),
+        ]
+        for r in d["rows"]
+    ]
+    lines += _table(["call", "variant", "instructions/call", "x raw span, same attrs"], rows)
+    ratios = d.get("ratios", {})
+    for group in ("retrieval", "generation", "generator", "async retrieval", "pipeline run"):
+        key = f"llmspans/raw_same_attrs ({group})"
+        if key in ratios:
+            targets.append(
+                [
+                    f"the same, counted in instructions ({group})",
+                    f"≤ {TARGET_DECORATOR_RAW:.2f}x",
+                    f"{ratios[key]:.3f}x",
+                    _status(ratios[key] <= TARGET_DECORATOR_RAW),
+                ]
+            )
+    key = "llmspans/OpenLLMetry @task (retrieval)"
+    if key in ratios:
+        targets.append(
+            [
+                "llmspans retrieval vs OpenLLMetry `@task`, in instructions",
+                f"≤ {TARGET_DECORATOR_TRACELOOP:.2f}x",
+                f"{ratios[key]:.3f}x",
+                _status(ratios[key] <= TARGET_DECORATOR_TRACELOOP),
+            ]
+        )
+    return lines
+
+
 def collector_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
     lines = [
         "### 2. Collector throughput (loopback, batches of 512 spans, runs of 6, "
@@ -306,12 +349,17 @@ def scaling_section(d: dict[str, Any]) -> list[str]:
 
 
 def render(command: str) -> tuple[str, dict[str, Any]]:
-    parts = {name: _load(name) for name in ("decorators", "collector", "core", "memory", "scaling")}
+    parts = {
+        name: _load(name)
+        for name in ("decorators", "instructions", "collector", "core", "memory", "scaling")
+    }
     machine = next((p["machine"] for p in parts.values() if p and "machine" in p), {})
     targets: list[list[str]] = []
     body: list[str] = []
     if parts["decorators"]:
         body += [*decorators_section(parts["decorators"], targets), ""]
+    if parts["instructions"]:
+        body += [*instructions_section(parts["instructions"], targets), ""]
     if parts["collector"]:
         body += [*collector_section(parts["collector"], targets), ""]
     if parts["core"]:

@@ -5,8 +5,9 @@
 #   bash benchmarks/run.sh                full run (about 10 minutes)
 #   bash benchmarks/run.sh --quick        seconds-long smoke run of every script
 #   bash benchmarks/run.sh --soak 600     with the full ten-minute steady-load profile
-#   bash benchmarks/run.sh --only decorators collector    a subset (decorators, core,
-#                                         collector, memory, scaling, profile)
+#   bash benchmarks/run.sh --only decorators collector    a subset (decorators,
+#                                         instructions, core, collector, memory, scaling,
+#                                         profile)
 #
 # The benchmark environment is benchmarks/.venv (created on first use): llmspans
 # installed editable with the collector extra, plus the comparison packages and
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 quick=""
 soak=""
-only=(decorators core collector memory scaling profile)
+only=(decorators instructions core collector memory scaling profile)
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick="--quick"; shift ;;
@@ -37,11 +38,19 @@ if [ ! -x "$PY" ] || ! "$PY" -c "import llmspans, collector, traceloop.sdk, lang
 fi
 
 command="bash benchmarks/run.sh${quick:+ $quick}${soak:+ --soak $soak}"
-rm -f benchmarks/out/{decorators,core,collector,memory,scaling,profile}.json
+if [ "${#only[@]}" -lt 7 ]; then
+    command+=" --only ${only[*]}"
+fi
+# Only the selected benchmarks' results are replaced: a subset run keeps the others'
+# results (from an earlier run) in the report.
+for name in "${only[@]}"; do
+    rm -f "benchmarks/out/$name.json"
+done
 for name in "${only[@]}"; do
     echo "==> $name"
     case "$name" in
         decorators) timeout 900 "$PY" benchmarks/bench_decorators.py $quick ;;
+        instructions) timeout 1800 "$PY" benchmarks/bench_instructions.py $quick ;;
         core) timeout 600 "$PY" benchmarks/bench_core.py $quick ;;
         collector) timeout 1200 "$PY" benchmarks/bench_collector.py $quick ;;
         memory) timeout 2400 "$PY" benchmarks/bench_memory.py $quick ${soak:+--soak "$soak"} ;;

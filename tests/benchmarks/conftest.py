@@ -27,7 +27,7 @@ def bench_out(tmp_path: Path) -> Path:
 def run_script(bench_out: Path) -> Callable[..., dict[str, Any]]:
     """Runs ``benchmarks/SCRIPT`` with this interpreter; returns ``out/NAME.json``."""
 
-    def run(script: str, *args: str, result: str, timeout: float = 120) -> dict[str, Any]:
+    def run(script: str, *args: str, result: str, timeout: float = 240) -> dict[str, Any]:
         env = {**os.environ, "LLMSPANS_BENCH_OUT": str(bench_out)}
         proc = subprocess.run(
             [sys.executable, str(BENCHMARKS / script), *args],

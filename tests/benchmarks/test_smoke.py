@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest,
 )
 
-pytestmark = pytest.mark.timeout(180)
+# Room for a loaded machine: the scripts' own subprocess timeout is 240 s.
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_load_batches_have_fresh_trace_ids_and_whole_runs() -> None:
@@ -62,6 +63,33 @@ def test_decorators(run_script: RunScript) -> None:
         assert (group, "llmspans") in variants, data.get("skipped")
         assert variants[(group, "llmspans")]["us_per_call"] > 0
     assert "llmspans/raw_same_attrs (retrieval)" in data["ratios"]
+
+
+def test_instruction_count_children_run_every_variant() -> None:
+    """The children ``bench_instructions.py`` counts under valgrind, run plainly: each
+    builds the variants, finds its own and runs it (valgrind itself is not needed)."""
+    import bench_instructions
+
+    keys = [k for k in bench_instructions.KEYS if k != bench_instructions.TASK]
+    for key in [bench_instructions.BASELINE, *keys]:
+        proc = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "bench_instructions.py"), "--child", key, "3"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=BENCHMARKS.parent,
+        )
+        assert proc.returncode == 0, f"{key!r}: {proc.stderr[-2000:]}"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_instructions.py"), "--child", "no|such", "3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 3 and "missing variant" in proc.stderr
 
 
 def test_core(run_script: RunScript) -> None:
@@ -101,7 +129,9 @@ def test_collector(run_script: RunScript) -> None:
 def test_memory(run_script: RunScript) -> None:
     data = run_script("bench_memory.py", "--quick", result="memory")
     rows = data["inflight"]["rows"]
-    assert [row["spans_in_flight"] >= level for row, level in zip(rows, (1000, 5000), strict=True)]
+    assert all(
+        row["spans_in_flight"] >= level for row, level in zip(rows, (1000, 5000), strict=True)
+    )
     assert rows[-1]["traces_in_flight"] and rows[-1]["traces_in_flight"] > 0
     soak = data["soak"]
     assert soak["spans_sent"] and soak["errors"] == 0
