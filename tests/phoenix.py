@@ -135,8 +135,27 @@ class Phoenix:
                 self.process.wait(5)
 
 
-def start_phoenix(workdir: Path, timeout: float = 90.0) -> Phoenix:
-    """Start Phoenix with its database and log under ``workdir``; wait until healthy."""
+def start_phoenix(workdir: Path, timeout: float = 90.0, attempts: int = 3) -> Phoenix:
+    """Start Phoenix with its database and log under ``workdir``; wait until healthy.
+
+    Phoenix takes its ports by number; one found free a moment before can be taken by
+    another socket meanwhile. Phoenix then exits at start-up, and is started again on
+    fresh ports.
+    """
+    for attempt in range(attempts):
+        try:
+            return _start_phoenix(workdir, timeout)
+        except _PortTaken:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    """Phoenix exited at start-up because a port it was given was in use."""
+
+
+def _start_phoenix(workdir: Path, timeout: float) -> Phoenix:
     workdir.mkdir(parents=True, exist_ok=True)
     port, grpc_port = _free_port(), _free_port()
     env = {
@@ -161,7 +180,12 @@ def start_phoenix(workdir: Path, timeout: float = 90.0) -> Phoenix:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"phoenix serve exited with {process.returncode}:\n{tail}")
+            lowered = tail.lower()
+            taken = any(
+                sign in lowered for sign in ("address already in use", "errno 98", "failed to bind")
+            )
+            error = _PortTaken if taken else RuntimeError
+            raise error(f"phoenix serve exited with {process.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as response:
                 if response.status == 200:

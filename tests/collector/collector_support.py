@@ -54,7 +54,14 @@ def free_port() -> int:
         return port
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+#: How long a test waits for something that should happen soon. Waits return as soon
+#: as the condition holds, so a generous bound costs nothing on a fast machine and
+#: absorbs the stalls of a loaded one.
+WAIT_S = 60.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -163,6 +170,22 @@ def attributes(span: Span) -> dict[str, Any]:
     return found
 
 
+class ManualClock:
+    """A monotonic clock for the collector's assembly that the test moves by hand."""
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
 class RunningCollector:
     """A collector started in process; its servers live on ``loop``."""
 
@@ -209,6 +232,24 @@ class RunningCollector:
 
     def state(self, function: Callable[[Collector], T]) -> T:
         return self.loop.run(lambda: function(self.collector))
+
+    def freeze_clock(self) -> ManualClock:
+        """Put the assembly on a clock that moves only when the test says so.
+
+        Idle and timeout finalisation then happen at instants the test chooses, so
+        a test can look at a trace in flight without racing its finalisation.
+        """
+        clock = ManualClock(time.monotonic())
+
+        def install(collector: Collector) -> None:
+            collector.processor.clock = clock
+
+        self.state(install)
+        return clock
+
+    def sweep(self) -> None:
+        """One sweep of the assembly, on the collector's loop, at its clock's time."""
+        self.state(lambda collector: collector.processor.sweep())
 
     def stop(self) -> None:
         if not self.stopped:

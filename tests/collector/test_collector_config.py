@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -65,11 +66,18 @@ def test_invalid_configs_are_refused(tmp_path: Path, text: str) -> None:
 
 
 def test_command_line_reports_a_bad_config(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from collector.__main__ import main
 
+    # main() configures logging for its process (a root handler on this test's captured
+    # stderr, the root level): undone afterwards so that no later test inherits it.
+    monkeypatch.setattr(logging.root, "handlers", [])
+    level = logging.root.level
     config = tmp_path / "c.yaml"
     config.write_text("limits: {max_request_bytes: 1}")
-    assert main(["--config", str(config)]) == 2
+    try:
+        assert main(["--config", str(config)]) == 2
+    finally:
+        logging.root.setLevel(level)
     assert "max_request_bytes" in capsys.readouterr().err

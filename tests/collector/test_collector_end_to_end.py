@@ -166,6 +166,7 @@ def test_trace_without_root_is_finalised_by_timeout(
     start_collector: Callable[..., RunningCollector],
 ) -> None:
     collector = start_collector(assembly={"trace_idle_s": 0.1, "trace_timeout_s": 0.6})
+    clock = collector.freeze_clock()  # finalisation happens when the test moves the clock
     sender = http_sender(collector.http_url)
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -178,6 +179,12 @@ def test_trace_without_root_is_finalised_by_timeout(
         pass
     sender.close()
     assert collector.metric("llmspans_collector_traces_inflight") == 1
+    # Past the idle time but not the timeout: a trace without its root stays.
+    clock.advance(0.3)
+    collector.sweep()
+    assert collector.metric("llmspans_collector_traces_inflight") == 1
+    assert collector.metric("llmspans_collector_traces_evicted_total") == 0
+    clock.advance(0.4)
     wait_until(lambda: collector.metric("llmspans_collector_traces_evicted_total") == 1)
     assert collector.metric("llmspans_collector_traces_inflight") == 0
     # A stage span outside any pipeline counts in the stage metrics only.
@@ -190,6 +197,7 @@ def test_health_and_readiness(start_collector: Callable[..., RunningCollector]) 
     import urllib.request
 
     collector = start_collector(assembly={"max_inflight_spans": 2})
+    clock = collector.freeze_clock()  # the trace stays in flight until the clock moves
     with urllib.request.urlopen(collector.metrics_url + "/healthz") as response:
         assert response.status == 200
     with urllib.request.urlopen(collector.metrics_url + "/readyz") as response:
@@ -202,6 +210,7 @@ def test_health_and_readiness(start_collector: Callable[..., RunningCollector]) 
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(collector.metrics_url + "/readyz")
     assert raised.value.code == 503
+    clock.advance(1.0)  # past trace_idle_s: the trace is final at the next sweep
     wait_until(lambda: collector.metric("llmspans_collector_spans_inflight") == 0)
     with urllib.request.urlopen(collector.metrics_url + "/readyz") as response:
         assert response.status == 200

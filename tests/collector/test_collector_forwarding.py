@@ -36,11 +36,12 @@ def test_server_delays_get_jitter_on_top_never_taken_off() -> None:
     assert 0.8 <= min(backoffs) < max(backoffs) <= 1.2
 
 
-def _dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+def _refusing_socket() -> socket.socket:
+    """A bound socket that never listens: its port refuses connections, and no other
+    socket can take the port while this one stays open."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    return probe
 
 
 def _payload(spans: int) -> bytes:
@@ -54,10 +55,15 @@ def _payload(spans: int) -> bytes:
 
 
 async def test_spans_left_at_shutdown_are_counted_as_dropped() -> None:
+    with _refusing_socket() as refusing:
+        await _spans_left_at_shutdown(int(refusing.getsockname()[1]))
+
+
+async def _spans_left_at_shutdown(dead_port: int) -> None:
     metrics = MetricsStore()
     config = OtlpExporter(
         protocol="http",
-        endpoint=f"http://127.0.0.1:{_dead_port()}/v1/traces",
+        endpoint=f"http://127.0.0.1:{dead_port}/v1/traces",
         timeout_s=1.0,
         retry_max_elapsed_s=60.0,
         concurrency=1,
@@ -65,7 +71,7 @@ async def test_spans_left_at_shutdown_are_counted_as_dropped() -> None:
     exporter = HttpExporter(config, "dead", metrics)
     await exporter.start()
     exporter.submit(_payload(5), 5)
-    for _ in range(200):  # the worker takes the batch and starts retrying it
+    for _ in range(6000):  # the worker takes the batch and starts retrying it
         if exporter.sending_spans:
             break
         await asyncio.sleep(0.01)

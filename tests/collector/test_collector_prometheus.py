@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_support import RunningCollector, emit_run, free_port, http_sender, wait_until
+from collector_support import RunningCollector, emit_run, http_sender, wait_until
+
+from tests.listening import logged_port
 
 
 @pytest.fixture
@@ -30,27 +32,31 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], str]]:
             "scrape_configs:\n"
             f"  - job_name: llmspans\n    static_configs: [{{targets: ['{target}']}}]\n"
         )
-        port = free_port()
-        log = (tmp_path / "prometheus.log").open("wb")
-        processes.append(
-            subprocess.Popen(
+        log_path = tmp_path / "prometheus.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
                 [
                     binary,
                     f"--config.file={config}",
                     f"--storage.tsdb.path={tmp_path / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
+                    # Port 0: Prometheus binds a free port itself and logs it.
+                    "--web.listen-address=127.0.0.1:0",
                     "--enable-feature=exemplar-storage",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        )
-        return f"http://127.0.0.1:{port}"
+        processes.append(process)
+        return f"http://127.0.0.1:{logged_port(process, log_path)}"
 
     yield start
     for process in processes:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def _api(base: str, path: str, **query: str) -> Any:
@@ -77,7 +83,7 @@ def test_prometheus_scrapes_metrics_and_exemplars(
         data = _api(base, "query", query="llmspans_stage_failures_total")
         return list(data["result"]) if data else []
 
-    wait_until(lambda: bool(failures()), timeout=30, what="the series in Prometheus")
+    wait_until(lambda: bool(failures()), what="the series in Prometheus")
     (series,) = failures()
     assert series["metric"]["pipeline"] == "scraped"
     assert series["metric"]["stage"] == "retrieval"

@@ -3,7 +3,6 @@ endpoint, and ``llmspans analyze`` over the same spans, agreeing."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +20,13 @@ from .test_embedded import write_otlp_json_lines
 CORPUS = {"refunds": "Refunds take 5 days.", "shipping": "Ships in 2 days.", "misc": "Other."}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def configured() -> Iterator[tuple[llmspans.Configuration, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     config = llmspans.configure(
         "core-embedded-test",
         embedded=True,
-        metrics_port=_free_port(),
+        metrics_port=0,  # bound by the server itself: config.metrics_port is the port
         span_exporter=exporter,
         set_global=False,
     )

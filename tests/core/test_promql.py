@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -31,6 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
 from llmspans.embedded import EmbeddedProcessor
+from tests.listening import logged_port
 
 from .pipelines import run_workload
 from .test_embedded import write_otlp_json_lines
@@ -41,13 +41,6 @@ pytestmark = [
 ]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> Any:
@@ -71,8 +64,9 @@ def served_metrics() -> Iterator[tuple[int, TracerProvider, InMemorySpanExporter
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
     meters = MeterProvider(metric_readers=[reader])
-    port = _free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    # Port 0: the server binds a free port itself (nothing can take it meanwhile).
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    port = int(server.server_port)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(EmbeddedProcessor(meter_provider=meters))
@@ -90,7 +84,6 @@ def prometheus(
     tmp_path: Path, served_metrics: tuple[int, TracerProvider, InMemorySpanExporter]
 ) -> Iterator[str]:
     target_port = served_metrics[0]
-    port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -99,20 +92,21 @@ def prometheus(
         f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n",
         encoding="utf-8",
     )
-    log = (tmp_path / "prometheus.log").open("wb")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             "prometheus",
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.listen-address=127.0.0.1:0",  # a free port, bound and logged by Prometheus
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        url = f"http://127.0.0.1:{logged_port(process, log_path)}"
+        deadline = time.monotonic() + 60
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
@@ -156,7 +150,7 @@ def test_doc_queries_give_the_offline_numbers(
         offline = analyze_lines(lines, Thresholds())
 
     # wait until Prometheus holds a scrape taken after the workload
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while _query(prometheus, "sum(llmspans_task_outcomes_total)").get("") != 120:
         assert time.monotonic() < deadline, "the workload never reached Prometheus"
         time.sleep(0.3)

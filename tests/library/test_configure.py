@@ -7,6 +7,7 @@ application in a subprocess; the receivers run here, on loopback.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -73,7 +74,7 @@ def run_app(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         env=full_env,
         check=False,
     )
@@ -184,7 +185,7 @@ def test_existing_global_provider_is_left_alone(
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=False
     )
     assert result.returncode == 0, result.stderr
     assert "already installed" in result.stderr
@@ -211,7 +212,7 @@ def test_library_alone_installs_no_global_provider() -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
@@ -276,15 +277,34 @@ def test_embedded_metrics_on_a_prometheus_endpoint() -> None:
     assert any('outcome="success"' in line and line.endswith(" 1.0") for line in outcomes), outcomes
 
 
-def test_embedded_with_an_explicit_provider_and_fixed_port(unused_tcp_port: int) -> None:
+def _configure_on_a_fixed_port(provider: TracerProvider) -> tuple[llmspans.Configuration, int]:
+    """configure() on a port given by number, as users do.
+
+    A port found free a moment ago can be taken by another socket before the server
+    binds it; then configure() raises ``OSError`` and another free port is tried.
+    """
+    for _ in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        try:
+            config = llmspans.configure(
+                tracer_provider=provider,
+                embedded=True,
+                metrics_port=port,
+                set_global=False,
+                propagate_context=False,
+            )
+        except OSError:
+            continue
+        return config, port
+    raise AssertionError("no free port in five tries")
+
+
+def test_embedded_with_an_explicit_provider_and_fixed_port() -> None:
     provider = TracerProvider()
-    config = llmspans.configure(
-        tracer_provider=provider,
-        embedded=True,
-        metrics_port=unused_tcp_port,
-        set_global=False,
-        propagate_context=False,
-    )
+    config, unused_tcp_port = _configure_on_a_fixed_port(provider)
+    assert config.metrics_port == unused_tcp_port
     try:
 
         @llmspans.retrieval("kb")

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +57,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+#: Upper bound of a wait for something that should happen soon. Waits return as soon
+#: as the condition holds, so a generous bound costs nothing on a fast machine and
+#: absorbs the stalls of a loaded one.
+WAIT_S = 60.0
+
+
+@contextmanager
+def dead_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs.
+
+    The port is bound and never listened on: connections to it are refused, and no
+    other socket can take it meanwhile (a port merely found free could be taken and
+    start answering).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -258,14 +279,32 @@ class CountingSink:
     counts distinct (trace id, span id) pairs. ``stop()`` closes the listening
     socket so that senders see connection refused; ``start()`` listens again on the
     same port.
+
+    While it is not listening (before ``start()``, after ``stop()``) the port stays
+    bound by a socket that never listens: connections are refused as from a backend
+    that is down, and no other socket can take the port in the meantime.
     """
 
     def __init__(self, port: int | None = None, keep: bool = False) -> None:
-        self.port = port or free_port()
         self.keep = keep
         self.state = _SinkState()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._reserved: socket.socket | None = None
+        self.port = self._reserve(port or 0)
+
+    def _reserve(self, port: int) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self._reserved = sock
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    def _release(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
 
     @property
     def endpoint(self) -> str:
@@ -344,23 +383,29 @@ class CountingSink:
             allow_reuse_address = True
             daemon_threads = True
 
+        self._release()
         self._server = Server(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, keep_port: bool = True) -> None:
+        """Stop listening; the port stays reserved unless ``keep_port`` is false."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            if keep_port:
+                self._reserve(self.port)
+        if not keep_port:
+            self._release()
 
 
 @pytest.fixture
 def sink() -> Iterator[CountingSink]:
     backend = CountingSink(keep=True).start()
     yield backend
-    backend.stop()
+    backend.stop(keep_port=False)
 
 
 # --- the collector in a subprocess ------------------------------------------------
@@ -402,7 +447,12 @@ def label_values(
 
 
 class CollectorProcess:
-    """``python -m collector --config FILE`` on free loopback ports."""
+    """``python -m collector --config FILE`` on free loopback ports.
+
+    The ports are chosen (and configured, e.g. in senders) before the collector
+    starts; until it starts they stay bound by sockets that never listen, so that
+    connections are refused and no other socket can take them meanwhile.
+    """
 
     def __init__(
         self,
@@ -419,9 +469,10 @@ class CollectorProcess:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.tmp = tmp
-        self.http_port = free_port()
-        self.grpc_port = free_port() if grpc else None
-        self.metrics_port = free_port()
+        self._reserved: list[socket.socket] = []
+        self.http_port = self._reserve_port()
+        self.grpc_port = self._reserve_port() if grpc else None
+        self.metrics_port = self._reserve_port()
         self.config: dict[str, Any] = {
             "receivers": {
                 "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"} if grpc else None,
@@ -446,11 +497,24 @@ class CollectorProcess:
         self.log_path = tmp / f"collector-{self.http_port}.log"
         self.config_path = tmp / f"collector-{self.http_port}.yaml"
 
+    def _reserve_port(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._reserved.append(sock)
+        port: int = sock.getsockname()[1]
+        return port
+
+    def _release_ports(self) -> None:
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
+
     @property
     def tls(self) -> bool:
         return bool(self.config.get("tls", {}).get("cert_file"))
 
-    def start(self, timeout: float = 30.0, attempts: int = 3) -> CollectorProcess:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> CollectorProcess:
         """Start and wait until ready; on a port taken meanwhile, retry on fresh ports."""
         for attempt in range(attempts):
             try:
@@ -463,13 +527,13 @@ class CollectorProcess:
         raise AssertionError("unreachable")
 
     def _new_ports(self) -> None:
-        self.http_port = free_port()
-        self.metrics_port = free_port()
+        self.http_port = self._reserve_port()
+        self.metrics_port = self._reserve_port()
         receivers = self.config["receivers"]
         receivers["http"] = {"endpoint": f"127.0.0.1:{self.http_port}"}
         self.config["metrics"]["prometheus"] = {"endpoint": f"127.0.0.1:{self.metrics_port}"}
         if self.grpc_port is not None:
-            self.grpc_port = free_port()
+            self.grpc_port = self._reserve_port()
             receivers["grpc"] = {"endpoint": f"127.0.0.1:{self.grpc_port}"}
 
     def _start(self, timeout: float) -> CollectorProcess:
@@ -477,6 +541,7 @@ class CollectorProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         log = self.log_path.open("ab")
+        self._release_ports()  # the collector binds them now
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector", "--config", str(self.config_path)],
             cwd=ROOT,
@@ -557,6 +622,7 @@ class CollectorProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        self._release_ports()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -30,6 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .support import (
     GRPC_EXPORT_METHOD,
+    WAIT_S,
     CollectorProcess,
     CountingSink,
     figures,
@@ -47,7 +48,8 @@ from .support import (
 from .test_hostile_core import hostile_request
 
 FUZZ = fuzz_settings(HealthCheck.function_scoped_fixture)
-ANSWER_TIMEOUT_S = 15.0
+#: A request must be answered, not hang; the bound leaves room for a loaded machine.
+ANSWER_TIMEOUT_S = 60.0
 HTTP_STATUSES = {200, 400, 413, 415, 429, 503}
 
 
@@ -55,7 +57,7 @@ HTTP_STATUSES = {200, 400, 413, 415, 429, 503}
 def backend() -> Iterator[CountingSink]:
     sink = CountingSink().start()
     yield sink
-    sink.stop()
+    sink.stop(keep_port=False)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ class ValidTraffic:
     def _loop(self) -> None:
         while not self.stop.is_set():
             request, _ = valid_request(3)
-            reply = self.collector.post(request.SerializeToString())
+            reply = self.collector.post(request.SerializeToString(), timeout=ANSWER_TIMEOUT_S)
             if reply.status == 200:
                 self.keys.update((s.trace_id, s.span_id) for s in proto_spans(request))
             else:
@@ -100,7 +102,8 @@ class ValidTraffic:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(10)
+        self.thread.join(ANSWER_TIMEOUT_S)  # a post in progress finishes first
+        assert not self.thread.is_alive(), "the valid traffic did not stop"
 
 
 # --- payload strategies ---------------------------------------------------------------
@@ -317,9 +320,13 @@ def test_http_receiver_answers_every_hostile_request_and_loses_no_valid_span(
             assert message, f"{kind}: empty error message"
         assert collector.alive(), collector.log()
 
+    # The collector serves the whole module: count only what this test makes it refuse.
+    rejected_before = metric_total(
+        collector.samples(), "llmspans_collector_requests_rejected_total"
+    )
     with ValidTraffic(collector) as valid:
         check()
-    delivered = wait_until(lambda: valid.keys <= backend.state.span_keys, 30)
+    delivered = wait_until(lambda: valid.keys <= backend.state.span_keys, WAIT_S)
     missing = len(valid.keys - backend.state.span_keys)
     samples = collector.samples()
     figures(
@@ -336,9 +343,8 @@ def test_http_receiver_answers_every_hostile_request_and_loses_no_valid_span(
     assert delivered and missing == 0
     assert valid.keys, "valid traffic went through during the fuzzing"
     refused = sum(count for status, count in statuses.items() if status != 200)
-    assert metric_total(samples, "llmspans_collector_requests_rejected_total") == refused, (
-        "every refused request is counted"
-    )
+    rejected = metric_total(samples, "llmspans_collector_requests_rejected_total")
+    assert rejected - rejected_before == refused + valid.refused, "every refused request is counted"
     assert metric_total(samples, "llmspans_collector_spans_received_total") >= len(valid.keys)
     assert collector.alive()
 
@@ -384,7 +390,7 @@ def test_grpc_receiver_answers_every_hostile_request(
         check()
     finally:
         channel.close()
-    delivered = wait_until(lambda: valid_keys <= backend.state.span_keys, 30)
+    delivered = wait_until(lambda: valid_keys <= backend.state.span_keys, WAIT_S)
     missing = len(valid_keys - backend.state.span_keys)
     figures(
         "grpc receiver fuzz",
@@ -404,7 +410,7 @@ def test_collector_still_ready_and_consistent_after_the_fuzzing(
 
     assert collector.alive()
     assert get(collector.metrics_port, "/healthz").status == 200
-    assert wait_until(lambda: get(collector.metrics_port, "/readyz").status == 200, 10)
+    assert wait_until(lambda: get(collector.metrics_port, "/readyz").status == 200, WAIT_S)
     samples = collector.samples()
     internal = metric_total(samples, "llmspans_collector_internal_errors_total")
     figures(

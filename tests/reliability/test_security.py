@@ -27,6 +27,7 @@ from llmspans._tracing import use_tracer_provider
 from .support import (
     GRPC_EXPORT_METHOD,
     ROOT,
+    WAIT_S,
     CollectorProcess,
     CountingSink,
     figures,
@@ -127,7 +128,7 @@ def test_bearer_token_on_both_receivers_rejects_counts_and_takes_nothing(
             except grpc.RpcError as error:
                 grpc_codes[label] = error.code().name  # type: ignore[attr-defined]
                 refused_keys.update(_keys(request))
-    assert wait_until(lambda: accepted_keys <= sink.state.span_keys, 15)
+    assert wait_until(lambda: accepted_keys <= sink.state.span_keys, WAIT_S)
     samples = collector.samples()
     rejected = metric_total(
         samples, "llmspans_collector_requests_rejected_total", reason="unauthenticated"
@@ -244,7 +245,7 @@ def test_tls_on_both_receivers(
     provider.shutdown()
     results["sdk_exporter_https"] = "sent"
 
-    assert wait_until(lambda: expected <= sink.state.span_keys and sink.unique >= 21, 15)
+    assert wait_until(lambda: expected <= sink.state.span_keys and sink.unique >= 21, WAIT_S)
     figures(
         "tls",
         **results,
@@ -325,7 +326,7 @@ def test_content_reaches_the_backend_only_when_enabled_and_always_redacted(
         _content.set_redactor(lambda text: text.replace("SECRET", "[REDACTED]"))
     collector = collector_factory(exporters=[http_exporter(sink)])
     _run_app(collector)
-    assert wait_until(lambda: sink.unique >= 4, 15)
+    assert wait_until(lambda: sink.unique >= 4, WAIT_S)
     wire = b"".join(sink.bodies())
     found = [secret for secret in SECRETS if secret.encode() in wire]
     figures(
@@ -407,7 +408,8 @@ def test_pipeline_label_cardinality_bounded_in_the_collector(
         total += len(spans)
         assert collector.post(request_of(spans).SerializeToString()).status == 200
     assert wait_until(
-        lambda: metric_total(collector.samples(), "llmspans_task_outcomes_total") >= flood, 20
+        lambda: metric_total(collector.samples(), "llmspans_task_outcomes_total") >= flood,
+        WAIT_S,
     )
     samples = collector.samples()
     labels = label_values(samples, "llmspans_task_outcomes_total", "pipeline")
@@ -502,7 +504,7 @@ def test_request_size_limits_on_both_receivers(
                 results[label] = error.code().name  # type: ignore[attr-defined]
     small, small_count = valid_request(10)
     results["http_small"] = collector.post(small.SerializeToString()).status
-    assert wait_until(lambda: _keys(small) <= sink.state.span_keys, 15)
+    assert wait_until(lambda: _keys(small) <= sink.state.span_keys, WAIT_S)
     samples = collector.samples()
     results["too_large_counted"] = int(
         metric_total(samples, "llmspans_collector_requests_rejected_total", reason="too_large")
