@@ -54,7 +54,7 @@ from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, MeterProvider
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider
 from opentelemetry.metrics import Observation as OTelObservation
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
@@ -74,7 +74,7 @@ from llmspans.core.metrics import (
 from llmspans.core.model import Thresholds, TraceResult
 from llmspans.core.records import SpanRecord
 
-__all__ = ["INSTRUMENT_DESCRIPTIONS", "EmbeddedProcessor", "create_instruments"]
+__all__ = ["INSTRUMENT_DESCRIPTIONS", "EmbeddedProcessor"]
 
 _METER_NAME: Final = "llmspans"
 
@@ -109,19 +109,10 @@ def _version() -> str | None:
         return None
 
 
-def create_instruments(
-    meter_provider: MeterProvider,
-) -> tuple[dict[str, Counter], dict[str, Histogram]]:
-    """The counters and histograms of SPEC section 4 on ``meter_provider``'s ``llmspans``
-    meter, with the explicit bucket boundaries of ``HISTOGRAM_BOUNDARIES``."""
-    meter = meter_provider.get_meter(_METER_NAME, _version())
-    counters = {
-        name: meter.create_counter(
-            name, unit=_UNITS.get(name, ""), description=INSTRUMENT_DESCRIPTIONS[name]
-        )
-        for name in COUNTERS
-    }
-    histograms = {
+def _create_histograms(meter: Meter) -> dict[str, Histogram]:
+    """The histograms of SPEC section 4, with the bucket boundaries of
+    ``HISTOGRAM_BOUNDARIES`` (the OTel API has no observable histogram)."""
+    return {
         name: meter.create_histogram(
             name,
             unit=_UNITS.get(name, ""),
@@ -130,7 +121,6 @@ def create_instruments(
         )
         for name, boundaries in HISTOGRAM_BOUNDARIES.items()
     }
-    return counters, histograms
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -239,15 +229,7 @@ class EmbeddedProcessor(SpanProcessor):
                 unit=_UNITS.get(name, ""),
                 description=INSTRUMENT_DESCRIPTIONS[name],
             )
-        self._histograms = {
-            name: meter.create_histogram(
-                name,
-                unit=_UNITS.get(name, ""),
-                description=INSTRUMENT_DESCRIPTIONS[name],
-                explicit_bucket_boundaries_advisory=list(boundaries),
-            )
-            for name, boundaries in HISTOGRAM_BOUNDARIES.items()
-        }
+        self._histograms = _create_histograms(meter)
         meter.create_observable_gauge(
             A.METRIC_CALIBRATION_ECE,
             callbacks=[self._observe_ece],
