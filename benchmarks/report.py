@@ -72,48 +72,7 @@ def decorators_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]
     lines += _table(["call", "variant", "µs/call", "x raw span, same attrs", "x raw span"], rows)
     if d.get("skipped"):
         lines += ["", "Not measured: " + "; ".join(f"{k} ({v})" for k, v in d["skipped"].items())]
-    ratios = d.get("ratios", {})
-    for group in ("retrieval", "generation", "generator", "async retrieval"):
-        key = f"llmspans/raw_same_attrs ({group})"
-        if key in ratios:
-            targets.append(
-                [
-                    f"llmspans stage span ({group}) vs raw SDK span, same attributes",
-                    f"≤ {TARGET_DECORATOR_RAW:.2f}x",
-                    f"{ratios[key]:.2f}x",
-                    _status(ratios[key] <= TARGET_DECORATOR_RAW),
-                ]
-            )
-    key = "llmspans/raw_same_attrs (pipeline run)"
-    if key in ratios:
-        targets.append(
-            [
-                "llmspans pipeline run (3 stage spans) vs raw SDK spans, same attributes",
-                f"≤ {TARGET_DECORATOR_RAW:.2f}x",
-                f"{ratios[key]:.2f}x",
-                _status(ratios[key] <= TARGET_DECORATOR_RAW),
-            ]
-        )
-    key = "llmspans with embedded metrics/raw_same_attrs (pipeline run)"
-    if key in ratios:
-        targets.append(
-            [
-                "the same run with in-process attribution and metrics (EmbeddedProcessor)",
-                "(no target)",
-                f"{ratios[key]:.2f}x",
-                "-",
-            ]
-        )
-    key = "llmspans/OpenLLMetry @task (retrieval)"
-    if key in ratios:
-        targets.append(
-            [
-                "llmspans retrieval vs OpenLLMetry `@task`",
-                f"≤ {TARGET_DECORATOR_TRACELOOP:.2f}x",
-                f"{ratios[key]:.2f}x",
-                _status(ratios[key] <= TARGET_DECORATOR_TRACELOOP),
-            ]
-        )
+    _decorator_targets(d.get("ratios", {}), targets, digits=2, how="")
     return lines
 
 
@@ -135,29 +94,51 @@ def instructions_section(d: dict[str, Any], targets: list[list[str]]) -> list[st
         for r in d["rows"]
     ]
     lines += _table(["call", "variant", "instructions/call", "x raw span, same attrs"], rows)
-    ratios = d.get("ratios", {})
-    for group in ("retrieval", "generation", "generator", "async retrieval", "pipeline run"):
-        key = f"llmspans/raw_same_attrs ({group})"
-        if key in ratios:
-            targets.append(
-                [
-                    f"the same, counted in instructions ({group})",
-                    f"≤ {TARGET_DECORATOR_RAW:.2f}x",
-                    f"{ratios[key]:.3f}x",
-                    _status(ratios[key] <= TARGET_DECORATOR_RAW),
-                ]
-            )
-    key = "llmspans/OpenLLMetry @task (retrieval)"
-    if key in ratios:
+    _decorator_targets(d.get("ratios", {}), targets, digits=3, how=", in CPU instructions")
+    return lines
+
+
+def _decorator_targets(
+    ratios: dict[str, float], targets: list[list[str]], digits: int, how: str
+) -> None:
+    """The decorator target rows, from CPU time or from instruction counts (``how``)."""
+    rows = [
+        (
+            f"llmspans/raw_same_attrs ({group})",
+            f"llmspans stage span ({group}) vs raw SDK span, same attributes",
+            TARGET_DECORATOR_RAW,
+        )
+        for group in ("retrieval", "generation", "generator", "async retrieval")
+    ]
+    rows += [
+        (
+            "llmspans/raw_same_attrs (pipeline run)",
+            "llmspans pipeline run (3 stage spans) vs raw SDK spans, same attributes",
+            TARGET_DECORATOR_RAW,
+        ),
+        (
+            "llmspans with embedded metrics/raw_same_attrs (pipeline run)",
+            "the same run with in-process attribution and metrics (EmbeddedProcessor)",
+            None,
+        ),
+        (
+            "llmspans/OpenLLMetry @task (retrieval)",
+            "llmspans retrieval vs OpenLLMetry `@task`",
+            TARGET_DECORATOR_TRACELOOP,
+        ),
+    ]
+    for key, what, goal in rows:
+        if key not in ratios:
+            continue
+        value = ratios[key]
         targets.append(
             [
-                "llmspans retrieval vs OpenLLMetry `@task`, in instructions",
-                f"≤ {TARGET_DECORATOR_TRACELOOP:.2f}x",
-                f"{ratios[key]:.3f}x",
-                _status(ratios[key] <= TARGET_DECORATOR_TRACELOOP),
+                what + how,
+                "(no target)" if goal is None else f"≤ {goal:.2f}x",
+                f"{value:.{digits}f}x",
+                "-" if goal is None else _status(value <= goal),
             ]
         )
-    return lines
 
 
 def collector_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
