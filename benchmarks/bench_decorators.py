@@ -512,6 +512,32 @@ def measure(
     return samples
 
 
+def ratios(cost: dict[str, float]) -> dict[str, float]:
+    """The ratios the targets are judged by, from a cost per call of each variant
+    (``group|name``: seconds here, instructions in ``bench_instructions.py``)."""
+    found: dict[str, float] = {}
+    for group in ("retrieval", "generation", "generator", "async retrieval", "pipeline run"):
+        ours = cost.get(f"{group}|llmspans")
+        same = cost.get(f"{group}|raw span + attrs")
+        if ours and same:
+            found[f"llmspans/raw_same_attrs ({group})"] = round(ours / same, 3)
+    embedded = cost.get("pipeline run|llmspans + embedded metrics")
+    same = cost.get("pipeline run|raw span + attrs")
+    if embedded and same:
+        found["llmspans with embedded metrics/raw_same_attrs (pipeline run)"] = round(
+            embedded / same, 3
+        )
+    ours, task = cost.get("retrieval|llmspans"), cost.get("retrieval|OpenLLMetry @task")
+    if ours and task:
+        found["llmspans/OpenLLMetry @task (retrieval)"] = round(ours / task, 3)
+    raw = cost.get("retrieval|raw span")
+    for name in ("OpenLLMetry @task", "OpenInference @tracer.chain", "Langfuse @observe"):
+        other = cost.get(f"retrieval|{name}")
+        if other and raw:
+            found[f"{name}/raw span"] = round(other / raw, 3)
+    return found
+
+
 def summarize(samples: dict[str, list[float]]) -> dict[str, Any]:
     rows = []
     med = {key: median(xs) for key, xs in samples.items()}
@@ -530,28 +556,7 @@ def summarize(samples: dict[str, list[float]]) -> dict[str, Any]:
                 "x_raw_span": round(med[key] / raw, 3) if raw and group == "retrieval" else None,
             }
         )
-    ratios: dict[str, float] = {}
-    tl = med.get("retrieval|OpenLLMetry @task")
-    for group in ("retrieval", "generation", "generator", "async retrieval", "pipeline run"):
-        ll = med.get(f"{group}|llmspans")
-        base = med.get(f"{group}|raw span + attrs")
-        if ll and base:
-            ratios[f"llmspans/raw_same_attrs ({group})"] = round(ll / base, 3)
-    embedded = med.get("pipeline run|llmspans + embedded metrics")
-    base = med.get("pipeline run|raw span + attrs")
-    if embedded and base:
-        ratios["llmspans with embedded metrics/raw_same_attrs (pipeline run)"] = round(
-            embedded / base, 3
-        )
-    ll = med.get("retrieval|llmspans")
-    if ll and tl:
-        ratios["llmspans/OpenLLMetry @task (retrieval)"] = round(ll / tl, 3)
-    raw = med.get("retrieval|raw span")
-    for name in ("OpenLLMetry @task", "OpenInference @tracer.chain", "Langfuse @observe"):
-        other = med.get(f"retrieval|{name}")
-        if other and raw:
-            ratios[f"{name}/raw span"] = round(other / raw, 3)
-    return {"rows": rows, "ratios": ratios}
+    return {"rows": rows, "ratios": ratios(med)}
 
 
 def profile(variants: list[Variant], calls: int) -> str:

@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import bench_decorators as bd
 from _common import machine, write_result
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +67,6 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def child(key: str, calls: int) -> int:
     """Builds the variants, warms them up, runs ``calls`` calls of ``key``."""
-    import bench_decorators as bd
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -153,22 +153,7 @@ def measure(calls: int, jobs: int) -> dict[str, Any]:
                 "x_raw_span_same_attrs": round(per_call[key] / same, 3) if same else None,
             }
         )
-    ratios: dict[str, float] = {}
-    for group in ("retrieval", "generation", "generator", "async retrieval", "pipeline run"):
-        ours = per_call.get(f"{group}|llmspans")
-        same = per_call.get(f"{group}|raw span + attrs")
-        if ours and same:
-            ratios[f"llmspans/raw_same_attrs ({group})"] = round(ours / same, 3)
-    embedded = per_call.get("pipeline run|llmspans + embedded metrics")
-    same = per_call.get("pipeline run|raw span + attrs")
-    if embedded and same:
-        ratios["llmspans with embedded metrics/raw_same_attrs (pipeline run)"] = round(
-            embedded / same, 3
-        )
-    ours, task = per_call.get("retrieval|llmspans"), per_call.get("retrieval|OpenLLMetry @task")
-    if ours and task:
-        ratios["llmspans/OpenLLMetry @task (retrieval)"] = round(ours / task, 3)
-    return {"baseline_instructions": counts[BASELINE], "rows": rows, "ratios": ratios}
+    return {"baseline_instructions": counts[BASELINE], "rows": rows, "ratios": bd.ratios(per_call)}
 
 
 def main(argv: list[str] | None = None) -> int:
