@@ -30,6 +30,20 @@ def binary(name: str) -> str:
     return found
 
 
+def run_tool(
+    name: str, *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a required binary (``promtool``, ``amtool``, ...), its output captured as text."""
+    return subprocess.run(
+        [binary(name), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 def venv_binary(name: str) -> str:
     path = VENV_BIN / name
     if path.exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 from collector.grafana import build
 from collector.metrics import FAMILIES, HEALTH
 
-from .conftest import ROOT, binary
+from .conftest import ROOT, run_tool
 
 DASHBOARD_FILES = sorted((ROOT / "collector" / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES = yaml.safe_load(
@@ -91,13 +90,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     assert len(rules) >= 40
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run(
-        [binary("promtool"), "check", "rules", str(path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_tool("promtool", "check", "rules", str(path), timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -11,21 +11,14 @@ import yaml
 
 from collector.prometheus import render
 
-from .conftest import ROOT, binary
+from .conftest import ROOT, run_tool
 
 PROM_DIR = ROOT / "collector" / "prometheus"
 TEST_FILES = sorted((PROM_DIR / "tests").glob("*.test.yml"))
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary("promtool"), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_tool("promtool", *args, cwd=cwd)
 
 
 def rules_of(text: str) -> list[dict[str, Any]]:

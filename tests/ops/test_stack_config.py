@@ -10,7 +10,6 @@ replica gets.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,7 +20,7 @@ import yaml
 from collector.config import load_settings
 from collector.prometheus import render
 
-from .conftest import ROOT, binary
+from .conftest import ROOT, run_tool
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 GATEWAY_FILE = ROOT / "collector" / "gateway" / "otelcol.yaml"
@@ -237,13 +236,7 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
     config["rule_files"] = [str(ROOT / "collector" / "prometheus" / "rules.yml")]
     copy = tmp_path / "prometheus.yml"
     copy.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [binary("promtool"), "check", "config", str(copy)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_tool("promtool", "check", "config", str(copy), timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
@@ -251,13 +244,7 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
 def test_alertmanager_accepts_its_config_and_routes_pages(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    result = subprocess.run(
-        [binary("amtool"), "check-config", str(ALERTMANAGER_FILE)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_tool("amtool", "check-config", str(ALERTMANAGER_FILE), timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     config = load(ALERTMANAGER_FILE)
     receivers = {r["name"]: r for r in config["receivers"]}
