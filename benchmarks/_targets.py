@@ -1,6 +1,6 @@
 """The OTLP receivers under measurement, each started as its own process on free ports.
 
-- :class:`LlmspansCollector`: ``python -m collector --config FILE`` with attribution,
+- :class:`LlmspansCollector`: ``python -m llmspans.collector --config FILE`` with attribution,
   metrics (Prometheus endpoint) and forwarding on; it forwards to a counting
   OTLP/HTTP sink (``sink.py``), which parses every forwarded request, so the
   numbers include the cost of re-encoding and shipping every span.
@@ -136,7 +136,7 @@ class LlmspansCollector(Target):
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         env = {"PYTHONPATH": str(ROOT), **(extra_env or {})}
         self.proc = Proc(
-            name, [PYTHON, "-m", "collector", "--config", str(self.config_path)], env=env, cwd=ROOT
+            name, [PYTHON, "-m", "llmspans.collector", "--config", str(self.config_path)], env=env, cwd=ROOT
         )
         try:
             wait_until(self._ready, 60, what=f"{name} /readyz")
@@ -279,7 +279,7 @@ class Phoenix(Target):
 
 
 def collector_available() -> bool:
-    return (ROOT / "collector" / "__main__.py").exists()
+    return (ROOT / "llmspans" / "collector" / "__main__.py").exists()
 
 
 def now() -> float:

@@ -108,10 +108,10 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
 
     skipped: dict[str, str] = {}
     try:
-        from collector.config import CollectorSettings
-        from collector.forwarding import Forwarder
-        from collector.metrics import MetricsStore
-        from collector.processor import Processor
+        from llmspans.collector.config import CollectorSettings
+        from llmspans.collector.forwarding import Forwarder
+        from llmspans.collector.metrics import MetricsStore
+        from llmspans.collector.processor import Processor
     except ImportError as exc:
         skipped["processor"] = f"collector not importable: {exc}"
     else:

@@ -1,11 +1,7 @@
-"""The llmspans collector: OTLP in, whole-trace attribution, metrics and enriched traces out.
+"""The operations kit, as it lives in the repository (not installed with the wheel).
 
-Run it with ``llmspans-collector --config collector.yaml``; docs/collector.md
-describes every key, the memory model and how to scale it out.
+Generators for the Prometheus rules (``collector/prometheus/render.py``) and the
+Grafana dashboards (``collector/grafana/build.py``), next to the files they write
+and the stack's other configuration. The collector service itself is
+:mod:`llmspans.collector`.
 """
-
-from __future__ import annotations
-
-from collector.config import CollectorSettings, load_settings
-
-__all__ = ["CollectorSettings", "load_settings"]

@@ -39,10 +39,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import CollectorSettings
-from collector.service import Collector
 from llmspans import _attributes as A
 from llmspans._attributes import span_name
+from llmspans.collector.config import CollectorSettings
+from llmspans.collector.service import Collector
 
 T = TypeVar("T")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.assembly import Assembler, Finalised
 from llmspans import _attributes as A
+from llmspans.collector.assembly import Assembler, Finalised
 from llmspans.core.records import SpanRecord
 
 TRACE_A = b"a" * 16

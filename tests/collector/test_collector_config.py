@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from collector.config import FileExporter, OtlpExporter, load_settings
+from llmspans.collector.config import FileExporter, OtlpExporter, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "collector.example.yaml"
 
@@ -68,7 +68,7 @@ def test_invalid_configs_are_refused(tmp_path: Path, text: str) -> None:
 def test_command_line_reports_a_bad_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.__main__ import main
+    from llmspans.collector.__main__ import main
 
     # main() configures logging for its process (a root handler on this test's captured
     # stderr, the root level): undone afterwards so that no later test inherits it.

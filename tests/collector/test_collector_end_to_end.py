@@ -20,6 +20,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
+import llmspans.collector.processor
 from llmspans import _attributes as A
 
 
@@ -221,12 +222,11 @@ def test_a_fault_in_evaluation_loses_no_span(
     sink: Sink,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import collector.processor
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("evaluation bug")
 
-    monkeypatch.setattr(collector.processor, "evaluate_trace", broken)
+    monkeypatch.setattr(llmspans.collector.processor, "evaluate_trace", broken)
     running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
     sender = http_sender(running.http_url)
     emit_run(sender.tracer)
@@ -245,16 +245,15 @@ def test_traces_without_stage_spans_pass_through_unevaluated(
     sink: Sink,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import collector.processor
 
     evaluated: list[int] = []
-    original = collector.processor.evaluate_trace
+    original = llmspans.collector.processor.evaluate_trace
 
     def counting(records: Any, thresholds: Any) -> Any:
         evaluated.append(len(records))
         return original(records, thresholds)
 
-    monkeypatch.setattr(collector.processor, "evaluate_trace", counting)
+    monkeypatch.setattr(llmspans.collector.processor, "evaluate_trace", counting)
     running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
     sender = http_sender(running.http_url)
     with (

@@ -15,11 +15,11 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector.config import CollectorSettings, FileExporter, OtlpExporter
-from collector.forwarding import FileWriter, Forwarder, HttpExporter, retry_wait
-from collector.metrics import MetricsStore
-from collector.processor import Processor
 from llmspans import _attributes as A
+from llmspans.collector.config import CollectorSettings, FileExporter, OtlpExporter
+from llmspans.collector.forwarding import FileWriter, Forwarder, HttpExporter, retry_wait
+from llmspans.collector.metrics import MetricsStore
+from llmspans.collector.processor import Processor
 
 
 def test_server_delays_get_jitter_on_top_never_taken_off() -> None:

@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
-from collector._wire import RequestError, json_to_protobuf, protobuf_to_json
+from llmspans.collector._wire import RequestError, json_to_protobuf, protobuf_to_json
 from llmspans.core.convert import iter_otlp_json_lines
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from collector.grafana import build
-from collector.metrics import FAMILIES, HEALTH
+from llmspans.collector.metrics import FAMILIES, HEALTH
 
 from .conftest import ROOT, run_tool
 

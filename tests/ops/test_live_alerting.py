@@ -39,10 +39,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from collector.alertmanager.sink import WebhookSink
 from collector.grafana import build
 from collector.prometheus import render
 from llmspans import _attributes as A
+from llmspans.collector.alert_sink import WebhookSink
 from tests.listening import collector_ports, logged_port
 
 from .conftest import ROOT, Processes, binary, get_json, http_get, venv_binary, wait_for
@@ -387,7 +387,7 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink, dead_port
         [
             str(ROOT / ".venv" / "bin" / "python"),
             "-m",
-            "collector.traffic",
+            "llmspans.collector.traffic",
             "--endpoint",
             collectors[REFERENCE].otlp,
             "--shard",

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from collector.config import load_settings
 from collector.prometheus import render
+from llmspans.collector.config import load_settings
 
 from .conftest import ROOT, run_tool
 
@@ -146,7 +146,7 @@ def test_every_file_compose_mounts_or_builds_exists(services: dict[str, dict[str
 def test_dockerfile_copies_what_exists() -> None:
     copies = re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), flags=re.M)
     sources = [s for line in copies for s in line.split()]
-    assert {"pyproject.toml", "llmspans", "collector"} <= set(sources)
+    assert {"pyproject.toml", "llmspans"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source
     exposed = {
@@ -292,7 +292,7 @@ def test_grafana_provisioning_points_at_the_stack(services: dict[str, dict[str, 
 
 def test_the_traffic_generator_sends_to_the_gateway(services: dict[str, dict[str, Any]]) -> None:
     args = services["traffic"]["entrypoint"]
-    assert args[:3] == ["python", "-m", "collector.traffic"]
+    assert args[:3] == ["python", "-m", "llmspans.collector.traffic"]
     endpoint = next(a.split("=", 1)[1] for a in args if a.startswith("--endpoint="))
     assert_dials(endpoint, services, "traffic")
     assert any(a == "--phase=spike=600" for a in args)

@@ -11,9 +11,9 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from collector.traffic.pipeline import FAULT_MODES, FaultMix, SupportPipeline
-from collector.traffic.shard import TraceShardingExporter
 from llmspans import _attributes as A
+from llmspans.collector.traffic.pipeline import FAULT_MODES, FaultMix, SupportPipeline
+from llmspans.collector.traffic.shard import TraceShardingExporter
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds

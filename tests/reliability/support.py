@@ -653,7 +653,7 @@ def http_exporter(sink: CountingSink, queue_size: int = 100_000) -> dict[str, An
 
 def requires_collector() -> None:
     try:
-        import collector.__main__  # noqa: F401
+        import llmspans.collector.__main__  # noqa: F401
     except ImportError as error:
         pytest.skip(f"collector not importable yet: {error}")
 

@@ -440,12 +440,12 @@ def test_atheris_fuzz_of_the_collector_request_decoding(tmp_path: Path) -> None:
             import atheris
             # Dependencies first, uninstrumented: coverage feedback is wanted for our
             # decoding code only, and instrumenting pydantic or protobuf is slow.
-            import collector
+            import llmspans.collector
             import google.protobuf.json_format
             import llmspans.core.records
             import opentelemetry.proto.collector.trace.v1.trace_service_pb2
             with atheris.instrument_imports():
-                from collector._wire import RequestError, json_to_protobuf, parse_request
+                from llmspans.collector._wire import RequestError, json_to_protobuf, parse_request
                 from llmspans.core.convert import record_from_otlp_span
 
             def one_input(data: bytes) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from collector.config import ENV_PREFIX, load_settings
-from collector.service import run
+from llmspans.collector.config import ENV_PREFIX, load_settings
+from llmspans.collector.service import run
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -30,18 +30,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from collector.assembly import Assembler, Finalised, Trace
-from collector.config import CollectorSettings
-from collector.forwarding import Forwarder
-from collector.metrics import MetricsStore
 from llmspans import _attributes as A
+from llmspans.collector.assembly import Assembler, Finalised, Trace
+from llmspans.collector.config import CollectorSettings
+from llmspans.collector.forwarding import Forwarder
+from llmspans.collector.metrics import MetricsStore
 from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds, Verdict
 
 __all__ = ["Accepted", "Backpressure", "Processor"]
 
-_log = logging.getLogger("collector")
+_log = logging.getLogger("llmspans.collector")
 
 _ZERO_TRACE_ID: Final = bytes(16)
 _ZERO_SPAN_ID: Final = bytes(8)

@@ -30,8 +30,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 import llmspans
-from collector.traffic.pipeline import FAULT_MODES, STEADY_FAULTS, FaultMix, SupportPipeline
-from collector.traffic.shard import TraceShardingExporter
+from llmspans.collector.traffic.pipeline import (
+    FAULT_MODES,
+    STEADY_FAULTS,
+    FaultMix,
+    SupportPipeline,
+)
+from llmspans.collector.traffic.shard import TraceShardingExporter
 
 FEEDBACK_SHARE = 0.4
 FEEDBACK_KINDS = (("accept", 0.6), ("edit", 0.3), ("bypass", 0.1))

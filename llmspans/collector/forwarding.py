@@ -35,15 +35,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from collector._wire import protobuf_to_json
-from collector.config import ExporterConfig, FileExporter, OtlpExporter
+from llmspans.collector._wire import protobuf_to_json
+from llmspans.collector.config import ExporterConfig, FileExporter, OtlpExporter
 
 if TYPE_CHECKING:
-    from collector.metrics import MetricsStore
+    from llmspans.collector.metrics import MetricsStore
 
 __all__ = ["Exporter", "FileWriter", "Forwarder", "GrpcExporter", "HttpExporter", "retry_wait"]
 
-_log = logging.getLogger("collector.forwarding")
+_log = logging.getLogger("llmspans.collector.forwarding")
 
 _EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _RETRYABLE_HTTP: Final = frozenset({408, 429, 502, 503, 504})

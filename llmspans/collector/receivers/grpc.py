@@ -31,13 +31,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from collector._wire import RequestError, parse_request
-from collector.processor import Backpressure, Processor, TooLarge
-from collector.receivers import token_matches
+from llmspans.collector._wire import RequestError, parse_request
+from llmspans.collector.processor import Backpressure, Processor, TooLarge
+from llmspans.collector.receivers import token_matches
 
 __all__ = ["GrpcReceiver"]
 
-_log = logging.getLogger("collector.receivers.grpc")
+_log = logging.getLogger("llmspans.collector.receivers.grpc")
 
 _SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _INT32_MAX: Final = 2**31 - 1

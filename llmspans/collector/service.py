@@ -24,16 +24,16 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from collector.config import CollectorSettings, split_host_port
-from collector.forwarding import Forwarder, make_exporter
-from collector.metrics import MetricsStore, otlp_request
-from collector.processor import SWEEP_LIMIT, Processor
-from collector.receivers.grpc import GrpcReceiver
-from collector.receivers.http import HttpReceiver
+from llmspans.collector.config import CollectorSettings, split_host_port
+from llmspans.collector.forwarding import Forwarder, make_exporter
+from llmspans.collector.metrics import MetricsStore, otlp_request
+from llmspans.collector.processor import SWEEP_LIMIT, Processor
+from llmspans.collector.receivers.grpc import GrpcReceiver
+from llmspans.collector.receivers.http import HttpReceiver
 
 __all__ = ["Collector", "run"]
 
-_log = logging.getLogger("collector")
+_log = logging.getLogger("llmspans.collector")
 
 #: allocations between young-generation collections while the collector runs
 GC_YOUNG_THRESHOLD: Final = 50_000

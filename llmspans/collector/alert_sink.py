@@ -6,7 +6,7 @@ alerting test uses it as the webhook that must receive the spike alert. Replace
 its URLs in ``alertmanager.yml`` with your pager's (PagerDuty, Opsgenie, Slack)
 in production.
 
-    python -m collector.alertmanager.sink --listen 0.0.0.0:9099
+    python -m llmspans.collector.alert_sink --listen 0.0.0.0:9099
 
 ``POST /<path>`` takes Alertmanager's webhook JSON (version 4); ``GET /notifications``
 returns what arrived so far as a JSON array of ``{"path": ..., "body": ...}``.
@@ -125,7 +125,7 @@ def describe(path: str, body: Any) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m collector.alertmanager.sink")
+    parser = argparse.ArgumentParser(prog="python -m llmspans.collector.alert_sink")
     parser.add_argument("--listen", default="127.0.0.1:9099", help="host:port")
     args = parser.parse_args(argv)
     host, _, port = str(args.listen).rpartition(":")

@@ -24,13 +24,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from collector._wire import RequestError, json_to_protobuf, parse_request
-from collector.processor import Accepted, Backpressure, Processor, TooLarge, retry_after_header
-from collector.receivers import token_matches
+from llmspans.collector._wire import RequestError, json_to_protobuf, parse_request
+from llmspans.collector.processor import (
+    Accepted,
+    Backpressure,
+    Processor,
+    TooLarge,
+    retry_after_header,
+)
+from llmspans.collector.receivers import token_matches
 
 __all__ = ["TRACES_PATH", "HttpReceiver"]
 
-_log = logging.getLogger("collector.receivers.http")
+_log = logging.getLogger("llmspans.collector.receivers.http")
 
 TRACES_PATH: Final = "/v1/traces"
 _PROTOBUF: Final = "application/x-protobuf"

@@ -1,1 +1,0 @@
-"""Alertmanager configuration for llmspans, and a webhook receiver that logs notifications."""
