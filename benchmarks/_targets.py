@@ -135,9 +135,8 @@ class LlmspansCollector(Target):
         self.config_path = OUT / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         env = {"PYTHONPATH": str(ROOT), **(extra_env or {})}
-        self.proc = Proc(
-            name, [PYTHON, "-m", "llmspans.collector", "--config", str(self.config_path)], env=env, cwd=ROOT
-        )
+        command = [PYTHON, "-m", "llmspans.collector", "--config", str(self.config_path)]
+        self.proc = Proc(name, command, env=env, cwd=ROOT)
         try:
             wait_until(self._ready, 60, what=f"{name} /readyz")
         except Exception:

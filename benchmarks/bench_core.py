@@ -13,7 +13,8 @@ with no exporter attached, then each step is timed on its own:
 - ``naive walk``: every attribute of every span into a dict (the comparison point);
 - ``evaluate``: ``evaluate_trace`` per trace (runs assembled and attributed);
 - ``observations``: ``observations`` per evaluated trace;
-- ``metrics apply``: the collector's ``MetricsStore.apply``;
+- ``metrics record``: the shared store's ``MetricStore.record`` (what the collector
+  and the embedded mode do with each evaluated trace);
 - ``serialize``: re-encoding each request (what forwarding a modified request costs);
 - ``processor accept`` / ``processor finalise``: the real thing end to end.
 
@@ -104,7 +105,7 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
     steps["evaluate"] = _best(lambda: [evaluate_trace(t, thresholds) for t in traces], repeat)
     results = [evaluate_trace(t, thresholds) for t in traces]
     steps["observations"] = _best(lambda: [observations(r) for r in results], repeat)
-    found = [(observations(r), t[0].trace_id) for r, t in zip(results, traces, strict=True)]
+    found = [(r, t[0].trace_id) for r, t in zip(results, traces, strict=True)]
 
     skipped: dict[str, str] = {}
     try:
@@ -116,12 +117,12 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
         skipped["processor"] = f"collector not importable: {exc}"
     else:
 
-        def apply() -> None:
+        def record() -> None:
             store = MetricsStore()
-            for obs, trace_id in found:
-                store.apply(obs, trace_id)
+            for result, trace_id in found:
+                store.record(result, trace_id)
 
-        steps["metrics apply"] = _best(apply, repeat)
+        steps["metrics record"] = _best(record, repeat)
 
         def processor_pass() -> tuple[float, float]:
             clock = [0.0]

@@ -355,15 +355,11 @@ def _llmspans_variants(
 
 def _embedded_provider(exporter: CountingExporter) -> TracerProvider:
     """A provider with the shared exporter plus llmspans' in-process attribution."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     from llmspans.embedded import EmbeddedProcessor
 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    provider.add_span_processor(EmbeddedProcessor(meter_provider=meters))
+    provider.add_span_processor(EmbeddedProcessor())
     return provider
 
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -34,11 +34,8 @@ from llmspans._tracing import get_tracer_provider, use_tracer_provider
 from llmspans.cost import PriceTable, set_price_table
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
-    from opentelemetry.sdk.metrics import MeterProvider
-
     from llmspans.core.model import Thresholds
+    from llmspans.embedded import EmbeddedProcessor
 
 PROTOCOL_HTTP: Final = "http/protobuf"
 PROTOCOL_GRPC: Final = "grpc"
@@ -55,37 +52,30 @@ class Configuration:
         tracer_provider: TracerProvider | None,
         *,
         owns_tracer_provider: bool,
-        meter_provider: MeterProvider | None = None,
-        metrics_server: WSGIServer | None = None,
-        embedded_processor: SpanProcessor | None = None,
+        embedded_processor: EmbeddedProcessor | None = None,
         protocol: str | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
         self.embedded_processor = embedded_processor
         self.protocol = protocol
         self._owns_tracer_provider = owns_tracer_provider
-        self._metrics_server = metrics_server
         # Guards _closed: shutdown() may be called from several threads and at exit.
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def metrics_port(self) -> int | None:
-        """The port of the Prometheus endpoint, when one was started."""
-        if self._metrics_server is None:
+        """The port of the embedded mode's ``/metrics`` endpoint, when one was started."""
+        if self.embedded_processor is None:
             return None
-        return int(self._metrics_server.server_port)
+        return self.embedded_processor.metrics_port
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export every finished span and metric now; ``True`` when all of it went out."""
+        """Export every finished span (and, with a metrics push, the metrics) now;
+        ``True`` when all of it went out."""
         ok = True
         if self.tracer_provider is not None:
             ok = self.tracer_provider.force_flush(timeout_millis) and ok
-        # A Prometheus reader is pulled by scrapes: flushing it would queue a second
-        # copy of every metric family into the next scrape.
-        if self.meter_provider is not None and self._metrics_server is None:
-            ok = self.meter_provider.force_flush(timeout_millis) and ok
         return ok
 
     def shutdown(self) -> None:
@@ -103,11 +93,6 @@ class Configuration:
                     self.embedded_processor.shutdown()
             if get_tracer_provider() is self.tracer_provider:
                 use_tracer_provider(None)
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
 
 
 def _resolve_protocol(protocol: str | None) -> str:
@@ -175,7 +160,7 @@ def _span_exporters(
     return exporters
 
 
-def _meter_provider(
+def _embedded_processor(
     resource: Resource,
     *,
     protocol: str,
@@ -183,49 +168,33 @@ def _meter_provider(
     headers: Mapping[str, str] | None,
     metrics_port: int | None,
     metrics_host: str,
-) -> tuple[MeterProvider, WSGIServer | None]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    thresholds: Thresholds | None,
+    max_pipelines: int,
+) -> EmbeddedProcessor:
+    """The embedded mode's processor, its metrics served on ``metrics_port`` or else
+    pushed as OTLP to the metrics endpoint (unless ``OTEL_METRICS_EXPORTER=none``)."""
+    from llmspans.embedded import EmbeddedProcessor
 
-    readers: list[MetricReader] = []
-    server: WSGIServer | None = None
-    if metrics_port is not None:
-        try:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import CollectorRegistry, start_http_server
-        except ImportError as exc:
-            raise ImportError(
-                "configure(metrics_port=...) needs the Prometheus exporter: "
-                "pip install 'llmspans[prometheus]'"
-            ) from exc
-
-        # A registry of our own: several configurations (or the app's own
-        # prometheus_client metrics) never collide.
-        registry = CollectorRegistry()
-        readers.append(PrometheusMetricReader(registry=registry))
-        server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry)
-    elif os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none":
-        header_dict = dict(headers) if headers else None
+    metrics_endpoint: str | None = None
+    if metrics_port is None and (
+        os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
+    ):
+        env = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or None
+        base = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
         if protocol == PROTOCOL_GRPC:
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                OTLPMetricExporter as GrpcMetricExporter,
-            )
-
-            readers.append(
-                PeriodicExportingMetricReader(
-                    GrpcMetricExporter(endpoint=endpoint, headers=header_dict)
-                )
-            )
+            metrics_endpoint = env or base or "localhost:4317"
         else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter as HttpMetricExporter,
-            )
-
-            url = _http_url(endpoint, _METRICS_PATH) if endpoint else None
-            readers.append(
-                PeriodicExportingMetricReader(HttpMetricExporter(endpoint=url, headers=header_dict))
-            )
-    return MeterProvider(resource=resource, metric_readers=readers), server
+            metrics_endpoint = env or _http_url(base or "http://localhost:4318", _METRICS_PATH)
+    return EmbeddedProcessor(
+        thresholds=thresholds,
+        max_pipelines=max_pipelines,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        metrics_endpoint=metrics_endpoint,
+        metrics_protocol=protocol,
+        metrics_headers=headers,
+        resource=[(str(key), str(value)) for key, value in resource.attributes.items()],
+    )
 
 
 def _sdk_disabled() -> bool:
@@ -268,11 +237,12 @@ def configure(
     - ``tracer_provider``: use this provider (yours, set up as you like) instead of
       building one; it is not made global, and gets no exporter unless ``endpoint``
       or ``span_exporter`` is given.
-    - ``embedded=True``: run the attribution and the SPEC section 4 metrics in this
-      process (:class:`llmspans.embedded.EmbeddedProcessor`), with a Prometheus
-      endpoint on ``metrics_host:metrics_port`` when ``metrics_port`` is given
-      (``0`` picks a free port, see ``Configuration.metrics_port``), else OTLP
-      metrics to the same endpoint. ``thresholds`` and ``max_pipelines`` tune it.
+    - ``embedded=True``: run the attribution and the metrics of docs/metrics.md in
+      this process (:class:`llmspans.embedded.EmbeddedProcessor`), with ``/metrics``
+      on ``metrics_host:metrics_port`` when ``metrics_port`` is given (``0`` picks a
+      free port, see ``Configuration.metrics_port``), else an OTLP metrics push to
+      ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or the OTLP endpoint (none with
+      ``OTEL_METRICS_EXPORTER=none``). ``thresholds`` and ``max_pipelines`` tune it.
     - ``capture_content``, ``redact``, ``content_max_length``: content capture (see
       :mod:`llmspans._content`); ``None`` leaves the environment's choice.
     - ``price_table``: a :class:`~llmspans.cost.PriceTable` or a path to one.
@@ -322,26 +292,19 @@ def configure(
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
 
-    meter_provider: MeterProvider | None = None
-    server: WSGIServer | None = None
-    processor: SpanProcessor | None = None
+    processor: EmbeddedProcessor | None = None
     if embedded:
-        from llmspans.embedded import EmbeddedProcessor
-
-        meter_provider, server = _meter_provider(
+        processor = _embedded_processor(
             provider.resource,
             protocol=chosen_protocol,
             endpoint=endpoint,
             headers=headers,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
-        )
-        processor = EmbeddedProcessor(
-            meter_provider=meter_provider, thresholds=thresholds, max_pipelines=max_pipelines
+            thresholds=thresholds,
+            max_pipelines=max_pipelines,
         )
         provider.add_span_processor(processor)
-        if set_global and owns:
-            _set_global_meter_provider(meter_provider)
 
     if set_global and owns:
         if _global_tracer_provider_is_set():
@@ -355,19 +318,6 @@ def configure(
     return Configuration(
         provider,
         owns_tracer_provider=owns,
-        meter_provider=meter_provider,
-        metrics_server=server,
         embedded_processor=processor,
         protocol=chosen_protocol,
     )
-
-
-def _set_global_meter_provider(provider: MeterProvider) -> None:
-    current = metrics.get_meter_provider()
-    if type(current).__name__ == "_ProxyMeterProvider":
-        metrics.set_meter_provider(provider)
-    else:
-        logger.warning(
-            "a global MeterProvider is already installed; the embedded metrics use "
-            "llmspans' own provider"
-        )

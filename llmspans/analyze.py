@@ -19,15 +19,15 @@ import argparse
 import gzip
 import io
 import json
+import math
 import sys
 import zlib
 from collections.abc import Iterable
 from typing import TextIO
 
 from llmspans.core.convert import iter_otlp_json_lines
-from llmspans.core.evaluate import evaluate_trace
-from llmspans.core.model import Thresholds
-from llmspans.core.records import SpanRecord
+from llmspans.core.engine import Assembler, Engine
+from llmspans.core.model import Thresholds, TraceResult
 from llmspans.core.report import Report, ReportBuilder
 
 __all__ = ["add_arguments", "analyze_lines", "run"]
@@ -62,14 +62,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def analyze_lines(lines: Iterable[str], thresholds: Thresholds) -> Report:
-    """The report over OTLP JSON lines; unreadable lines are listed in ``skipped_lines``."""
+    """The report over OTLP JSON lines; unreadable lines are listed in ``skipped_lines``.
+
+    The engine every mode runs assembles the spans by trace (a file holds whole
+    traces: nothing is final before the end) and attributes each trace; the report
+    is a sink of the same metric code as the collector's and the embedded mode's.
+    """
     skipped: list[tuple[int, str]] = []
-    traces: dict[bytes, list[SpanRecord]] = {}
+    engine = Engine(
+        thresholds,
+        assembler=Assembler(trace_idle_s=math.inf, trace_timeout_s=math.inf),
+    )
+    add = engine.assembler.add
     for record in iter_otlp_json_lines(lines, lambda line, error: skipped.append((line, error))):
-        traces.setdefault(record.trace_id, []).append(record)
+        add(record, 0.0)
     builder = ReportBuilder()
-    for records in traces.values():
-        builder.add(evaluate_trace(records, thresholds), spans=len(records))
+    for trace, _ in engine.assembler.drain():
+        result = engine.attribute(trace) or TraceResult(
+            bad_attributes=sum(record.bad_attributes for record in trace.records)
+        )
+        builder.add(result, spans=len(trace.records) + trace.truncated)
     builder.report.skipped_lines = skipped
     return builder.report
 

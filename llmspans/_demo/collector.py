@@ -89,7 +89,7 @@ class LocalCollector:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPANS_COLLECTOR__")}
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "--config", str(self.config_path)],
+                [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

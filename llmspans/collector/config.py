@@ -70,6 +70,11 @@ class Metrics(_Section):
     ece_window: int = Field(
         default=1000, ge=1, description="runs per pipeline in the llmspans_calibration_ece window"
     )
+    pipelines: list[str] = Field(
+        default_factory=list,
+        description="pipeline names that always keep their label and never use up one of "
+        "the max_pipelines slots (a flood of junk names cannot push them into `other`)",
+    )
     service_instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         description="service.instance.id on pushed metrics (one per replica)",
@@ -80,6 +85,12 @@ class Assembly(_Section):
     trace_idle_s: float = Field(default=2.0, gt=0)
     trace_timeout_s: float = Field(default=60.0, gt=0)
     max_inflight_spans: int = Field(default=1_000_000, ge=1)
+    max_trace_spans: int = Field(
+        default=10_000,
+        ge=1,
+        description="spans of one trace kept for attribution; later ones are forwarded "
+        "but not attributed (counted in llmspans_collector_spans_truncated_total)",
+    )
     finalized_cache_size: int = Field(default=100_000, ge=0)
     sweep_interval_s: float = Field(
         default=0.1, gt=0, description="how often idle and timed-out traces are finalised"

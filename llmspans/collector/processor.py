@@ -31,13 +31,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from llmspans import _attributes as A
-from llmspans.collector.assembly import Assembler, Finalised, Trace
 from llmspans.collector.config import CollectorSettings
 from llmspans.collector.forwarding import Forwarder
 from llmspans.collector.metrics import MetricsStore
 from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
-from llmspans.core.evaluate import evaluate_trace
-from llmspans.core.model import Thresholds, Verdict
+from llmspans.core.engine import Assembler, Engine, Finalised, Trace
+from llmspans.core.model import Thresholds, TraceResult, Verdict
+from llmspans.core.records import SpanRecord
 
 __all__ = ["Accepted", "Backpressure", "Processor"]
 
@@ -110,10 +110,14 @@ class Processor:
         self.clock = clock
         assembly = settings.assembly
         self.assembler = Assembler(
-            assembly.trace_idle_s, assembly.trace_timeout_s, assembly.finalized_cache_size
+            assembly.trace_idle_s,
+            assembly.trace_timeout_s,
+            assembly.finalized_cache_size,
+            max_trace_spans=assembly.max_trace_spans,
         )
-        self.max_inflight_spans = assembly.max_inflight_spans
         self.thresholds: Thresholds = settings.attribution.thresholds()
+        self.engine = Engine(self.thresholds, metrics.store, self.assembler)
+        self.max_inflight_spans = assembly.max_inflight_spans
         self.retry_after = settings.limits.retry_after_s
         self._sweep_interval = assembly.sweep_interval_s
         self._last_sweep = clock()
@@ -124,6 +128,9 @@ class Processor:
         ]
         metrics.gauges["llmspans_collector_spans_inflight"] = lambda: [
             ((), float(self.assembler.inflight_spans))
+        ]
+        metrics.gauges["llmspans_collector_bytes_inflight"] = lambda: [
+            ((), float(self.assembler.inflight_bytes))
         ]
         metrics.gauges["llmspans_collector_forward_queue_spans"] = lambda: [
             ((("exporter", e.name),), float(e.queued_spans + e.sending_spans))
@@ -217,6 +224,10 @@ class Processor:
         messages = list(errors)
         now = self.clock()
         add = self.assembler.add
+        truncated_before = self.assembler.truncated_spans
+        # Each span's share of the request's bytes, plus what its id lists hold in
+        # memory: the in-flight byte estimate (docs/collector.md, memory model).
+        share = len(raw) // total if raw is not None and total else 0
         convert = self._decoder.record
         late = 0
         bad_attributes = 0
@@ -250,7 +261,7 @@ class Processor:
                         continue
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
-                    trace = add(record, now)
+                    trace = add(record, now, size=share + _id_bytes(record))
                     if trace is None:
                         late += 1
                         continue
@@ -282,6 +293,9 @@ class Processor:
 
         if late:
             metrics.count("llmspans_collector_late_spans", late)
+        truncated = self.assembler.truncated_spans - truncated_before
+        if truncated:
+            metrics.count("llmspans_collector_spans_truncated", truncated)
         if invalid:
             metrics.count("llmspans_collector_spans_rejected", invalid, reason="invalid_id")
         if rejected:
@@ -357,14 +371,14 @@ class Processor:
                 # No stage span, so no run, no stage metric, no feedback: the core
                 # would derive nothing (plain service traces passing through).
                 continue
+            result: TraceResult | None = None
             try:
-                result = evaluate_trace(trace.records, self.thresholds)
-                metrics.record(result, trace.trace_id)
+                result = self.engine.evaluate(trace)
             except Exception as error:
                 # A fault in evaluating one trace must not stop the collector: its
                 # spans still go out, without a verdict.
                 self.internal_error("evaluate", error)
-            else:
+            if result is not None:
                 for run, verdict in result.runs:
                     verdicts[run.root.span_id] = verdict
             for item in trace.held or ():
@@ -392,6 +406,25 @@ class Processor:
         self.metrics.count("llmspans_collector_internal_errors", kind=kind)
         if self.metrics.health_value("llmspans_collector_internal_errors", kind=kind) == 1:
             _log.error("internal error (%s); logged once per kind", kind, exc_info=error)
+
+
+#: bytes one id of an id list holds in memory (string object and tuple slot), for the
+#: in-flight estimate
+_ID_BYTES: Final = 64
+
+
+def _id_bytes(record: SpanRecord) -> int:
+    ids = 0
+    for found in (
+        record.document_ids,
+        record.relevant_ids,
+        record.input_ids,
+        record.selected_ids,
+        record.citations,
+    ):
+        if found:
+            ids += len(found)
+    return ids * _ID_BYTES
 
 
 def _string_attribute(key: str, value: str) -> bytes:

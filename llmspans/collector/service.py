@@ -51,7 +51,9 @@ class Collector:
 
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
-        self.metrics = MetricsStore(settings.metrics.max_pipelines, settings.metrics.ece_window)
+        self.metrics = MetricsStore(
+            settings.metrics.max_pipelines, settings.metrics.ece_window, settings.metrics.pipelines
+        )
         self.forwarder = Forwarder(
             [
                 make_exporter(config, index, self.metrics)

@@ -24,8 +24,8 @@ from llmspans.core.records import SpanRecord
 from llmspans.core.runs import (
     cited_ids,
     relevant_ids,
-    retrieved_ids,
-    selected_context,
+    retrieved_id_set,
+    selected_context_set,
     unique_ids,
 )
 
@@ -94,7 +94,7 @@ def _retrieval_low(span: SpanRecord, run: Run, thresholds: Thresholds) -> _Failu
 def _selection_empty(span: SpanRecord, run: Run, thresholds: Thresholds) -> _Failure | None:
     if span.selected_ids is None or span.selected_ids:
         return None
-    candidates = span.input_ids if span.input_ids is not None else retrieved_ids(run)
+    candidates = span.input_ids if span.input_ids is not None else retrieved_id_set(run)
     if not candidates:
         return None
     return A.REASON_EMPTY, _evidence(
@@ -105,15 +105,14 @@ def _selection_empty(span: SpanRecord, run: Run, thresholds: Thresholds) -> _Fai
 def _selection_dropped(span: SpanRecord, run: Run, thresholds: Thresholds) -> _Failure | None:
     if span.selected_ids is None:
         return None
-    retrieved = retrieved_ids(run)
-    candidates = set(span.input_ids) if span.input_ids is not None else set(retrieved)
+    retrieved_set = retrieved_id_set(run)
+    candidates = set(span.input_ids) if span.input_ids is not None else retrieved_set
     labels = relevant_ids(run)
     if labels:
         source = "labels"
         wanted = [doc for doc in labels if doc in candidates]
     else:
         source = "citations"
-        retrieved_set = set(retrieved)
         wanted = [doc for doc in cited_ids(run) if doc in candidates and doc in retrieved_set]
     if not wanted or set(wanted) & set(span.selected_ids):
         return None
@@ -128,13 +127,12 @@ def _selection_dropped(span: SpanRecord, run: Run, thresholds: Thresholds) -> _F
 def _generation_citation(span: SpanRecord, run: Run, thresholds: Thresholds) -> _Failure | None:
     if not span.citations:
         return None
-    selected = selected_context(run)
-    if selected is None:
+    shown = selected_context_set(run)
+    if shown is None:
         return None
-    precision = citation_precision(span.citations, selected)
+    precision = citation_precision(span.citations, shown)
     if precision is None or precision >= thresholds.min_citation_precision:
         return None
-    shown = set(selected)
     return A.REASON_UNSUPPORTED_CITATION, _evidence(
         span,
         ids=[doc for doc in unique_ids(span.citations) if doc not in shown],

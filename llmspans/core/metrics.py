@@ -1,13 +1,13 @@
-"""Metric definitions (SPEC section 4) and the observations one evaluated trace yields.
+"""Metric definitions (docs/conventions.md section 4) and what one evaluated trace yields.
 
 The definitions are pure functions over ids and numbers. :func:`accumulate`
 records what one :class:`~llmspans.core.model.TraceResult` yields into a
-:class:`MetricSink` (counters and histograms by instrument and labels): the
-collector's store and :class:`Aggregates` directly, with no intermediate objects;
-:func:`observations` gives the same measurements as a flat list of
-:class:`Observation` values (instrument, kind, labels, value) for the embedded
-mode's OTel instruments and the report. Every place derives its numbers from this
-one function, so they agree by construction.
+:class:`MetricSink`: counters, histogram values and one calibration observation
+``(pipeline, confidence, correct)`` per run with a confidence. The shared store
+(:class:`llmspans.core.store.MetricStore`, used by the collector and the embedded
+mode), :class:`Aggregates` and the report of ``llmspans analyze`` are all sinks of
+this one function, so their numbers agree by construction. The shape of every
+metric (names, labels, buckets, help) is its row in :mod:`llmspans.core.catalogue`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Final, Literal, NamedTuple, Protocol
 
 from llmspans import _attributes as A
+from llmspans.core.catalogue import CALIBRATION_BINS, CATALOGUE
 from llmspans.core.model import Run, TraceResult, Verdict
 from llmspans.core.records import SpanRecord
-from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context
+from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context_set
 
 __all__ = [
     "CALIBRATION_BINS",
-    "COUNTERS",
     "HISTOGRAM_BOUNDARIES",
+    "MAX_LABEL_BYTES",
     "UNKNOWN_LABEL",
     "UNKNOWN_PIPELINE",
     "Aggregates",
@@ -38,6 +38,7 @@ __all__ = [
     "PipelineLabeler",
     "accumulate",
     "calibration_bin",
+    "calibration_labels",
     "citation_precision",
     "context_precision",
     "context_recall",
@@ -52,31 +53,17 @@ __all__ = [
 UNKNOWN_PIPELINE: Final = "unknown"
 #: Label value for a missing feedback kind.
 UNKNOWN_LABEL: Final = "unknown"
-CALIBRATION_BINS: Final = 10
+#: Label values are cut to this many bytes of UTF-8 (docs/conventions.md section 6).
+MAX_LABEL_BYTES: Final = 128
+#: Durations are clamped to this many seconds: a span whose clock is wrong by years
+#: must not add years to a histogram's sum for good.
+MAX_DURATION_S: Final = 7 * 24 * 3600.0
+_MAX_DURATION_NS: Final = int(MAX_DURATION_S * 1e9)
 
-_DURATION_BOUNDARIES: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
-_RATIO_BOUNDARIES: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-#: Explicit bucket boundaries per histogram instrument (seconds for durations).
+#: Explicit bucket boundaries per histogram instrument, from the catalogue.
 HISTOGRAM_BOUNDARIES: Final[dict[str, tuple[float, ...]]] = {
-    A.METRIC_STAGE_DURATION: _DURATION_BOUNDARIES,
-    A.METRIC_TASK_DURATION: _DURATION_BOUNDARIES,
-    A.METRIC_CONTEXT_PRECISION: _RATIO_BOUNDARIES,
-    A.METRIC_CONTEXT_RECALL: _RATIO_BOUNDARIES,
-    A.METRIC_CITATION_PRECISION: _RATIO_BOUNDARIES,
+    metric.otel_name: metric.buckets for metric in CATALOGUE if metric.kind == "histogram"
 }
-#: The counter instruments :func:`observations` emits.
-COUNTERS: Final = (
-    A.METRIC_STAGE_CALLS,
-    A.METRIC_TASK_OUTCOMES,
-    A.METRIC_STAGE_FAILURES,
-    A.METRIC_TASK_COST,
-    A.METRIC_FEEDBACK,
-    A.METRIC_CALIBRATION_RUNS,
-    A.METRIC_CALIBRATION_CONFIDENCE,
-)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -111,12 +98,19 @@ def context_recall(retrieved: Iterable[str], relevant: Iterable[str]) -> float |
     return len(relevant_set & set(retrieved)) / len(relevant_set)
 
 
-def citation_precision(citations: Iterable[str], selected: Iterable[str]) -> float | None:
-    """|citations ∩ selected context| / |citations| (distinct ids); ``None`` without citations."""
+def citation_precision(
+    citations: Iterable[str], selected: Iterable[str] | frozenset[str]
+) -> float | None:
+    """|citations ∩ selected context| / |citations| (distinct ids); ``None`` without citations.
+
+    Pass ``selected`` as a set when testing many citation lists against one context:
+    it is then used as it is, not copied.
+    """
     cited = set(citations)
     if not cited:
         return None
-    return len(cited & set(selected)) / len(cited)
+    shown = selected if isinstance(selected, frozenset | set) else set(selected)
+    return len(cited & shown) / len(cited)
 
 
 def calibration_bin(confidence: float, bins: int = CALIBRATION_BINS) -> int:
@@ -167,7 +161,7 @@ def run_correct(run: Run, verdict: Verdict) -> bool:
 
 
 class Observation(NamedTuple):
-    """One measurement to record: ``instrument`` is a ``METRIC_*`` dotted name."""
+    """One measurement: ``instrument`` is a ``METRIC_*`` dotted name."""
 
     instrument: str
     kind: Literal["counter", "histogram"]
@@ -176,9 +170,8 @@ class Observation(NamedTuple):
 
 
 class MetricSink(Protocol):
-    """Where :func:`accumulate` records measurements: counters and histograms by
-    (instrument, labels). :class:`Aggregates`, the collector's store and the list
-    :func:`observations` returns all receive the same calls."""
+    """Where :func:`accumulate` records measurements. The shared store, the report
+    and :class:`Aggregates` all receive the same calls."""
 
     def count(self, instrument: str, labels: Labels, value: float) -> None:
         """Add ``value`` to a counter series."""
@@ -186,9 +179,23 @@ class MetricSink(Protocol):
     def observe(self, instrument: str, labels: Labels, value: float) -> None:
         """Record ``value`` in a histogram series."""
 
+    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
+        """One run with a confidence: its calibration counters and its ECE pair."""
+
+
+def calibration_labels(pipeline: str, confidence: float, correct: bool) -> tuple[Labels, Labels]:
+    """The label sets of the two calibration counters of one run: runs (by bin and
+    correctness) and confidence sum (by bin)."""
+    bin_label = _BIN_LABELS[calibration_bin(confidence)]
+    return (
+        (("pipeline", pipeline), ("bin", bin_label), ("correct", "true" if correct else "false")),
+        (("pipeline", pipeline), ("bin", bin_label)),
+    )
+
 
 class _Recorder:
-    """A sink that keeps every measurement as an :class:`Observation`, in order."""
+    """A sink that keeps every measurement as an :class:`Observation`, in order (a
+    calibration observation as the two counter increments it makes)."""
 
     __slots__ = ("found",)
 
@@ -196,41 +203,60 @@ class _Recorder:
         self.found: list[Observation] = []
 
     def count(self, instrument: str, labels: Labels, value: float) -> None:
-        self.found.append(_obs((instrument, "counter", labels, value)))
+        self.found.append(Observation(instrument, "counter", labels, value))
 
     def observe(self, instrument: str, labels: Labels, value: float) -> None:
-        self.found.append(_obs((instrument, "histogram", labels, value)))
+        self.found.append(Observation(instrument, "histogram", labels, value))
+
+    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
+        runs, confidence_sum = calibration_labels(pipeline, confidence, correct)
+        self.count(A.METRIC_CALIBRATION_RUNS, runs, 1.0)
+        self.count(A.METRIC_CALIBRATION_CONFIDENCE, confidence_sum, confidence)
 
 
-#: ``_obs(((instrument, kind, labels, value)))`` builds an Observation without the
-#: NamedTuple's Python-level ``__new__``.
-_obs: Final[Callable[[tuple[str, str, Labels, float]], Observation]] = partial(
-    tuple.__new__, Observation
-)
+def cut_label(value: str) -> str:
+    """``value`` cut to :data:`MAX_LABEL_BYTES` bytes of UTF-8 (on a character boundary)."""
+    if len(value) <= MAX_LABEL_BYTES // 4:
+        return value  # four bytes per character at most: short enough for sure
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_LABEL_BYTES:
+        return value
+    return encoded[:MAX_LABEL_BYTES].decode("utf-8", "ignore")
 
 
 class PipelineLabeler:
-    """Bounds the ``pipeline`` label: the first ``limit`` names pass, later ones become
-    ``"other"``.
+    """Bounds the ``pipeline`` label in length and in number.
+
+    Names longer than :data:`MAX_LABEL_BYTES` bytes are cut (counted in
+    ``truncated``). Names on the allow-list (``allow``) always keep their label and
+    never use up a slot; of the others, the first ``limit`` pass and later ones become
+    ``"other"``. With an allow-list, a flood of junk names can fill the free slots
+    but never push a named pipeline into ``other``.
 
     A lock guards the set of admitted names, so concurrent callers never admit more
     than ``limit``.
     """
 
-    def __init__(self, limit: int = 50) -> None:
+    def __init__(self, limit: int = 50, allow: Iterable[str] = ()) -> None:
         self.limit = limit
+        self._allowed = frozenset(cut_label(name) for name in allow)
         self._known: set[str] = set()
-        self._lock = threading.Lock()  # guards _known
+        self._lock = threading.Lock()  # guards _known and truncated
+        #: how many label values were cut to MAX_LABEL_BYTES
+        self.truncated = 0
 
     def __call__(self, pipeline: str) -> str:
-        if pipeline in self._known:
+        if pipeline in self._known or pipeline in self._allowed:
             return pipeline
+        name = cut_label(pipeline)
         with self._lock:
-            if pipeline in self._known:
-                return pipeline
+            if name is not pipeline:
+                self.truncated += 1
+            if name in self._known or name in self._allowed:
+                return name
             if len(self._known) < self.limit:
-                self._known.add(pipeline)
-                return pipeline
+                self._known.add(name)
+                return name
         return A.OTHER_LABEL
 
 
@@ -243,18 +269,26 @@ _STAGE_DURATION: Final = A.METRIC_STAGE_DURATION
 _ERROR_STATUS: Final = ("status", "error")
 
 
+def _seconds(start_ns: int, end_ns: int) -> float:
+    """A span's duration in seconds, 0 when it ends before it starts, clamped to
+    :data:`MAX_DURATION_S`."""
+    duration = end_ns - start_ns
+    if duration <= 0:
+        return 0.0
+    return min(duration / 1e9, MAX_DURATION_S)
+
+
 def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
-    stage = span.stage or ""
+    stage = cut_label(span.stage or "")
     sink.count(
         _STAGE_CALLS,
         (("pipeline", pipeline), ("stage", stage), ("status", "error" if span.error else "ok")),
         1.0,
     )
-    duration = span.end_ns - span.start_ns
     sink.observe(
         _STAGE_DURATION,
         (("pipeline", pipeline), ("stage", stage)),
-        duration / 1e9 if duration > 0 else 0.0,
+        _seconds(span.start_ns, span.end_ns),
     )
 
 
@@ -273,10 +307,17 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
             for span in spans:
                 count(_STAGE_CALLS, (*by_stage, _ERROR_STATUS) if span.error else ok, 1.0)
                 duration = span.end_ns - span.start_ns
-                observe(_STAGE_DURATION, by_stage, duration / 1e9 if duration > 0 else 0.0)
+                if duration <= 0:
+                    observe(_STAGE_DURATION, by_stage, 0.0)
+                else:
+                    observe(
+                        _STAGE_DURATION,
+                        by_stage,
+                        duration / 1e9 if duration < _MAX_DURATION_NS else MAX_DURATION_S,
+                    )
     by_outcome = (("pipeline", pipeline), ("outcome", outcome))
     count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
-    observe(A.METRIC_TASK_DURATION, by_outcome, run.root.duration_s)
+    observe(A.METRIC_TASK_DURATION, by_outcome, _seconds(run.root.start_ns, run.root.end_ns))
     if outcome == A.OUTCOME_FAILURE:
         sink.count(
             A.METRIC_STAGE_FAILURES,
@@ -305,30 +346,17 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
     generations = stages.get(A.STAGE_GENERATION)
     if generations:
         if any(span.citations for span in generations):
-            selected = selected_context(run)
-            if selected is not None:
+            shown = selected_context_set(run)
+            if shown is not None:
                 for span in generations:
                     if span.citations:
-                        value = citation_precision(span.citations, selected)
+                        value = citation_precision(span.citations, shown)
                         if value is not None:
                             sink.observe(A.METRIC_CITATION_PRECISION, by_pipeline, value)
 
         confidence = run_confidence(run)
         if confidence is not None:
-            bin_label = _BIN_LABELS[calibration_bin(confidence)]
-            correct = "true" if run_correct(run, verdict) else "false"
-            # The runs count comes right before the confidence sum: a sink that
-            # pairs them (the collector's ECE window) relies on this order.
-            sink.count(
-                A.METRIC_CALIBRATION_RUNS,
-                (("pipeline", pipeline), ("bin", bin_label), ("correct", correct)),
-                1.0,
-            )
-            sink.count(
-                A.METRIC_CALIBRATION_CONFIDENCE,
-                (("pipeline", pipeline), ("bin", bin_label)),
-                confidence,
-            )
+            sink.calibrate(pipeline, confidence, run_correct(run, verdict))
 
 
 _BIN_LABELS: Final = tuple(str(index) for index in range(CALIBRATION_BINS))
@@ -339,15 +367,17 @@ def accumulate(
     sink: MetricSink,
     pipeline_label: Callable[[str], str] | None = None,
 ) -> None:
-    """Record every SPEC section 4 measurement of one evaluated trace into ``sink``
-    (the ECE gauge aside): the one definition of what a trace yields.
+    """Record every measurement of one evaluated trace into ``sink`` (the ECE gauge
+    aside, which the sink derives from its calibration observations): the one
+    definition of what a trace yields.
 
     Stage calls and durations for every stage span (standalone ones under
     ``pipeline="unknown"`` unless they carry a pipeline name); per run its outcome,
     duration, cost (the sum of ``llmspans.cost.usd`` over the run's spans), its one
     root-cause failure, context precision and recall (runs with labels), citation
-    precision (per generation with citations) and calibration counters (runs with a
-    confidence); one feedback count per feedback span.
+    precision (per generation with citations) and one calibration observation (runs
+    with a confidence); one feedback count per feedback span. Durations are clamped
+    to :data:`MAX_DURATION_S`.
     """
     label = pipeline_label or _identity
     for run, verdict in result.runs:
@@ -359,7 +389,7 @@ def accumulate(
             A.METRIC_FEEDBACK,
             (
                 ("pipeline", label(span.pipeline or UNKNOWN_PIPELINE)),
-                ("kind", span.feedback_kind or UNKNOWN_LABEL),
+                ("kind", cut_label(span.feedback_kind or UNKNOWN_LABEL)),
             ),
             1.0,
         )
@@ -428,6 +458,12 @@ class Aggregates:
         if histogram is None:
             histogram = self.histograms[key] = HistogramData.empty(HISTOGRAM_BOUNDARIES[instrument])
         histogram.add(value)
+
+    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
+        """Add one run's calibration counters (the :class:`MetricSink` interface)."""
+        runs, confidence_sum = calibration_labels(pipeline, confidence, correct)
+        self.count(A.METRIC_CALIBRATION_RUNS, runs, 1.0)
+        self.count(A.METRIC_CALIBRATION_CONFIDENCE, confidence_sum, confidence)
 
     def apply(self, observations: Iterable[Observation]) -> None:
         for instrument, kind, labels, value in observations:

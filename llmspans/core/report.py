@@ -1,7 +1,8 @@
 """The per-pipeline, per-stage report of ``llmspans analyze``.
 
 A :class:`ReportBuilder` takes evaluated traces and accumulates exactly the
-observations the live metrics record (:func:`llmspans.core.metrics.observations`),
+measurements the live metrics record (it is a sink of
+:func:`llmspans.core.metrics.accumulate`),
 keeping the raw values where the report shows quantiles or means. So a report over
 recorded traces and the metrics of the collector or the embedded mode over the same
 traffic agree by construction. Rendering (terminal table, JSON-ready dict) is pure:
@@ -11,12 +12,12 @@ the caller prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmspans import _attributes as A
-from llmspans.core.metrics import CALIBRATION_BINS, observations
+from llmspans.core.metrics import CALIBRATION_BINS, Labels, accumulate, calibration_bin
 from llmspans.core.model import TraceResult
 
 __all__ = ["PipelineReport", "Report", "ReportBuilder", "StageReport", "quantile"]
@@ -140,7 +141,12 @@ class Report:
 
 
 class ReportBuilder:
-    """Accumulates evaluated traces into a :class:`Report`."""
+    """Accumulates evaluated traces into a :class:`Report`.
+
+    It is a :class:`~llmspans.core.metrics.MetricSink` of :func:`accumulate`, the one
+    function every mode records metrics with, and keeps the raw values where the
+    report shows quantiles or means.
+    """
 
     def __init__(self) -> None:
         self.report = Report()
@@ -157,48 +163,50 @@ class ReportBuilder:
         report.traces += 1
         report.spans += spans
         report.bad_attributes += result.bad_attributes
-        for observation in observations(result):
-            labels = dict(observation.labels)
-            pipeline = self._pipeline(labels["pipeline"])
-            instrument = observation.instrument
-            value = observation.value
-            if instrument == A.METRIC_STAGE_CALLS:
-                stage = pipeline.stage(labels["stage"])
-                stage.calls += 1
-                stage.errors += labels["status"] == "error"
-            elif instrument == A.METRIC_STAGE_DURATION:
-                pipeline.stage(labels["stage"]).durations.append(value)
-            elif instrument == A.METRIC_TASK_OUTCOMES:
-                outcome = labels["outcome"]
-                pipeline.outcomes[outcome] = pipeline.outcomes.get(outcome, 0) + 1
-            elif instrument == A.METRIC_TASK_DURATION:
-                pipeline.task_durations.append(value)
-            elif instrument == A.METRIC_STAGE_FAILURES:
-                failures = pipeline.stage(labels["stage"]).failures
-                failures[labels["reason"]] = failures.get(labels["reason"], 0) + 1
-            elif instrument == A.METRIC_TASK_COST:
-                pipeline.cost_usd += value
-            elif instrument == A.METRIC_CONTEXT_PRECISION:
-                pipeline.context_precision.append(value)
-            elif instrument == A.METRIC_CONTEXT_RECALL:
-                pipeline.context_recall.append(value)
-            elif instrument == A.METRIC_CITATION_PRECISION:
-                pipeline.citation_precision.append(value)
-            elif instrument == A.METRIC_CALIBRATION_RUNS:
-                counts = pipeline.calibration.setdefault(int(labels["bin"]), [0.0, 0.0, 0.0])
-                counts[0] += value
-                counts[1] += value if labels["correct"] == "true" else 0.0
-            elif instrument == A.METRIC_CALIBRATION_CONFIDENCE:
-                counts = pipeline.calibration.setdefault(int(labels["bin"]), [0.0, 0.0, 0.0])
-                counts[2] += value
-            elif instrument == A.METRIC_FEEDBACK:
-                kind = labels["kind"]
-                pipeline.feedback[kind] = pipeline.feedback.get(kind, 0) + 1
+        accumulate(result, self)
 
-    def add_all(self, results: Iterable[TraceResult]) -> Report:
-        for result in results:
-            self.add(result)
-        return self.report
+    # --- the MetricSink interface ------------------------------------------------
+
+    def count(self, instrument: str, labels: Labels, value: float) -> None:
+        found = dict(labels)
+        pipeline = self._pipeline(found["pipeline"])
+        if instrument == A.METRIC_STAGE_CALLS:
+            stage = pipeline.stage(found["stage"])
+            stage.calls += 1
+            stage.errors += found["status"] == "error"
+        elif instrument == A.METRIC_TASK_OUTCOMES:
+            outcome = found["outcome"]
+            pipeline.outcomes[outcome] = pipeline.outcomes.get(outcome, 0) + 1
+        elif instrument == A.METRIC_STAGE_FAILURES:
+            failures = pipeline.stage(found["stage"]).failures
+            failures[found["reason"]] = failures.get(found["reason"], 0) + 1
+        elif instrument == A.METRIC_TASK_COST:
+            pipeline.cost_usd += value
+        elif instrument == A.METRIC_FEEDBACK:
+            kind = found["kind"]
+            pipeline.feedback[kind] = pipeline.feedback.get(kind, 0) + 1
+
+    def observe(self, instrument: str, labels: Labels, value: float) -> None:
+        found = dict(labels)
+        pipeline = self._pipeline(found["pipeline"])
+        if instrument == A.METRIC_STAGE_DURATION:
+            pipeline.stage(found["stage"]).durations.append(value)
+        elif instrument == A.METRIC_TASK_DURATION:
+            pipeline.task_durations.append(value)
+        elif instrument == A.METRIC_CONTEXT_PRECISION:
+            pipeline.context_precision.append(value)
+        elif instrument == A.METRIC_CONTEXT_RECALL:
+            pipeline.context_recall.append(value)
+        elif instrument == A.METRIC_CITATION_PRECISION:
+            pipeline.citation_precision.append(value)
+
+    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
+        counts = self._pipeline(pipeline).calibration.setdefault(
+            calibration_bin(confidence), [0.0, 0.0, 0.0]
+        )
+        counts[0] += 1.0
+        counts[1] += 1.0 if correct else 0.0
+        counts[2] += confidence
 
 
 # --- rendering ----------------------------------------------------------------------

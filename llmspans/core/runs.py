@@ -232,6 +232,26 @@ def selected_context(run: Run) -> tuple[str, ...] | None:
     return result
 
 
+def selected_context_set(run: Run) -> frozenset[str] | None:
+    """:func:`selected_context` as a set, built once per run: rules and metrics that
+    test many citations against it stay linear in the run's ids."""
+    facts = run.facts
+    if "selected_context_set" not in facts:
+        selected = selected_context(run)
+        facts["selected_context_set"] = None if selected is None else frozenset(selected)
+    result: frozenset[str] | None = facts["selected_context_set"]
+    return result
+
+
+def retrieved_id_set(run: Run) -> frozenset[str]:
+    """:func:`retrieved_ids` as a set, built once per run."""
+    facts = run.facts
+    if "retrieved_id_set" not in facts:
+        facts["retrieved_id_set"] = frozenset(retrieved_ids(run))
+    result: frozenset[str] = facts["retrieved_id_set"]
+    return result
+
+
 def _selected_context(run: Run) -> tuple[str, ...] | None:
     selections = [
         span.selected_ids

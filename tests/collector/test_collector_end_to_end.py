@@ -20,7 +20,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
-import llmspans.collector.processor
+import llmspans.core.engine
 from llmspans import _attributes as A
 
 
@@ -226,7 +226,7 @@ def test_a_fault_in_evaluation_loses_no_span(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("evaluation bug")
 
-    monkeypatch.setattr(llmspans.collector.processor, "evaluate_trace", broken)
+    monkeypatch.setattr(llmspans.core.engine, "evaluate_trace", broken)
     running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
     sender = http_sender(running.http_url)
     emit_run(sender.tracer)
@@ -247,13 +247,13 @@ def test_traces_without_stage_spans_pass_through_unevaluated(
 ) -> None:
 
     evaluated: list[int] = []
-    original = llmspans.collector.processor.evaluate_trace
+    original = llmspans.core.engine.evaluate_trace
 
     def counting(records: Any, thresholds: Any) -> Any:
         evaluated.append(len(records))
         return original(records, thresholds)
 
-    monkeypatch.setattr(llmspans.collector.processor, "evaluate_trace", counting)
+    monkeypatch.setattr(llmspans.core.engine, "evaluate_trace", counting)
     running = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
     sender = http_sender(running.http_url)
     with (

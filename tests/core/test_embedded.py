@@ -10,21 +10,13 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    InMemoryMetricReader,
-    NumberDataPoint,
-    Sum,
-)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,7 +24,8 @@ from opentelemetry.trace import Tracer
 
 from llmspans import _attributes as A
 from llmspans import analyze
-from llmspans.core.metrics import HISTOGRAM_BOUNDARIES
+from llmspans.core.catalogue import CATALOGUE
+from llmspans.core.metrics import HISTOGRAM_BOUNDARIES, HistogramData
 from llmspans.core.model import Thresholds
 from llmspans.embedded import EmbeddedProcessor
 
@@ -41,13 +34,18 @@ from .pipelines import run_workload
 Series = dict[tuple[tuple[str, str], ...], Any]
 
 
+@dataclass(frozen=True)
+class Point:
+    """A counter or gauge value as the store holds it."""
+
+    value: float
+
+
 class Harness:
     """A TracerProvider with the embedded processor and an in-memory span exporter."""
 
     def __init__(self, **options: Any) -> None:
-        self.reader = InMemoryMetricReader()
-        self.meters = MeterProvider(metric_readers=[self.reader])
-        self.processor = EmbeddedProcessor(meter_provider=self.meters, **options)
+        self.processor = EmbeddedProcessor(**options)
         self.exporter = InMemorySpanExporter()
         self.provider = TracerProvider()
         self.provider.add_span_processor(self.processor)
@@ -55,26 +53,23 @@ class Harness:
         self.tracer: Tracer = self.provider.get_tracer("test")
 
     def metrics(self) -> dict[str, Series]:
-        """Every data point by instrument name and sorted label set."""
+        """Every series of the processor's store by instrument name and sorted label set:
+        a :class:`Point` for counters and the ECE gauge, ``HistogramData`` for histograms."""
         found: dict[str, Series] = {}
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return found
-        for resource in data.resource_metrics:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    series = found.setdefault(metric.name, {})
-                    assert isinstance(metric.data, Sum | Histogram | Gauge)
-                    for point in metric.data.data_points:
-                        labels = tuple(
-                            sorted((k, str(v)) for k, v in (point.attributes or {}).items())
-                        )
-                        series[labels] = point
+        store = self.processor.store
+        with self.processor._lock:
+            for (name, labels), value in store.aggregates.counters.items():
+                found.setdefault(name, {})[tuple(sorted(labels))] = Point(value)
+            for (name, labels), data in store.aggregates.histograms.items():
+                found.setdefault(name, {})[tuple(sorted(labels))] = data
+            for pipeline, value in store.ece().items():
+                found.setdefault(A.METRIC_CALIBRATION_ECE, {})[(("pipeline", pipeline),)] = Point(
+                    value
+                )
         return found
 
     def close(self) -> None:
         self.provider.shutdown()
-        self.meters.shutdown()
 
 
 @pytest.fixture
@@ -89,7 +84,7 @@ def _total(series: Series, **labels: str) -> float:
     for key, point in series.items():
         present = dict(key)
         if all(present.get(name) == value for name, value in labels.items()):
-            assert isinstance(point, NumberDataPoint)
+            assert isinstance(point, Point)
             total += point.value
     return total
 
@@ -150,7 +145,7 @@ def test_embedded_and_analyze_give_the_same_numbers(
             assert _total(calls, pipeline=name, stage=stage, status="error") == numbers["errors"]
             if numbers["calls"]:
                 point = metrics[A.METRIC_STAGE_DURATION][(("pipeline", name), ("stage", stage))]
-                assert isinstance(point, HistogramDataPoint)
+                assert isinstance(point, HistogramData)
                 assert point.count == numbers["calls"]
         cost = _total(metrics.get(A.METRIC_TASK_COST, {}), pipeline=name)
         assert cost == pytest.approx(pipeline["cost_usd"], abs=1e-9)
@@ -162,7 +157,7 @@ def test_embedded_and_analyze_give_the_same_numbers(
             point = metrics.get(instrument, {}).get((("pipeline", name),))
             count = pipeline[key].get("runs", pipeline[key].get("generations"))
             if count:
-                assert isinstance(point, HistogramDataPoint)
+                assert isinstance(point, HistogramData)
                 assert point.count == count
                 assert point.sum / point.count == pytest.approx(pipeline[key]["mean"], abs=1e-6)
             else:
@@ -201,24 +196,18 @@ def test_histograms_use_the_explicit_boundaries(harness: Harness) -> None:
     metrics = harness.metrics()
     for instrument, boundaries in HISTOGRAM_BOUNDARIES.items():
         for point in metrics.get(instrument, {}).values():
-            assert tuple(point.explicit_bounds) == boundaries
+            assert point.boundaries == boundaries
 
 
 def test_prometheus_names_are_exactly_the_spec() -> None:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry()
-    reader = PrometheusMetricReader(registry=registry)
-    meters = MeterProvider(metric_readers=[reader])
+    processor = EmbeddedProcessor()
     provider = TracerProvider()
-    provider.add_span_processor(EmbeddedProcessor(meter_provider=meters))
+    provider.add_span_processor(processor)
     try:
         run_workload(provider.get_tracer("t"), runs=60, seed=3)
-        text = generate_latest(registry).decode()
+        text = processor.render()
     finally:
         provider.shutdown()
-        meters.shutdown()
     names = {
         line.split("{")[0].split(" ")[0]
         for line in text.splitlines()
@@ -286,9 +275,41 @@ def _wait_for(condition: Any, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def test_every_series_carries_exactly_its_catalogue_labels() -> None:
+    """The embedded mode renders with the collector's code: the label names of every
+    series are its catalogue row's (no ``otel_scope_*``, no ``target_info``)."""
+    processor = EmbeddedProcessor()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        run_workload(provider.get_tracer("t"), runs=60, seed=3)
+        text = processor.render()
+    finally:
+        provider.shutdown()
+    rows = {row.prometheus_name: row for row in CATALOGUE}
+    seen: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name, _, rest = line.partition("{")
+        family = next(
+            n
+            for n in (
+                name.removesuffix(suffix) for suffix in ("_total", "_bucket", "_count", "_sum", "")
+            )
+            if n in rows
+        )
+        labels = [part.split("=")[0] for part in rest.split("}")[0].split(",") if part]
+        expected = list(rows[family].labels) + (["le"] if name.endswith("_bucket") else [])
+        assert labels == expected, line
+        seen.add(family)
+    assert "target_info" not in text and "otel_scope" not in text
+    assert seen == set(rows)
+
+
 def test_unfinished_run_is_finalised_after_the_timeout() -> None:
     timeout_s = 0.5
-    harness = Harness(run_timeout_s=timeout_s)
+    harness = Harness(trace_timeout_s=timeout_s)
     try:
         opened = time.monotonic()
         _open_run(harness.tracer)
@@ -304,7 +325,7 @@ def test_unfinished_run_is_finalised_after_the_timeout() -> None:
 
 
 def test_inflight_traces_are_bounded() -> None:
-    harness = Harness(max_inflight_traces=2, run_timeout_s=3600)
+    harness = Harness(max_inflight_traces=2, trace_timeout_s=3600)
     try:
         for index in range(5):
             _open_run(harness.tracer, pipeline=f"p{index}")

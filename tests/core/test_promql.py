@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry, start_http_server
 
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
@@ -61,22 +58,15 @@ def _whole_history(expression: str) -> str:
 
 @pytest.fixture
 def served_metrics() -> Iterator[tuple[int, TracerProvider, InMemorySpanExporter]]:
-    registry = CollectorRegistry()
-    reader = PrometheusMetricReader(registry=registry)
-    meters = MeterProvider(metric_readers=[reader])
     # Port 0: the server binds a free port itself (nothing can take it meanwhile).
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    port = int(server.server_port)
+    processor = EmbeddedProcessor(metrics_port=0)
+    assert processor.metrics_port is not None
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(EmbeddedProcessor(meter_provider=meters))
+    provider.add_span_processor(processor)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield port, provider, exporter
+    yield processor.metrics_port, provider, exporter
     provider.shutdown()
-    meters.shutdown()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture

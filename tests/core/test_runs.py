@@ -6,13 +6,15 @@ import random
 
 from llmspans import _attributes as A
 from llmspans.core.attribution import attribute
-from llmspans.core.model import Thresholds
+from llmspans.core.metrics import observations
+from llmspans.core.model import Thresholds, TraceResult
 from llmspans.core.runs import (
     assemble,
     cited_ids,
     pipeline_name,
     retrieved_ids,
     selected_context,
+    selected_context_set,
 )
 
 from .builders import pipeline_root, record, span_id
@@ -179,10 +181,37 @@ def test_run_facts_are_computed_once_so_rules_stay_linear_in_the_spans() -> None
     )
     # Every rule and metric asked for these per stage span; each was built once, and
     # later callers get that same object back rather than a fresh union over the run.
-    assert set(run.facts) == {"retrieved_ids", "relevant_ids", "cited_ids"}
+    assert set(run.facts) == {"retrieved_ids", "retrieved_id_set", "relevant_ids", "cited_ids"}
     assert retrieved_ids(run) is run.facts["retrieved_ids"]
     assert selected_context(run) is selected_context(run)
     assert selected_context(run) == tuple(f"d{i}" for i in range(300))
     assert cited_ids(run) == ("d1", "d2")
     assert len(retrieved_ids(run)) == 301  # d0..d299 and "shared", first-seen order
     assert retrieved_ids(run)[:2] == ("d0", "shared")
+
+
+def test_citations_are_checked_against_one_set_of_the_shown_context() -> None:
+    """Many generations with citations and a large shown context: the context is made
+    a set once per run, not once per generation (work linear in ids + citations)."""
+    root = pipeline_root("rag")
+    ids = tuple(f"doc-{i}" for i in range(20_000))
+    retrieval = record(A.STAGE_RETRIEVAL, parent=root, start=1, document_ids=ids)
+    generations = [
+        record(A.STAGE_GENERATION, parent=root, start=10 + i, citations=(f"doc-{i}", "gone"))
+        for i in range(2_000)
+    ]
+    (run,), _, _ = assemble([root, retrieval, *generations])
+    shown = selected_context_set(run)
+    assert shown is selected_context_set(run) and shown is not None and len(shown) == 20_000
+    verdict = attribute(run, Thresholds())
+    assert (verdict.failure_stage, verdict.failure_reason) == (
+        A.STAGE_GENERATION,
+        A.REASON_UNSUPPORTED_CITATION,
+    )
+    assert run.facts["selected_context_set"] is shown
+    values = [
+        o.value
+        for o in observations(TraceResult([(run, verdict)]))
+        if o.instrument == A.METRIC_CITATION_PRECISION
+    ]
+    assert values == [0.5] * 2_000

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from collector.grafana import build
-from llmspans.collector.metrics import FAMILIES, HEALTH
+from llmspans.core.catalogue import CATALOGUE, COLLECTOR_HEALTH
 
 from .conftest import ROOT, run_tool
 
@@ -96,13 +96,14 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
 
 def test_queries_use_only_metrics_the_collector_serves() -> None:
     served = set()
-    for family in (*FAMILIES.values(), *HEALTH.values()):
+    for family in (*CATALOGUE, *COLLECTOR_HEALTH):
+        name = family.prometheus_name
         if family.kind == "counter":
-            served.add(f"{family.name}_total")
+            served.add(f"{name}_total")
         elif family.kind == "histogram":
-            served.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+            served.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
         else:
-            served.add(family.name)
+            served.add(name)
     used = set()
     for dashboard in dashboards():
         for _, expr in build.queries(dashboard):
@@ -110,8 +111,8 @@ def test_queries_use_only_metrics_the_collector_serves() -> None:
     assert used, "no llmspans metric in the dashboards"
     assert used <= served, f"not served by the collector: {sorted(used - served)}"
     # every SPEC section 4 metric family is on some dashboard
-    for family in FAMILIES.values():
-        assert any(name.startswith(family.name) for name in used), family.name
+    for family in CATALOGUE:
+        assert any(name.startswith(family.prometheus_name) for name in used), family.otel_name
 
 
 @pytest.mark.parametrize("uid", ["llmspans-overview", "llmspans-stages"])

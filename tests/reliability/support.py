@@ -543,7 +543,7 @@ class CollectorProcess:
         log = self.log_path.open("ab")
         self._release_ports()  # the collector binds them now
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "--config", str(self.config_path)],
+            [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
             cwd=ROOT,
             env=env,
             stdout=log,

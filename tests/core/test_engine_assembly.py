@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmspans import _attributes as A
-from llmspans.collector.assembly import Assembler, Finalised
+from llmspans.core.engine import Assembler, Finalised
 from llmspans.core.records import SpanRecord
 
 TRACE_A = b"a" * 16
