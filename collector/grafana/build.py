@@ -1,19 +1,27 @@
-"""Build the Grafana dashboards of the llmspans stack as JSON, from the panel lists below.
+"""Build the Grafana dashboards of the llmspans stack with grafana-foundation-sdk.
 
 The dashboards are code so that every query is written once, checked by the tests
 (each one is run against a live Prometheus fed by a real collector) and kept in
-step with the metric names of docs/conventions.md. Run::
+step with the metric names of docs/conventions.md. The panels, variables and links
+are built with the builders of Grafana's ``grafana-foundation-sdk`` (the version
+pinned in the ``dev`` extra, which follows the Grafana of docker-compose.yml) and
+serialised by its JSON encoder. Run::
 
     python -m collector.grafana.build            # writes collector/grafana/dashboards/*.json
     python -m collector.grafana.build --check    # exit 1 when a file is stale
 
 Dashboard variables: ``$pipeline`` and ``$stage`` (label values), ``$window`` (the
 window of quality ratios), ``$service`` and ``$jaeger_url`` (where the trace links
-point). Panels whose series carry a ``stage`` link to the traces behind them: a
-Grafana Explore search of the Jaeger data source and a Jaeger UI search, both by
-the root-span attribute ``llmspans.failure.stage`` that the collector sets; time
-series panels also request Prometheus exemplars, whose ``trace_id`` opens the trace
-in Jaeger (datasource setting ``exemplarTraceIdDestinations``).
+point). A new label breakdown is a :func:`label_variable` in a dashboard's
+``filters`` and its :func:`matchers` in the queries. Panels whose series carry a
+``stage`` link to the traces behind them: a Grafana Explore search of the Jaeger
+data source and a Jaeger UI search, both by the root-span attribute
+``llmspans.failure.stage`` that the collector sets; time series panels also
+request Prometheus exemplars, whose ``trace_id`` opens the trace in Jaeger
+(datasource setting ``exemplarTraceIdDestinations``).
+
+One piece is outside the SDK: :class:`PrometheusAnnotation`, because the SDK's
+annotation model has no ``titleFormat``, ``textFormat`` or ``step``.
 """
 
 from __future__ import annotations
@@ -22,43 +30,95 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
+
+from grafana_foundation_sdk.builders import (
+    barchart,
+    common,
+    dashboard,
+    heatmap,
+    prometheus,
+    stat,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_model
+from grafana_foundation_sdk.models import dashboard as dashboard_model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE: Final = Path(__file__).resolve().parent
 DASHBOARDS_DIR: Final = HERE / "dashboards"
 PROMETHEUS_UID: Final = "prometheus"
 JAEGER_UID: Final = "jaeger"
-PROMETHEUS: Final = {"type": "prometheus", "uid": PROMETHEUS_UID}
-
-P: Final = 'pipeline=~"$pipeline"'
-PS: Final = 'pipeline=~"$pipeline", stage=~"$stage"'
+PROMETHEUS: Final = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 RI: Final = "$__rate_interval"
 
 
-@dataclass(frozen=True)
-class Target:
-    expr: str
-    legend: str = ""
-    instant: bool = False
-    table: bool = False
+# Label breakdowns: one dashboard variable per label, and its matcher in the queries.
 
 
-@dataclass(frozen=True)
-class Panel:
-    title: str
-    kind: str  # timeseries | stat | table | heatmap | barchart
-    targets: Sequence[Target]
-    unit: str = "short"
-    description: str = ""
-    width: int = 12
-    height: int = 8
-    trace_links: bool = False  # series carry `stage` (and maybe `reason`)
-    exemplars: bool = False
-    stack: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+def matchers(*labels: str) -> str:
+    """The PromQL matchers of the dashboard variables of ``labels``: ``label=~"$label"``."""
+    return ", ".join(f'{label}=~"${label}"' for label in labels)
+
+
+P: Final = matchers("pipeline")
+PS: Final = matchers("pipeline", "stage")
+
+
+def label_variable(
+    label: str, metric: str = "llmspans_stage_calls_total"
+) -> dashboard.QueryVariable:
+    """The multi-value variable ``$label``: the values of ``label`` on ``metric``, All = ``.*``.
+
+    A breakdown by a run-level label, e.g. ``segment``, is
+    ``label_variable("segment", "llmspans_task_outcomes_total")`` in the dashboard's
+    ``filters`` and ``matchers("pipeline", "segment")`` in its queries.
+    """
+    return (
+        dashboard.QueryVariable(label)
+        .label(label)
+        .datasource(PROMETHEUS)
+        .query(
+            {"query": f"label_values({metric}, {label})", "refId": f"{label}-values", "qryType": 1}
+        )
+        .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(dashboard_model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .sort(dashboard_model.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def _textbox(name: str, label: str, value: str) -> dashboard.TextBoxVariable:
+    return (
+        dashboard.TextBoxVariable(name)
+        .label(label)
+        .default_value(value)
+        .current(dashboard_model.VariableOption(text=value, value=value))
+    )
+
+
+def _shared_variables() -> list[dashboard.CustomVariable | dashboard.TextBoxVariable]:
+    windows = ("5m", "15m", "1h", "6h", "1d")
+    return [
+        dashboard.CustomVariable("window")
+        .label("ratio window")
+        .values(",".join(windows))
+        .current(dashboard_model.VariableOption(selected=True, text="1h", value="1h"))
+        .options(
+            [dashboard_model.VariableOption(selected=w == "1h", text=w, value=w) for w in windows]
+        ),
+        _textbox("service", "service (Jaeger)", "support-bot"),
+        _textbox("jaeger_url", "Jaeger UI", "http://localhost:16686"),
+    ]
+
+
+# Trace links.
 
 
 def _explore_link(tags: str) -> str:
@@ -79,245 +139,359 @@ def _explore_link(tags: str) -> str:
     return "/explore?schemaVersion=1&panes=" + json.dumps({"traces": query}, separators=(",", ":"))
 
 
-def _trace_links(with_reason: bool) -> list[dict[str, Any]]:
+def trace_links(with_reason: bool = False) -> list[dashboard.DashboardLink]:
+    """Data links from a series with a ``stage`` (and ``reason``) to the traces that failed so."""
     tags = "llmspans.failure.stage=${__field.labels.stage}"
     jaeger_tags = '{"llmspans.failure.stage":"${__field.labels.stage}"'
     if with_reason:
         tags += " llmspans.failure.reason=${__field.labels.reason}"
         jaeger_tags += ',"llmspans.failure.reason":"${__field.labels.reason}"'
     jaeger_tags += "}"
+    title = "Traces failed in ${__field.labels.stage}"
     return [
-        {
-            "title": "Traces failed in ${__field.labels.stage} (Explore, Jaeger)",
-            "url": _explore_link(tags),
-            "targetBlank": False,
-        },
-        {
-            "title": "Traces failed in ${__field.labels.stage} (Jaeger UI)",
-            "url": "${jaeger_url}/search?service=${service}&limit=20&tags="
-            + quote(jaeger_tags, safe="${}_.:,"),
-            "targetBlank": True,
-        },
+        dashboard.DashboardLink(f"{title} (Explore, Jaeger)")
+        .url(_explore_link(tags))
+        .target_blank(False),
+        dashboard.DashboardLink(f"{title} (Jaeger UI)")
+        .url(
+            "${jaeger_url}/search?service=${service}&limit=20&tags="
+            + quote(jaeger_tags, safe="${}_.:,")
+        )
+        .target_blank(True),
     ]
 
 
-def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    targets = []
-    for index, target in enumerate(panel.targets):
-        body: dict[str, Any] = {
-            "refId": chr(ord("A") + index),
-            "datasource": PROMETHEUS,
-            "expr": target.expr,
-            "legendFormat": target.legend or "__auto",
-            "range": not target.instant,
-            "instant": target.instant,
-        }
-        if panel.exemplars and not target.instant:
-            body["exemplar"] = True
-        if target.table:
-            body["format"] = "table"
-        if panel.kind == "heatmap":
-            body["format"] = "heatmap"
-        targets.append(body)
-    defaults: dict[str, Any] = {"unit": panel.unit}
-    if panel.trace_links:
-        with_reason = any("reason" in t.expr and "by (" in t.expr for t in panel.targets)
-        defaults["links"] = _trace_links(with_reason)
-    if panel.kind == "timeseries":
-        defaults["custom"] = {
-            "drawStyle": "line",
-            "lineWidth": 1,
-            "fillOpacity": 20 if panel.stack else 0,
-            "stacking": {"mode": "normal" if panel.stack else "none", "group": "A"},
-            "showPoints": "never",
-        }
-    options: dict[str, Any] = {}
-    if panel.kind == "timeseries":
-        options = {
-            "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]}
-        }
-    elif panel.kind == "stat":
-        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
-    elif panel.kind == "heatmap":
-        options = {"calculate": False, "yAxis": {"unit": panel.unit}}
-    options.update(panel.extra)
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": PROMETHEUS,
-        "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": options,
-    }
+# Panels: each helper returns an SDK panel builder in the house style, to which a
+# definition below may chain further SDK options.
+
+PanelBuilder = timeseries.Panel | stat.Panel | table.Panel | heatmap.Panel | barchart.Panel
+_Panel = TypeVar("_Panel", timeseries.Panel, stat.Panel, table.Panel, heatmap.Panel, barchart.Panel)
 
 
-def _variables(with_stage: bool) -> list[dict[str, Any]]:
-    def label_values(name: str, metric: str) -> dict[str, Any]:
-        definition = f"label_values({metric}, {name})"
+def query(
+    expr: str, legend: str = "", *, instant: bool = False, as_table: bool = False
+) -> prometheus.Dataquery:
+    """A Prometheus query of the panel's data source; range unless ``instant``."""
+    target = (
+        prometheus.Dataquery().datasource(PROMETHEUS).expr(expr).legend_format(legend or "__auto")
+    )
+    target = target.instant() if instant else target.range()
+    if as_table:
+        target.format(PromQueryFormat.TABLE)
+    return target
+
+
+def _panel(
+    panel: _Panel,
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str,
+    description: str,
+    width: int,
+    height: int,
+    exemplars: bool = False,
+    links: Sequence[dashboard.DashboardLink] = (),
+) -> _Panel:
+    panel.title(title).description(description).datasource(PROMETHEUS)
+    panel.span(width).height(height).unit(unit)
+    for index, target in enumerate(targets):
+        target.ref_id(chr(ord("A") + index))
+        if exemplars and not target.build().instant:
+            target.exemplar(True)
+        panel.with_target(target)
+    if links:
+        panel.data_links(list(links))
+    return panel
+
+
+def _tooltip() -> common.VizTooltipOptions:
+    # Grafana's own default (the SDK's default sorts the tooltip ascending).
+    return (
+        common.VizTooltipOptions()
+        .mode(common_model.TooltipDisplayMode.SINGLE)
+        .sort(common_model.SortOrder.NONE)
+    )
+
+
+def timeseries_panel(
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    description: str = "",
+    width: int = 12,
+    height: int = 8,
+    exemplars: bool = False,
+    links: Sequence[dashboard.DashboardLink] = (),
+    stack: bool = False,
+) -> timeseries.Panel:
+    """Lines, stacked and filled when ``stack``; legend as a table with the last value."""
+    panel = _panel(
+        timeseries.Panel(),
+        title,
+        targets,
+        unit=unit,
+        description=description,
+        width=width,
+        height=height,
+        exemplars=exemplars,
+        links=links,
+    )
+    stacking = common_model.StackingMode.NORMAL if stack else common_model.StackingMode.NONE
+    return (
+        panel.draw_style(common_model.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(20 if stack else 0)
+        .stacking(common.StackingConfig().mode(stacking).group("A"))
+        .show_points(common_model.VisibilityMode.NEVER)
+        .legend(
+            common.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common_model.LegendDisplayMode.TABLE)
+            .placement(common_model.LegendPlacement.RIGHT)
+            .calcs(["lastNotNull"])
+        )
+        .tooltip(_tooltip())
+    )
+
+
+def stat_panel(
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    description: str = "",
+    width: int = 6,
+    height: int = 5,
+) -> stat.Panel:
+    """One number: the last value of the query."""
+    panel = _panel(
+        stat.Panel(),
+        title,
+        targets,
+        unit=unit,
+        description=description,
+        width=width,
+        height=height,
+    )
+    return panel.reduce_options(
+        common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+    )
+
+
+def table_panel(
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    width: int = 12,
+    height: int = 8,
+    links: Sequence[dashboard.DashboardLink] = (),
+) -> table.Panel:
+    return _panel(
+        table.Panel(),
+        title,
+        targets,
+        unit=unit,
+        description="",
+        width=width,
+        height=height,
+        links=links,
+    )
+
+
+def heatmap_panel(
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    width: int = 12,
+    height: int = 8,
+    exemplars: bool = False,
+) -> heatmap.Panel:
+    """Buckets already counted by Prometheus (``le``): the heatmap does not calculate."""
+    for target in targets:
+        target.format(PromQueryFormat.HEATMAP)
+    panel = _panel(
+        heatmap.Panel(),
+        title,
+        targets,
+        unit=unit,
+        description="",
+        width=width,
+        height=height,
+        exemplars=exemplars,
+    )
+    return panel.calculate(False).y_axis(heatmap.YAxisConfig().unit(unit))
+
+
+def barchart_panel(
+    title: str,
+    targets: Sequence[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    width: int = 12,
+    height: int = 8,
+) -> barchart.Panel:
+    panel = _panel(
+        barchart.Panel(),
+        title,
+        targets,
+        unit=unit,
+        description="",
+        width=width,
+        height=height,
+    )
+    # Grafana's own default legend (the SDK's default hides it).
+    legend = (
+        common.VizLegendOptions()
+        .show_legend(True)
+        .display_mode(common_model.LegendDisplayMode.LIST)
+        .placement(common_model.LegendPlacement.BOTTOM)
+    )
+    return panel.legend(legend).tooltip(_tooltip())
+
+
+# The escape: the annotation of firing alerts.
+
+
+class _PrometheusAnnotationModel(dashboard_model.AnnotationQuery):
+    def __init__(self, title_format: str, text_format: str, step: str) -> None:
+        super().__init__()
+        self.title_format = title_format
+        self.text_format = text_format
+        self.step = step
+
+    def to_json(self) -> dict[str, object]:
         return {
-            "name": name,
-            "label": name,
-            "type": "query",
-            "datasource": PROMETHEUS,
-            "definition": definition,
-            "query": {"query": definition, "refId": f"{name}-values", "qryType": 1},
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
+            **super().to_json(),
+            "titleFormat": self.title_format,
+            "textFormat": self.text_format,
+            "step": self.step,
         }
 
-    found = [label_values("pipeline", "llmspans_stage_calls_total")]
-    if with_stage:
-        found.append(label_values("stage", "llmspans_stage_calls_total"))
-    found += [
-        {
-            "name": "window",
-            "label": "ratio window",
-            "type": "custom",
-            "query": "5m,15m,1h,6h,1d",
-            "current": {"selected": True, "text": "1h", "value": "1h"},
-            "options": [
-                {"selected": w == "1h", "text": w, "value": w}
-                for w in ("5m", "15m", "1h", "6h", "1d")
-            ],
-        },
-        {
-            "name": "service",
-            "label": "service (Jaeger)",
-            "type": "textbox",
-            "query": "support-bot",
-            "current": {"text": "support-bot", "value": "support-bot"},
-        },
-        {
-            "name": "jaeger_url",
-            "label": "Jaeger UI",
-            "type": "textbox",
-            "query": "http://localhost:16686",
-            "current": {"text": "http://localhost:16686", "value": "http://localhost:16686"},
-        },
-    ]
-    return found
+
+class PrometheusAnnotation(dashboard.AnnotationQuery):
+    """The SDK's annotation builder, plus the Prometheus fields its model lacks.
+
+    ``dashboard_model.AnnotationQuery`` of grafana-foundation-sdk (Grafana 11.2 schema)
+    has ``expr`` but no ``titleFormat``, ``textFormat`` or ``step``: the Prometheus
+    data source reads the first two at the annotation's top level to title its
+    markers (without them each marker has an empty title and text) and turns
+    ``step`` into the query's minimum step.
+    """
+
+    def __init__(self, *, title_format: str, text_format: str, step: str) -> None:
+        super().__init__()
+        self._internal = _PrometheusAnnotationModel(title_format, text_format, step)
 
 
-@dataclass(frozen=True)
-class Dashboard:
-    uid: str
-    title: str
-    description: str
-    panels: Sequence[Panel]
-    with_stage: bool = False
+def _alerts_annotation() -> PrometheusAnnotation:
+    return (
+        PrometheusAnnotation(
+            title_format="{{alertname}}",
+            text_format="{{pipeline}} {{stage}} {{reason}}",
+            step="60s",
+        )
+        .name("llmspans alerts")
+        .datasource(PROMETHEUS)
+        .enable(True)
+        .icon_color("red")
+        .expr('ALERTS{alertname=~"Llmspans.*", alertstate="firing"}')
+    )
 
-    def to_json(self) -> dict[str, Any]:
-        panels = []
-        x = y = row_height = 0
-        for index, panel in enumerate(self.panels, start=1):
-            if x + panel.width > 24:
-                x, y, row_height = 0, y + row_height, 0
-            panels.append(_panel_json(panel, index, x, y))
-            x += panel.width
-            row_height = max(row_height, panel.height)
-        return {
-            "uid": self.uid,
-            "title": self.title,
-            "description": self.description,
-            "tags": ["llmspans"],
-            "timezone": "browser",
-            "editable": True,
-            "schemaVersion": 39,
-            "version": 1,
-            "refresh": "30s",
-            "time": {"from": "now-3h", "to": "now"},
-            "templating": {"list": _variables(self.with_stage)},
-            "annotations": {
-                "list": [
-                    {
-                        "name": "llmspans alerts",
-                        "datasource": PROMETHEUS,
-                        "enable": True,
-                        "iconColor": "red",
-                        "expr": 'ALERTS{alertname=~"Llmspans.*", alertstate="firing"}',
-                        "titleFormat": "{{alertname}}",
-                        "textFormat": "{{pipeline}} {{stage}} {{reason}}",
-                        "step": "60s",
-                    }
-                ]
-            },
-            "links": [
-                {
-                    "title": "llmspans",
-                    "type": "dashboards",
-                    "tags": ["llmspans"],
-                    "asDropdown": True,
-                }
-            ],
-            "panels": panels,
-        }
+
+# Dashboards.
+
+
+def llmspans_dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: Sequence[PanelBuilder],
+    filters: Sequence[dashboard.QueryVariable] = (),
+) -> dashboard.Dashboard:
+    """A dashboard of ``panels``, laid out left to right in rows of 24 columns.
+
+    ``filters`` are the label variables (default: ``$pipeline``); ``$window``,
+    ``$service`` and ``$jaeger_url``, the alert annotation and the links to the
+    other llmspans dashboards are on every dashboard. Panel ids follow the order.
+    """
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["llmspans"])
+        .timezone("browser")
+        .editable()
+        .version(1)
+        .refresh("30s")
+        .time("now-3h", "now")
+    )
+    for variable in [*(filters or [label_variable("pipeline")]), *_shared_variables()]:
+        board.with_variable(variable)
+    board.annotation(_alerts_annotation())
+    board.link(
+        dashboard.DashboardLink("llmspans")
+        .type(dashboard_model.DashboardLinkType.DASHBOARDS)
+        .tags(["llmspans"])
+        .as_dropdown(True)
+    )
+    for panel_id, panel in enumerate(panels, start=1):
+        board.with_panel(panel.id(panel_id))
+        # The SDK starts a new row only once a row is full: a panel must not straddle two.
+        position = panel.build().grid_pos
+        if position is None or position.x + position.w > 24:
+            raise ValueError(f"{uid}: {panel.build().title!r} does not fit in its row of 24")
+    return board
 
 
 def _runs(selector: str = P, window: str = RI, by: str = "pipeline") -> str:
     return f"sum by ({by}) (rate(llmspans_task_outcomes_total{{{selector}}}[{window}]))"
 
 
-OVERVIEW: Final = Dashboard(
+OVERVIEW: Final = llmspans_dashboard(
     uid="llmspans-overview",
     title="llmspans / Overview",
     description="Task completion, cost per successful outcome, feedback and alerts per pipeline.",
     panels=[
-        Panel(
+        stat_panel(
             "Task completion rate",
-            "stat",
             [
-                Target(
+                query(
                     f'sum(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}[$window]))\n'
                     f"/ sum(rate(llmspans_task_outcomes_total{{{P}}}[$window]))"
                 )
             ],
             unit="percentunit",
-            width=6,
-            height=5,
             description="Successful runs / all runs over $window (success needs evidence: "
             "a verified action or completed=True).",
         ),
-        Panel(
+        stat_panel(
             "Runs per second",
-            "stat",
-            [Target(f"sum(rate(llmspans_task_outcomes_total{{{P}}}[$window]))")],
+            [query(f"sum(rate(llmspans_task_outcomes_total{{{P}}}[$window]))")],
             unit="reqps",
-            width=6,
-            height=5,
         ),
-        Panel(
+        stat_panel(
             "Cost per successful outcome",
-            "stat",
             [
-                Target(
+                query(
                     f"sum(rate(llmspans_task_cost_usd_total{{{P}}}[$window]))\n"
                     f'/ sum(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}[$window]))'
                 )
             ],
             unit="currencyUSD",
-            width=6,
-            height=5,
             description="All cost (failed runs included) / successful runs.",
         ),
-        Panel(
+        stat_panel(
             "Firing llmspans alerts",
-            "stat",
-            [Target('count(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})', instant=True)],
-            width=6,
-            height=5,
+            [query('count(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})', instant=True)],
         ),
-        Panel(
+        timeseries_panel(
             "Task completion rate by pipeline",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (pipeline) "
                     f'(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}'
                     f"[{RI}]))\n/ {_runs()}",
@@ -327,35 +501,32 @@ OVERVIEW: Final = Dashboard(
             unit="percentunit",
             exemplars=True,
         ),
-        Panel(
+        timeseries_panel(
             "Runs by outcome",
-            "timeseries",
-            [Target(_runs(by="pipeline, outcome"), "{{pipeline}} {{outcome}}")],
+            [query(_runs(by="pipeline, outcome"), "{{pipeline}} {{outcome}}")],
             unit="reqps",
             exemplars=True,
             stack=True,
         ),
-        Panel(
+        timeseries_panel(
             "Root-cause failures by stage",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline, stage) (rate(llmspans_stage_failures_total{{{P}}}[{RI}]))",
                     "{{pipeline}} {{stage}}",
                 )
             ],
             unit="reqps",
-            trace_links=True,
+            links=trace_links(),
             exemplars=True,
             stack=True,
             description="Each failed run counts once, in the stage that caused it. Click a "
             "series for its traces.",
         ),
-        Panel(
+        timeseries_panel(
             "Cost per successful outcome by pipeline",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline) (rate(llmspans_task_cost_usd_total{{{P}}}[{RI}]))\n"
                     "/ sum by (pipeline) "
                     f'(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}'
@@ -365,17 +536,16 @@ OVERVIEW: Final = Dashboard(
             ],
             unit="currencyUSD",
         ),
-        Panel(
+        timeseries_panel(
             "Edit and bypass rate",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (pipeline) "
                     f'(rate(llmspans_feedback_total{{{P}, kind="edit"}}[$window]))\n'
                     f"/ sum by (pipeline) (rate(llmspans_feedback_total{{{P}}}[$window]))",
                     "{{pipeline}} edit",
                 ),
-                Target(
+                query(
                     f'sum by (pipeline) (rate(llmspans_feedback_total{{{P}, kind="bypass"}}'
                     f"[$window]))\n/ sum by (pipeline) (rate(llmspans_feedback_total{{{P}}}"
                     "[$window]))",
@@ -385,33 +555,30 @@ OVERVIEW: Final = Dashboard(
             unit="percentunit",
             description="Share of feedback events that edited or bypassed the output.",
         ),
-        Panel(
+        table_panel(
             "Firing alerts",
-            "table",
             [
-                Target(
+                query(
                     "sum by (alertname, severity, pipeline, stage, reason, instance) "
                     '(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})',
                     instant=True,
-                    table=True,
+                    as_table=True,
                 )
             ],
-            trace_links=False,
         ),
     ],
 )
 
-STAGES: Final = Dashboard(
+STAGES: Final = llmspans_dashboard(
     uid="llmspans-stages",
     title="llmspans / Stages",
     description="Per-stage calls, root-cause failures by reason, and latency.",
-    with_stage=True,
+    filters=[label_variable("pipeline"), label_variable("stage")],
     panels=[
-        Panel(
+        timeseries_panel(
             "Root-cause failure ratio by stage",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (pipeline, stage) "
                     f"(rate(llmspans_stage_failures_total{{{PS}}}[{RI}]))\n"
                     f"/ on (pipeline) group_left () {_runs()}",
@@ -419,31 +586,29 @@ STAGES: Final = Dashboard(
                 )
             ],
             unit="percentunit",
-            trace_links=True,
+            links=trace_links(),
             exemplars=True,
             description="Runs whose root cause is the stage / all runs of the pipeline: what "
             "LlmspansStageFailureSpike watches.",
         ),
-        Panel(
+        timeseries_panel(
             "Root-cause failures by stage and reason",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline, stage, reason) "
                     f"(rate(llmspans_stage_failures_total{{{PS}}}[{RI}]))",
                     "{{pipeline}} {{stage}} {{reason}}",
                 )
             ],
             unit="reqps",
-            trace_links=True,
+            links=trace_links(with_reason=True),
             exemplars=True,
             stack=True,
         ),
-        Panel(
+        timeseries_panel(
             "Calls by stage and status",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline, stage, status) "
                     f"(rate(llmspans_stage_calls_total{{{PS}}}[{RI}]))",
                     "{{pipeline}} {{stage}} {{status}}",
@@ -452,11 +617,10 @@ STAGES: Final = Dashboard(
             unit="reqps",
             exemplars=True,
         ),
-        Panel(
+        timeseries_panel(
             "Span errors by stage",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (pipeline, stage) "
                     f'(rate(llmspans_stage_calls_total{{{PS}, status="error"}}'
                     f"[{RI}]))\n/ sum by (pipeline, stage) "
@@ -465,14 +629,13 @@ STAGES: Final = Dashboard(
                 )
             ],
             unit="percentunit",
-            trace_links=True,
+            links=trace_links(),
             description="Share of stage spans with status ERROR (root cause or not).",
         ),
-        Panel(
+        timeseries_panel(
             "p95 latency by stage",
-            "timeseries",
             [
-                Target(
+                query(
                     "histogram_quantile(0.95, sum by (pipeline, stage, le) "
                     f"(rate(llmspans_stage_duration_seconds_bucket{{{PS}}}[{RI}])))",
                     "{{pipeline}} {{stage}}",
@@ -481,11 +644,10 @@ STAGES: Final = Dashboard(
             unit="s",
             exemplars=True,
         ),
-        Panel(
+        timeseries_panel(
             "p50 latency by stage",
-            "timeseries",
             [
-                Target(
+                query(
                     "histogram_quantile(0.5, sum by (pipeline, stage, le) "
                     f"(rate(llmspans_stage_duration_seconds_bucket{{{PS}}}[{RI}])))",
                     "{{pipeline}} {{stage}}",
@@ -493,11 +655,10 @@ STAGES: Final = Dashboard(
             ],
             unit="s",
         ),
-        Panel(
+        timeseries_panel(
             "End-to-end p95 by outcome",
-            "timeseries",
             [
-                Target(
+                query(
                     "histogram_quantile(0.95, sum by (pipeline, outcome, le) "
                     f"(rate(llmspans_task_duration_seconds_bucket{{{P}}}[{RI}])))",
                     "{{pipeline}} {{outcome}}",
@@ -505,18 +666,17 @@ STAGES: Final = Dashboard(
             ],
             unit="s",
         ),
-        Panel(
+        table_panel(
             "Top root causes in the range",
-            "table",
             [
-                Target(
+                query(
                     "topk(10, sum by (pipeline, stage, reason) "
                     f"(increase(llmspans_stage_failures_total{{{PS}}}[$__range])))",
                     instant=True,
-                    table=True,
+                    as_table=True,
                 )
             ],
-            trace_links=True,
+            links=trace_links(with_reason=True),
         ),
     ],
 )
@@ -547,16 +707,15 @@ _ACCURACY_BY_BIN: Final = (
 _CONFIDENCE_BY_BIN: Final = (
     f"{_cal('confidence', 'bin', '$__range')}\n/ {_cal('runs', 'bin', '$__range')}"
 )
-QUALITY: Final = Dashboard(
+QUALITY: Final = llmspans_dashboard(
     uid="llmspans-quality",
     title="llmspans / Quality",
     description="Retrieval and citation quality, and calibration of the stated confidence.",
     panels=[
-        Panel(
+        timeseries_panel(
             "Context precision (rank-weighted, mean)",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline) (rate(llmspans_retrieval_context_precision_sum{{{P}}}"
                     f"[$window]))\n/ sum by (pipeline) "
                     f"(rate(llmspans_retrieval_context_precision_count{{{P}}}[$window]))",
@@ -566,11 +725,10 @@ QUALITY: Final = Dashboard(
             unit="percentunit",
             width=8,
         ),
-        Panel(
+        timeseries_panel(
             "Context recall (mean)",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline) (rate(llmspans_retrieval_context_recall_sum{{{P}}}"
                     f"[$window]))\n/ sum by (pipeline) "
                     f"(rate(llmspans_retrieval_context_recall_count{{{P}}}[$window]))",
@@ -580,11 +738,10 @@ QUALITY: Final = Dashboard(
             unit="percentunit",
             width=8,
         ),
-        Panel(
+        timeseries_panel(
             "Citation precision (mean)",
-            "timeseries",
             [
-                Target(
+                query(
                     f"sum by (pipeline) (rate(llmspans_generation_citation_precision_sum{{{P}}}"
                     f"[$window]))\n/ sum by (pipeline) "
                     f"(rate(llmspans_generation_citation_precision_count{{{P}}}[$window]))",
@@ -594,11 +751,10 @@ QUALITY: Final = Dashboard(
             unit="percentunit",
             width=8,
         ),
-        Panel(
+        heatmap_panel(
             "Context precision distribution",
-            "heatmap",
             [
-                Target(
+                query(
                     "sum by (le) "
                     f"(increase(llmspans_retrieval_context_precision_bucket{{{P}}}[{RI}]))",
                     "{{le}}",
@@ -607,15 +763,14 @@ QUALITY: Final = Dashboard(
             unit="percentunit",
             exemplars=True,
         ),
-        Panel(
+        timeseries_panel(
             "Expected calibration error (exact over $window)",
-            "timeseries",
             [
-                Target(
+                query(
                     _ECE,
                     "{{pipeline}} over $window",
                 ),
-                Target(
+                query(
                     f"max by (pipeline) (llmspans_calibration_ece{{{P}}})",
                     "{{pipeline}} collector window",
                 ),
@@ -624,78 +779,62 @@ QUALITY: Final = Dashboard(
             description="Sum over confidence bins of |correct runs - sum of confidences| / runs; "
             "the second series is the collector's own gauge over its recent runs.",
         ),
-        Panel(
+        barchart_panel(
             "Reliability: accuracy and mean confidence by bin",
-            "barchart",
             [
-                Target(
+                query(
                     _ACCURACY_BY_BIN,
                     "accuracy",
                     instant=True,
-                    table=True,
+                    as_table=True,
                 ),
-                Target(
+                query(
                     _CONFIDENCE_BY_BIN,
                     "mean confidence",
                     instant=True,
-                    table=True,
+                    as_table=True,
                 ),
             ],
             unit="percentunit",
-            extra={"xField": "bin"},
-        ),
-        Panel(
+        ).x_field("bin"),
+        barchart_panel(
             "Runs with a confidence, by bin",
-            "barchart",
             [
-                Target(
+                query(
                     _cal("runs", "bin", "$__range"),
                     "runs",
                     instant=True,
-                    table=True,
+                    as_table=True,
                 )
             ],
-            extra={"xField": "bin"},
-        ),
+        ).x_field("bin"),
     ],
 )
 
 _JOB = 'job=~"llmspans-collector.*"'
-COLLECTOR: Final = Dashboard(
+COLLECTOR: Final = llmspans_dashboard(
     uid="llmspans-collector",
     title="llmspans / Collector health",
     description="The llmspans collector replicas: intake, refusals, assembly and forwarding.",
     panels=[
-        Panel(
-            "Replicas up", "stat", [Target(f"sum(up{{{_JOB}}})", instant=True)], width=6, height=5
-        ),
-        Panel(
+        stat_panel("Replicas up", [query(f"sum(up{{{_JOB}}})", instant=True)]),
+        stat_panel(
             "Spans received per second",
-            "stat",
-            [Target("sum(rate(llmspans_collector_spans_received_total[$__rate_interval]))")],
+            [query("sum(rate(llmspans_collector_spans_received_total[$__rate_interval]))")],
             unit="cps",
-            width=6,
-            height=5,
         ),
-        Panel(
+        stat_panel(
             "Traces in flight",
-            "stat",
-            [Target("sum(llmspans_collector_traces_inflight)")],
-            width=6,
-            height=5,
+            [query("sum(llmspans_collector_traces_inflight)")],
         ),
-        Panel(
+        stat_panel(
             "Spans in flight",
-            "stat",
-            [Target("sum(llmspans_collector_spans_inflight)")],
-            width=6,
-            height=5,
+            [query("sum(llmspans_collector_spans_inflight)")],
         ),
-        Panel(
+        timeseries_panel(
             "Spans received by replica",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance) "
                     "(rate(llmspans_collector_spans_received_total[$__rate_interval]))",
                     "{{instance}}",
@@ -704,11 +843,10 @@ COLLECTOR: Final = Dashboard(
             unit="cps",
             description="Balanced replicas receive similar rates; the gateway routes by trace id.",
         ),
-        Panel(
+        timeseries_panel(
             "Spans rejected by reason",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance, reason) "
                     "(rate(llmspans_collector_spans_rejected_total[$__rate_interval]))",
                     "{{instance}} {{reason}}",
@@ -718,11 +856,10 @@ COLLECTOR: Final = Dashboard(
             description="inflight_limit and queue_full are backpressure (senders retry); the "
             "rest is bad input.",
         ),
-        Panel(
+        timeseries_panel(
             "Requests rejected by reason",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance, reason) "
                     "(rate(llmspans_collector_requests_rejected_total[$__rate_interval]))",
                     "{{instance}} {{reason}}",
@@ -730,11 +867,10 @@ COLLECTOR: Final = Dashboard(
             ],
             unit="reqps",
         ),
-        Panel(
+        timeseries_panel(
             "Traces finalised by reason",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance, reason) "
                     "(rate(llmspans_collector_traces_finalized_total[$__rate_interval]))",
                     "{{instance}} {{reason}}",
@@ -743,16 +879,15 @@ COLLECTOR: Final = Dashboard(
             unit="cps",
             stack=True,
         ),
-        Panel(
+        timeseries_panel(
             "Evicted traces and late spans",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance) "
                     "(rate(llmspans_collector_traces_evicted_total[$__rate_interval]))",
                     "{{instance}} evicted traces",
                 ),
-                Target(
+                query(
                     "sum by (instance) "
                     "(rate(llmspans_collector_late_spans_total[$__rate_interval]))",
                     "{{instance}} late spans",
@@ -760,11 +895,10 @@ COLLECTOR: Final = Dashboard(
             ],
             unit="cps",
         ),
-        Panel(
+        timeseries_panel(
             "Known attributes with the wrong type",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance) "
                     "(rate(llmspans_collector_bad_attributes_total[$__rate_interval]))",
                     "{{instance}}",
@@ -772,26 +906,24 @@ COLLECTOR: Final = Dashboard(
             ],
             unit="cps",
         ),
-        Panel(
+        timeseries_panel(
             "Forward queue by exporter",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance, exporter) (llmspans_collector_forward_queue_spans)",
                     "{{instance}} {{exporter}}",
                 )
             ],
         ),
-        Panel(
+        timeseries_panel(
             "Spans forwarded and dropped by exporter",
-            "timeseries",
             [
-                Target(
+                query(
                     "sum by (instance, exporter) "
                     "(rate(llmspans_collector_spans_forwarded_total[$__rate_interval]))",
                     "{{instance}} {{exporter}} forwarded",
                 ),
-                Target(
+                query(
                     "sum by (instance, exporter) "
                     "(rate(llmspans_collector_spans_dropped_total[$__rate_interval]))",
                     "{{instance}} {{exporter}} dropped",
@@ -805,13 +937,14 @@ COLLECTOR: Final = Dashboard(
 DASHBOARDS: Final = (OVERVIEW, STAGES, QUALITY, COLLECTOR)
 
 
-def render(dashboard: Dashboard) -> str:
-    return json.dumps(dashboard.to_json(), indent=2, ensure_ascii=False) + "\n"
+def render(board: dashboard.Dashboard) -> str:
+    """The dashboard's JSON, as the SDK's encoder writes it."""
+    return json.dumps(board.build(), cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
 
 
 def files() -> dict[Path, str]:
     """Every dashboard file and its content."""
-    return {DASHBOARDS_DIR / f"{d.uid}.json": render(d) for d in DASHBOARDS}
+    return {DASHBOARDS_DIR / f"{d.build().uid}.json": render(d) for d in DASHBOARDS}
 
 
 def queries(dashboard: dict[str, Any]) -> Iterable[tuple[str, str]]:

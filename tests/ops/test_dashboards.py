@@ -56,6 +56,50 @@ def test_dashboard_files_are_built_from_build_py() -> None:
     assert build.main(["--check"]) == 0, "run python -m collector.grafana.build"
 
 
+def test_check_fails_on_a_stale_file_and_a_build_rewrites_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for path in DASHBOARD_FILES:
+        (tmp_path / path.name).write_text(path.read_text())
+    stale = tmp_path / "llmspans-stages.json"
+    stale.write_text(stale.read_text().replace('"p95 latency by stage"', '"p99 latency"'))
+    monkeypatch.setattr(build, "DASHBOARDS_DIR", tmp_path)
+    assert build.main(["--check"]) == 1
+    assert '"p99 latency"' in stale.read_text()
+    assert build.main([]) == 0
+    assert build.main(["--check"]) == 0
+    assert stale.read_text() == (DASHBOARD_FILES[0].parent / stale.name).read_text()
+
+
+def test_a_panel_that_straddles_two_rows_is_refused() -> None:
+    panels = [
+        build.timeseries_panel("left", [build.query("up")], width=16),
+        build.timeseries_panel("right", [build.query("up")], width=12),
+    ]
+    with pytest.raises(ValueError, match="'right' does not fit"):
+        build.llmspans_dashboard("test", "test", "test", panels)
+
+
+def test_a_label_breakdown_is_a_variable_and_its_matchers() -> None:
+    board = build.llmspans_dashboard(
+        "test",
+        "test",
+        "test",
+        [build.stat_panel("runs", [build.query("up")])],
+        filters=[
+            build.label_variable("pipeline"),
+            build.label_variable("segment", "llmspans_task_outcomes_total"),
+        ],
+    )
+    variables = json.loads(build.render(board))["templating"]["list"]
+    segment = next(v for v in variables if v["name"] == "segment")
+    assert segment["query"]["query"] == "label_values(llmspans_task_outcomes_total, segment)"
+    assert segment["datasource"]["uid"] == build.PROMETHEUS_UID
+    assert segment["multi"] and segment["includeAll"] and segment["allValue"] == ".*"
+    assert [v["name"] for v in variables][:2] == ["pipeline", "segment"]
+    assert build.matchers("pipeline", "segment") == 'pipeline=~"$pipeline", segment=~"$segment"'
+
+
 def test_dashboards_are_valid_and_use_provisioned_datasources() -> None:
     uids = {source["uid"] for source in DATASOURCES}
     seen_uids = set()
@@ -78,6 +122,8 @@ def test_dashboards_are_valid_and_use_provisioned_datasources() -> None:
                 assert variable["datasource"]["uid"] in uids
         for annotation in dashboard["annotations"]["list"]:
             assert annotation["datasource"]["uid"] in uids
+            # written by the builder's one escape from the SDK (PrometheusAnnotation)
+            assert annotation["titleFormat"] and annotation["textFormat"], annotation
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
