@@ -1,8 +1,8 @@
 """``llmspans demo``: the whole story on one machine, in well under a minute.
 
 Starts a real llmspans collector on free loopback ports, sends a few hundred
-requests through the three example pipelines in ``examples/`` (support RAG, SQL
-analyst, booking agent) with faults injected per stage at the given rates, then
+requests through the three example pipelines of :mod:`llmspans.examples` (support
+RAG, SQL analyst, booking agent) with faults injected per stage at the given rates, then
 prints the per-stage report the collector derived, compares every injected fault
 with the root cause the collector attributed, and checks that ``/metrics``, the
 verdicts on the recorded root spans and ``llmspans analyze`` agree.
@@ -14,6 +14,7 @@ sources agree, 1 when not, 2 when the demo could not run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import signal
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from types import FrameType
 
 from llmspans._demo.faults import DEFAULT_FAULTS, parse_faults
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "missing_modules", "run"]
 
 
 def _faults(text: str) -> str:
@@ -103,20 +104,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: What the demo imports beyond the library: its report, and the collector it starts.
+_DEMO_MODULES = ("rich", "aiohttp", "grpc", "pydantic_settings")
+
+
+def missing_modules() -> list[str]:
+    """The modules of the ``demo`` extra that are not installed."""
+    return [name for name in _DEMO_MODULES if importlib.util.find_spec(name) is None]
+
+
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from llmspans._demo.collector import CollectorError
-
-    try:
-        from llmspans._demo.runner import DemoOptions, run_demo
-    except ImportError as error:
+    missing = missing_modules()
+    if missing:
         print(
-            f"llmspans demo: {error}; the demo runs the collector: "
-            "pip install 'llmspans[collector,prometheus]' (or bash scripts/setup.sh demo)",
+            f"llmspans demo: {', '.join(missing)} not installed; the demo needs the demo "
+            "extra: pip install 'llmspans[demo]' (or bash scripts/setup.sh demo)",
             file=sys.stderr,
         )
         return 2
+
+    from rich.console import Console
+
+    from llmspans._demo.collector import CollectorError
+    from llmspans._demo.runner import DemoOptions, run_demo
 
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="llmspans-demo-"))
     options = DemoOptions(

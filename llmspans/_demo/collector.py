@@ -20,7 +20,7 @@ import yaml
 def collector_config(
     out_dir: Path, http_port: int, metrics_port: int, forward: str | None, trace_idle_s: float
 ) -> dict[str, Any]:
-    """The collector configuration of the demo (the shape of ``collector/`` config files)."""
+    """The demo's collector configuration (shaped like ``collector/collector.example.yaml``)."""
     exporters: list[dict[str, Any]] = [
         {"protocol": "file", "path": str(out_dir / "traces.jsonl")},
     ]
@@ -43,7 +43,7 @@ _LISTENING = re.compile(r"llmspans collector listening: grpc=(\w+) http=(\d+) me
 
 
 class LocalCollector:
-    """``python -m collector --config DIR/collector.yaml``, started and stopped by the demo.
+    """``python -m llmspans.collector --config DIR/collector.yaml``, run by the demo.
 
     Its servers bind port 0 on loopback themselves (a port picked in advance could be
     taken by another socket before the collector binds it); the ports are read from
@@ -89,7 +89,7 @@ class LocalCollector:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPANS_COLLECTOR__")}
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "--config", str(self.config_path)],
+                [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
