@@ -7,8 +7,9 @@ prints the per-stage report the collector derived, compares every injected fault
 with the root cause the collector attributed, and checks that ``/metrics``, the
 verdicts on the recorded root spans and ``llmspans analyze`` agree.
 
-Exit status: 0 when every injected fault was attributed to its stage and the
-sources agree, 1 when not, 2 when the demo could not run.
+Exit status: 0 when every injected fault was attributed to its stage, the sources
+agree and (with ``--forward``) every span reached the target; 1 when not; 2 when
+the demo could not run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from llmspans._demo.faults import DEFAULT_FAULTS, parse_faults
+from llmspans._demo.forward import check_url
 
 __all__ = ["add_arguments", "missing_modules", "run"]
 
@@ -33,6 +35,13 @@ def _faults(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def _url(text: str) -> str:
+    try:
+        return check_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:
@@ -82,9 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--forward",
         metavar="URL",
+        type=_url,
         default=None,
         help="also forward every span over OTLP/HTTP to URL, e.g. Phoenix or Jaeger at "
-        "http://127.0.0.1:6006/v1/traces",
+        "http://127.0.0.1:6006/v1/traces; the URL is checked once before the run (without "
+        "an answer the demo runs without forwarding) and the report says what was delivered",
     )
     parser.add_argument(
         "--keep-running",
@@ -153,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return 0 if result.exact and result.agree else 1
+    return 0 if result.exact and result.agree and result.forwarded else 1
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
