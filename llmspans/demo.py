@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_faults,
         default=DEFAULT_FAULTS,
         help="fault probability per stage as STAGE=RATE,... with STAGE one of retrieval, "
-        "selection, generation, action; 'none' for a clean run (default: %(default)s)",
+        "context_selection (or selection), generation, action; 'none' for a clean run "
+        "(default: %(default)s)",
     )
     parser.add_argument("--seed", metavar="S", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from llmspans import demo
+from llmspans._demo.faults import DEFAULT_FAULTS, parse_faults
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "llmspans" / "examples"
@@ -66,3 +67,18 @@ def test_without_the_demo_extra_the_demo_says_what_to_install(
     message = capsys.readouterr().err
     assert "rich, aiohttp not installed" in message
     assert "pip install 'llmspans[demo]'" in message
+
+
+def test_the_faults_help_names_the_stages_as_the_report_does() -> None:
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "retrieval, context_selection (or selection), generation, action" in text
+    default = parse_faults(DEFAULT_FAULTS)
+    assert DEFAULT_FAULTS.replace("=", ",").split(",")[::2] == list(default)
+
+
+def test_an_editable_install_does_not_warn_about_shadowing_folders() -> None:
+    """Without an explicit package-dir, setuptools installs an import hook for a flat
+    layout and prints a warning block on every editable install."""
+    assert _pyproject()["tool"]["setuptools"]["package-dir"] == {"": "."}
