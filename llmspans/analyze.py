@@ -7,33 +7,48 @@ name ending in ``.gz`` is read through gzip),
 groups the spans by trace, evaluates every trace with the same core as the
 collector and the embedded mode, and prints the report (``--json`` for machines).
 
-A line that cannot be read is reported on standard error with its line number and
-the path of the bad value; the well-formed spans of that line and every valid line
-are still used. Exit status: 0 on success, 1 when the file
-cannot be opened, 2 when it held no readable line at all.
+A line that cannot be read (not JSON, malformed OTLP, or JSON that is no trace
+export request, such as ``{"a": 1}``) is reported on standard error with its line
+number and the path of the bad value; the well-formed spans of that line and every
+valid line are still used. A ``.gz`` file cut short (a copy interrupted, a disk
+full) is read up to the break, with a warning that says where it broke.
+
+Exit status (also in ``--help``): 0 the report was printed (bad lines, if any,
+listed on standard error); 1 the file cannot be read at all (missing, unreadable,
+not gzip, or broken before its first line); 2 wrong arguments, or the input held
+not one readable line.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import codecs
 import io
 import json
 import math
 import sys
 import zlib
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, Final, TextIO
 
 from llmspans.core.convert import iter_otlp_json_lines
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.model import Thresholds, TraceResult
 from llmspans.core.report import Report, ReportBuilder
 
-__all__ = ["add_arguments", "analyze_lines", "run"]
+__all__ = ["EXIT_STATUS", "add_arguments", "analyze_lines", "run"]
 
 #: How many unreadable lines are listed on stderr before the rest is summarised.
 _MAX_LISTED_ERRORS = 20
+
+#: Bytes of compressed input read at a time.
+_CHUNK: Final = 1 << 16
+
+EXIT_STATUS: Final = """exit status:
+  0  the report was printed (unreadable lines, if any, are listed on stderr)
+  1  the file cannot be read at all (missing, unreadable, not gzip, broken before
+     its first line)
+  2  wrong arguments, or the input held not one readable line"""
 
 
 def _unit_interval(text: str) -> float:
@@ -44,7 +59,16 @@ def _unit_interval(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="OTLP JSON lines file (one export request per line), or -")
+    parser.description = (
+        "The per-stage report over recorded traces: OTLP JSON lines, as the OpenTelemetry "
+        "file exporters and llmspans-collector's file exporter write them."
+    )
+    parser.epilog = EXIT_STATUS
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "file",
+        help="OTLP JSON lines file (one export request per line; .gz is unpacked), or -",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--min-score",
@@ -94,21 +118,73 @@ def _report_skipped(report: Report, stderr: TextIO) -> None:
         print(f"llmspans analyze: ... and {hidden} more unreadable lines", file=stderr)
 
 
+class _Unreadable(Exception):
+    """The input cannot be read at all."""
+
+
+def _gzip_lines(raw: BinaryIO, on_break: Callable[[str], None]) -> Iterator[str]:
+    """The text lines of a gzip stream, read up to a break if there is one.
+
+    A stream cut short, or corrupt part way, yields every complete line before the
+    break, then reports it once through ``on_break``; one broken before its first
+    complete line raises :class:`_Unreadable`. Bytes that are not UTF-8 become
+    U+FFFD, as for plain files. Concatenated gzip members are read one after another.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = ""
+    complete = 0
+    problem: str | None = None
+    while True:
+        chunk = raw.read(_CHUNK)
+        if not chunk:
+            if not inflater.eof:
+                problem = "the compressed data ends early (the file is truncated)"
+            break
+        try:
+            data = inflater.decompress(chunk)
+            while inflater.eof and inflater.unused_data:
+                rest = inflater.unused_data
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data += inflater.decompress(rest)
+        except zlib.error as error:
+            problem = f"corrupt compressed data ({error})"
+            break
+        *lines, pending = (pending + decoder.decode(data)).split("\n")
+        complete += len(lines)
+        yield from lines
+    if problem is None:
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
+        return
+    if complete == 0:
+        raise _Unreadable(f"not a readable gzip file: {problem}")
+    dropped = " (the incomplete line after it is ignored)" if pending.strip() else ""
+    on_break(f"{problem}; read up to line {complete}{dropped}")
+
+
 def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(
         min_score=args.min_score, min_citation_precision=args.min_citation_precision
     )
+
+    def warn_break(message: str) -> None:
+        print(f"llmspans analyze: warning: {args.file}: {message}", file=sys.stderr)
+
     try:
         if args.file == "-":
             stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
             report = analyze_lines(stdin, thresholds)
+        elif args.file.endswith(".gz"):
+            with open(args.file, "rb") as raw:
+                report = analyze_lines(_gzip_lines(raw, warn_break), thresholds)
         else:
             # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
             # reported as unreadable, instead of ending the whole analysis.
-            opener = gzip.open if args.file.endswith(".gz") else open
-            with opener(args.file, "rt", encoding="utf-8", errors="replace") as lines:
+            with open(args.file, encoding="utf-8", errors="replace") as lines:
                 report = analyze_lines(lines, thresholds)
-    except (OSError, EOFError, zlib.error) as error:
+    except (OSError, _Unreadable) as error:
         reason = getattr(error, "strerror", None) or str(error)
         print(f"llmspans analyze: cannot read {args.file}: {reason}", file=sys.stderr)
         return 1

@@ -1,19 +1,21 @@
 """``llmspans demo``: the whole story on one machine, in well under a minute.
 
 Starts a real llmspans collector on free loopback ports, sends a few hundred
-requests through the three example pipelines in ``examples/`` (support RAG, SQL
-analyst, booking agent) with faults injected per stage at the given rates, then
+requests through the three example pipelines of :mod:`llmspans.examples` (support
+RAG, SQL analyst, booking agent) with faults injected per stage at the given rates, then
 prints the per-stage report the collector derived, compares every injected fault
 with the root cause the collector attributed, and checks that ``/metrics``, the
 verdicts on the recorded root spans and ``llmspans analyze`` agree.
 
-Exit status: 0 when every injected fault was attributed to its stage and the
-sources agree, 1 when not, 2 when the demo could not run.
+Exit status: 0 when every injected fault was attributed to its stage, the sources
+agree and (with ``--forward``) every span reached the target; 1 when not; 2 when
+the demo could not run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import signal
 import sys
 import tempfile
@@ -22,8 +24,9 @@ from pathlib import Path
 from types import FrameType
 
 from llmspans._demo.faults import DEFAULT_FAULTS, parse_faults
+from llmspans._demo.forward import check_url
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "missing_modules", "run"]
 
 
 def _faults(text: str) -> str:
@@ -32,6 +35,13 @@ def _faults(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def _url(text: str) -> str:
+    try:
+        return check_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:
@@ -67,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_faults,
         default=DEFAULT_FAULTS,
         help="fault probability per stage as STAGE=RATE,... with STAGE one of retrieval, "
-        "selection, generation, action; 'none' for a clean run (default: %(default)s)",
+        "context_selection (or selection), generation, action; 'none' for a clean run "
+        "(default: %(default)s)",
     )
     parser.add_argument("--seed", metavar="S", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument(
@@ -81,9 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--forward",
         metavar="URL",
+        type=_url,
         default=None,
         help="also forward every span over OTLP/HTTP to URL, e.g. Phoenix or Jaeger at "
-        "http://127.0.0.1:6006/v1/traces",
+        "http://127.0.0.1:6006/v1/traces; the URL is checked once before the run (without "
+        "an answer the demo runs without forwarding) and the report says what was delivered",
     )
     parser.add_argument(
         "--keep-running",
@@ -103,20 +116,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: What the demo imports beyond the library: its report, and the collector it starts.
+_DEMO_MODULES = ("rich", "aiohttp", "grpc", "pydantic_settings")
+
+
+def missing_modules() -> list[str]:
+    """The modules of the ``demo`` extra that are not installed."""
+    return [name for name in _DEMO_MODULES if importlib.util.find_spec(name) is None]
+
+
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from llmspans._demo.collector import CollectorError
-
-    try:
-        from llmspans._demo.runner import DemoOptions, run_demo
-    except ImportError as error:
+    missing = missing_modules()
+    if missing:
         print(
-            f"llmspans demo: {error}; the demo runs the collector: "
-            "pip install 'llmspans[collector,prometheus]' (or bash scripts/setup.sh demo)",
+            f"llmspans demo: {', '.join(missing)} not installed; the demo needs the demo "
+            "extra: pip install 'llmspans[demo]' (or bash scripts/setup.sh demo)",
             file=sys.stderr,
         )
         return 2
+
+    from rich.console import Console
+
+    from llmspans._demo.collector import CollectorError
+    from llmspans._demo.runner import DemoOptions, run_demo
 
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="llmspans-demo-"))
     options = DemoOptions(
@@ -143,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return 0 if result.exact and result.agree else 1
+    return 0 if result.exact and result.agree and result.forwarded else 1
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

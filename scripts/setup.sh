@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: system packages (tests only) and the project's virtualenv.
-#   scripts/setup.sh demo    the library and the collector
+#   scripts/setup.sh demo    the library with its demo (and the collector the demo runs)
 #   scripts/setup.sh test    everything the test suite needs (Prometheus, Alertmanager,
 #                            Phoenix, the instrumented client libraries, linters)
 set -euo pipefail
@@ -26,9 +26,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 if [ "$what" = test ]; then
-    extras="collector,prometheus,dev,integrations,backend"
+    extras="demo,prometheus,dev,integrations,backend"
 else
-    extras="collector,prometheus"
+    extras="demo"
 fi
 echo "==> installing llmspans[$extras] into .venv"
 .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"

@@ -16,21 +16,37 @@ from typing import Any
 
 import yaml
 
+from llmspans._demo.forward import EXPORTER_NAME
+
+#: The collector's longest flush at shutdown; the demo waits a little longer before SIGKILL.
+SHUTDOWN_TIMEOUT_S = 10.0
+
 
 def collector_config(
     out_dir: Path, http_port: int, metrics_port: int, forward: str | None, trace_idle_s: float
 ) -> dict[str, Any]:
-    """The collector configuration of the demo (the shape of ``collector/`` config files)."""
+    """The demo's collector configuration (shaped like ``collector/collector.example.yaml``)."""
     exporters: list[dict[str, Any]] = [
         {"protocol": "file", "path": str(out_dir / "traces.jsonl")},
     ]
     if forward:
-        exporters.append({"protocol": "http", "endpoint": forward})
+        # A target that dies mid-run costs seconds, not the minute of retries a
+        # production collector allows; what is given up on is counted and reported.
+        exporters.append(
+            {
+                "protocol": "http",
+                "endpoint": forward,
+                "name": EXPORTER_NAME,
+                "timeout_s": 5.0,
+                "retry_max_elapsed_s": 5.0,
+            }
+        )
     return {
         "receivers": {"grpc": None, "http": {"endpoint": f"127.0.0.1:{http_port}"}},
         "metrics": {"prometheus": {"endpoint": f"127.0.0.1:{metrics_port}"}},
         "assembly": {"trace_idle_s": trace_idle_s},
         "exporters": exporters,
+        "shutdown": {"timeout_s": SHUTDOWN_TIMEOUT_S},
     }
 
 
@@ -43,7 +59,7 @@ _LISTENING = re.compile(r"llmspans collector listening: grpc=(\w+) http=(\d+) me
 
 
 class LocalCollector:
-    """``python -m collector --config DIR/collector.yaml``, started and stopped by the demo.
+    """``python -m llmspans.collector --config DIR/collector.yaml``, run by the demo.
 
     Its servers bind port 0 on loopback themselves (a port picked in advance could be
     taken by another socket before the collector binds it); the ports are read from
@@ -129,7 +145,7 @@ class LocalCollector:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def stop(self, timeout_s: float = 30.0) -> int | None:
+    def stop(self, timeout_s: float = SHUTDOWN_TIMEOUT_S + 5.0) -> int | None:
         """SIGTERM (the collector finalises and flushes everything), then wait; the exit code."""
         process = self._process
         if process is None:

@@ -1,6 +1,6 @@
 """Fault rates per stage and the seeded draw of one fault per run.
 
-``--faults retrieval=0.1,selection=0.05,generation=0.05,action=0.05`` gives each
+``--faults retrieval=0.1,context_selection=0.05,generation=0.05,action=0.05`` gives each
 stage a probability. For every run, one uniform number is drawn per stage (always
 all four, so the random stream does not depend on which pipeline the run uses)
 and one for the mode. When several stages are drawn, the earliest in pipeline
@@ -26,7 +26,8 @@ STAGE_ALIASES: Final = {
     "action": A.STAGE_ACTION,
 }
 
-DEFAULT_FAULTS: Final = "retrieval=0.1,selection=0.05,generation=0.05,action=0.05"
+#: the stage names as the report prints them (``selection`` is accepted as well)
+DEFAULT_FAULTS: Final = "retrieval=0.1,context_selection=0.05,generation=0.05,action=0.05"
 
 
 @dataclass(frozen=True, slots=True)

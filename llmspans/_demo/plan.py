@@ -15,7 +15,7 @@ from llmspans._demo.faults import Fault, draw_fault
 
 
 class Example(Protocol):
-    """What the demo needs from an example pipeline (see ``examples/``)."""
+    """What the demo needs from an example pipeline (see :mod:`llmspans.examples`)."""
 
     name: str
     stages: tuple[str, ...]

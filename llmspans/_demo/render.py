@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from llmspans import _attributes as A
+from llmspans._demo.forward import Delivery
 from llmspans._demo.scrape import (
     CITATION_PRECISION,
     CONTEXT_PRECISION,
@@ -205,7 +207,7 @@ def verdict_lines(comparison: Comparison, agreement: Agreement) -> Text:
 
 
 def next_steps(
-    metrics_url: str | None, traces_path: str, forward: str | None, keep_running: bool
+    metrics_url: str | None, traces_path: str, forward: Delivery | None, keep_running: bool
 ) -> str:
     """Where to look next, as plain lines (commands stay on one line, ready to copy)."""
     lines = ["[bold]Where to look next[/bold]"]
@@ -214,8 +216,9 @@ def next_steps(
     lines.append(f"  the recorded traces:       llmspans analyze {traces_path}")
     if not keep_running:
         lines.append("  live /metrics endpoint:    rerun with --keep-running")
-    if forward:
-        lines.append(f"  every span and verdict:    {forward}")
+    if forward is not None:
+        style = "green" if forward.complete else "bold yellow"
+        lines.append(f"  [{style}]{escape(forward.line())}[/{style}]")
     else:
         lines.append(
             "  Phoenix or Jaeger:         rerun with --forward http://127.0.0.1:6006/v1/traces"
@@ -234,7 +237,7 @@ def render(
     agreement: Agreement,
     metrics_url: str | None,
     traces_path: str,
-    forward: str | None,
+    forward: Delivery | None,
     keep_running: bool,
 ) -> None:
     """Print the whole report."""

@@ -25,6 +25,7 @@ import llmspans
 from llmspans._demo.collector import LocalCollector
 from llmspans._demo.examples import load_examples, submodule
 from llmspans._demo.faults import parse_faults
+from llmspans._demo.forward import EXPORTER_NAME, Delivery, probe
 from llmspans._demo.plan import Example, PlannedRun, make_plan, shape_of
 from llmspans._demo.render import render
 from llmspans._demo.scrape import ScrapedMetrics, parse_metrics
@@ -37,6 +38,11 @@ from llmspans.cost import ModelPrice, get_price_table, set_price_table
 
 #: share of the requests each example gets
 WEIGHTS = {"support_rag": 0.4, "sql_analyst": 0.35, "booking_agent": 0.25}
+
+#: Longest wait, after the report's numbers are in, for the spans to reach ``--forward``:
+#: a live backend takes well under a second, a dead one is given up on after the
+#: exporter's retries (5 s in the demo's collector configuration).
+FORWARD_WAIT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ class DemoResult:
     exact: bool
     agree: bool
     summary: dict[str, Any]
+    #: every span reached the ``--forward`` target (``True`` without one)
+    forwarded: bool = True
 
 
 def build_examples() -> list[Example]:
@@ -186,12 +194,46 @@ def _read_verdicts(
         time.sleep(0.2)
 
 
+def _wait_for_delivery(
+    collector: LocalCollector, url: str, console: Console, timeout_s: float
+) -> Delivery:
+    """Scrape until the forwarding exporter has delivered or given up on every span the
+    collector received, saying on ``console`` what it waits for; the delivery then."""
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        metrics = parse_metrics(collector.scrape())
+        delivery = Delivery(
+            url,
+            spans=int(metrics.spans_received),
+            forwarded=int(metrics.forwarded.get(EXPORTER_NAME, 0.0)),
+            dropped=int(metrics.dropped.get(EXPORTER_NAME, 0.0)),
+        )
+        if delivery.pending == 0 or time.monotonic() > deadline:
+            return delivery
+        if not announced:
+            console.print(
+                f"[dim]waiting up to {timeout_s:.0f} s for the collector to forward "
+                f"{delivery.pending} more spans to {url}[/dim]"
+            )
+            announced = True
+        time.sleep(0.2)
+
+
 def run_demo(options: DemoOptions, console: Console, progress_console: Console) -> DemoResult:
     """The whole demo; prints the report on ``console`` and writes ``DIR/demo.json``."""
     rates = parse_faults(options.faults)
     out_dir = options.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    collector = LocalCollector(out_dir, forward=options.forward, trace_idle_s=options.trace_idle_s)
+    unreachable = probe(options.forward) if options.forward else None
+    if options.forward and unreachable:
+        progress_console.print(
+            f"[bold yellow]llmspans demo: --forward {options.forward}: {unreachable}; "
+            "the demo runs without forwarding[/bold yellow]",
+            soft_wrap=True,
+        )
+    forward = None if unreachable else options.forward
+    collector = LocalCollector(out_dir, forward=forward, trace_idle_s=options.trace_idle_s)
     # The file exporter appends: traces of an earlier demo in DIR would mix into this one.
     collector.traces_path.unlink(missing_ok=True)
     progress_console.print(
@@ -211,6 +253,14 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         metrics = _wait_for_metrics(
             collector, len(plan), feedback, timeout_s=30.0 + options.trace_idle_s
         )
+        delivery: Delivery | None = None
+        if options.forward and unreachable:
+            spans = int(metrics.spans_received)
+            delivery = Delivery(options.forward, spans, 0, 0, skipped=unreachable)
+        elif options.forward:
+            delivery = _wait_for_delivery(
+                collector, options.forward, progress_console, timeout_s=FORWARD_WAIT_S
+            )
         if not options.keep_running:
             collector.stop()
         verdicts = _read_verdicts(collector.traces_path, len(plan), feedback, timeout_s=30.0)
@@ -229,6 +279,8 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         summary = to_json(
             comparison, agreed, ledger=ledger, verdicts=verdicts, offline=offline, settings=settings
         )
+        if delivery is not None:
+            summary["forward"] = delivery.to_json()
         (out_dir / "demo.json").write_text(json.dumps(summary, indent=1), "utf-8")
         with (out_dir / "injected.jsonl").open("w", encoding="utf-8") as f:
             for entry in ledger:
@@ -252,7 +304,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
                 agreement=agreed,
                 metrics_url=collector.metrics_url if collector.running else None,
                 traces_path=str(collector.traces_path),
-                forward=options.forward,
+                forward=delivery,
                 keep_running=options.keep_running,
             )
         if options.keep_running and collector.running:
@@ -261,6 +313,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 pass
-        return DemoResult(comparison.exact, agreed.ok, summary)
+        forwarded = delivery is None or delivery.complete
+        return DemoResult(comparison.exact, agreed.ok, summary, forwarded)
     finally:
         collector.stop()

@@ -12,6 +12,12 @@ CONTEXT_PRECISION = "llmspans_retrieval_context_precision"
 CONTEXT_RECALL = "llmspans_retrieval_context_recall"
 CITATION_PRECISION = "llmspans_generation_citation_precision"
 _QUALITY = (CONTEXT_PRECISION, CONTEXT_RECALL, CITATION_PRECISION)
+#: the collector's forwarding series -> the field of :class:`ScrapedMetrics` they go to
+_FORWARDING = {
+    "llmspans_collector_spans_forwarded_total": "forwarded",
+    "llmspans_collector_spans_dropped_total": "dropped",
+    "llmspans_collector_forward_queue_spans": "queued",
+}
 
 
 @dataclass
@@ -30,6 +36,10 @@ class ScrapedMetrics:
     #: (pipeline, kind) -> feedback events
     feedback: dict[tuple[str, str], float] = field(default_factory=dict)
     spans_received: float = 0.0
+    #: exporter -> spans delivered, given up on, and waiting in its queue
+    forwarded: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, float] = field(default_factory=dict)
+    queued: dict[str, float] = field(default_factory=dict)
 
     def mean(self, instrument: str, pipeline: str) -> float | None:
         """Mean of a quality histogram (``_sum / _count``), e.g. :data:`CONTEXT_RECALL`."""
@@ -111,5 +121,9 @@ def parse_metrics(text: str) -> ScrapedMetrics:
                 m.feedback[key_kind] = m.feedback.get(key_kind, 0.0) + value
             elif sample.name == "llmspans_collector_spans_received_total":
                 m.spans_received += value
+            elif sample.name in _FORWARDING:
+                counts = getattr(m, _FORWARDING[sample.name])
+                exporter = labels.get("exporter", "")
+                counts[exporter] = counts.get(exporter, 0.0) + value
     m.stage_buckets = {key: sorted(b.items()) for key, b in buckets.items()}
     return m

@@ -888,13 +888,30 @@ def _salvage(request: Any) -> tuple[list[SpanRecord], list[str]]:
     return records, errors
 
 
+def _not_a_trace_request(request: Any) -> str | None:
+    """Why a line that is valid JSON is still no trace export request, or ``None``.
+
+    An object with other keys and no ``resourceSpans`` is JSON of some other kind (a
+    log record, metrics, a config): counting it as zero spans would hide that the
+    file is not what was meant. ``{}`` is an empty request, as protobuf writes one.
+    """
+    if not isinstance(request, dict) or not request:
+        return None
+    if "resourceSpans" in request or "resource_spans" in request:
+        return None
+    keys = sorted(str(key) for key in request)
+    shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    return f"valid JSON but not an OTLP trace export request: no resourceSpans (keys: {shown})"
+
+
 def iter_otlp_json_lines(
     lines: Iterable[str],
     on_error: Callable[[int, str], None] | None = None,
 ) -> Iterator[SpanRecord]:
     """Records from OTLP JSON lines (one export request per line; blank lines skipped).
 
-    A bad line raises ``ValueError`` with its 1-based line number, unless
+    A bad line (not JSON, malformed OTLP, or JSON that is no trace export request,
+    such as ``{"a": 1}``) raises ``ValueError`` with its 1-based line number, unless
     ``on_error(line_number, message)`` is given: then each bad line is reported there
     once, its well-formed spans are still used, and every valid line is read.
     """
@@ -909,18 +926,22 @@ def iter_otlp_json_lines(
         except RecursionError:
             message = "invalid JSON: nested too deeply"
         else:
-            try:
-                records = records_from_otlp_json(request)
-            except ValueError as error:
-                if on_error is None:
-                    raise ValueError(f"line {number}: {error}") from None
-                records, errors = _salvage(request)
-                skipped = f"{len(errors)} malformed part(s) skipped" if len(errors) > 1 else ""
-                kept = f"{len(records)} valid span(s) of this line kept" if records else ""
-                note = "; ".join(part for part in (skipped, kept) if part)
-                on_error(number, f"{error}" + (f" ({note})" if note else ""))
-            yield from records
-            continue
+            foreign = _not_a_trace_request(request)
+            if foreign is not None:
+                message = foreign
+            else:
+                try:
+                    records = records_from_otlp_json(request)
+                except ValueError as error:
+                    if on_error is None:
+                        raise ValueError(f"line {number}: {error}") from None
+                    records, errors = _salvage(request)
+                    skipped = f"{len(errors)} malformed part(s) skipped" if len(errors) > 1 else ""
+                    kept = f"{len(records)} valid span(s) of this line kept" if records else ""
+                    note = "; ".join(part for part in (skipped, kept) if part)
+                    on_error(number, f"{error}" + (f" ({note})" if note else ""))
+                yield from records
+                continue
         if on_error is None:
             raise ValueError(f"line {number}: {message}")
         on_error(number, message)

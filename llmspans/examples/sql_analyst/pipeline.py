@@ -9,7 +9,7 @@ The action is verified by *execution*: the rows the generated query returns are
 compared with the rows of a reference query, so SQL that runs but answers a
 different question fails verification.
 
-    python -m examples.sql_analyst "How many customers are in France?"
+    python -m llmspans.examples.sql_analyst "How many customers are in France?"
 """
 
 from __future__ import annotations

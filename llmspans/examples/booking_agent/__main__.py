@@ -1,4 +1,4 @@
-"""``python -m examples.booking_agent "request"``: book one request, show its trace."""
+"""``python -m llmspans.examples.booking_agent "request"``: book one request, show its trace."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ The action's ``verify`` callback runs after the tool returns and checks the
 downstream state (the reservation row with the requested details), not the tool's
 own claim of success: that is what makes task completion execution-based.
 
-    python -m examples.booking_agent "Table for 2 on March 15 at 8pm, under the name Lind."
+    python -m llmspans.examples.booking_agent "Table for 2 on March 15 at 8pm, under the name Lind."
 """
 
 from __future__ import annotations

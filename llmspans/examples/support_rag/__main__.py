@@ -1,4 +1,4 @@
-"""``python -m examples.support_rag "question"``: answer one question, show its trace."""
+"""``python -m llmspans.examples.support_rag "question"``: answer one question, show its trace."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 
 Run one question yourself::
 
-    python -m examples.support_rag "How long is the password reset link valid?"
+    python -m llmspans.examples.support_rag "How long is the password reset link valid?"
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run one request of an example and show its spans and the verdict, all in process.
 
-``python -m examples.support_rag "How do I reset my password?"`` (and likewise for
+``python -m llmspans.examples.support_rag "How do I reset my password?"`` (and likewise for
 ``sql_analyst`` and ``booking_agent``) prints the answer, the stage spans llmspans
 recorded, and the verdict the attribution core gives the run: the same verdict the
 collector would write on the trace.

@@ -1,5 +1,5 @@
 -- The analytics database of a small online shop selling office supplies.
--- Loaded by examples/sql_analyst (SQLite).
+-- Loaded by llmspans.examples.sql_analyst (SQLite).
 
 CREATE TABLE suppliers (
     supplier_id INTEGER PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""``python -m examples.sql_analyst "question"``: answer one question with SQL, show its trace."""
+"""``python -m llmspans.examples.sql_analyst "question"``: one question answered in SQL, traced."""
 
 from __future__ import annotations
 
