@@ -92,7 +92,17 @@ FEEDBACK_KIND: Final = "llmspans.feedback.kind"
 FEEDBACK_EDIT_RATIO: Final = "llmspans.feedback.edit_ratio"
 FEEDBACK_KINDS: Final = ("accept", "edit", "bypass", "reject")
 
-# Set by the collector (or the embedded mode) on the pipeline root span.
+# --- segments and sources (docs/conventions.md section 7) ---------------------------
+SEGMENT: Final = "llmspans.segment"  # the class of input a run served
+RUN_SOURCE: Final = "llmspans.run.source"  # production / offline / shadow
+SOURCE_PRODUCTION: Final = "production"
+SOURCE_OFFLINE: Final = "offline"
+SOURCE_SHADOW: Final = "shadow"
+SOURCES: Final = (SOURCE_PRODUCTION, SOURCE_OFFLINE, SOURCE_SHADOW)
+#: Segment label of a run that names none.
+NO_SEGMENT: Final = "none"
+
+# Set by the collector on the pipeline root span.
 OUTCOME: Final = "llmspans.outcome"
 FAILURE_STAGE: Final = "llmspans.failure.stage"
 FAILURE_REASON: Final = "llmspans.failure.reason"

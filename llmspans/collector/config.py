@@ -75,6 +75,13 @@ class Metrics(_Section):
         description="pipeline names that always keep their label and never use up one of "
         "the max_pipelines slots (a flood of junk names cannot push them into `other`)",
     )
+    max_segments: int = Field(
+        default=20, ge=1, description="distinct segment label values per pipeline; later `other`"
+    )
+    segments: list[str] = Field(
+        default_factory=list,
+        description="segment names that always keep their label and never use up a slot",
+    )
     service_instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         description="service.instance.id on pushed metrics (one per replica)",

@@ -29,9 +29,14 @@ class MetricsStore:
     """The core store, with the collector's health counters addressed by name."""
 
     def __init__(
-        self, max_pipelines: int = 50, ece_window: int = 1000, pipelines: Iterable[str] = ()
+        self,
+        max_pipelines: int = 50,
+        ece_window: int = 1000,
+        pipelines: Iterable[str] = (),
+        max_segments: int = 20,
+        segments: Iterable[str] = (),
     ) -> None:
-        self.store = MetricStore(max_pipelines, ece_window, pipelines)
+        self.store = MetricStore(max_pipelines, ece_window, pipelines, max_segments, segments)
         self.aggregates = self.store.aggregates
         self.health = self.store.health
         self.gauges = self.store.gauges

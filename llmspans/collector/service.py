@@ -51,8 +51,13 @@ class Collector:
 
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
+        config = settings.metrics
         self.metrics = MetricsStore(
-            settings.metrics.max_pipelines, settings.metrics.ece_window, settings.metrics.pipelines
+            config.max_pipelines,
+            config.ece_window,
+            config.pipelines,
+            config.max_segments,
+            config.segments,
         )
         self.forwarder = Forwarder(
             [

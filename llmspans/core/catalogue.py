@@ -20,6 +20,7 @@ __all__ = [
     "COLLECTOR_HEALTH",
     "DURATION_BUCKETS",
     "RATIO_BUCKETS",
+    "RUN_LABELS",
     "Metric",
     "by_otel_name",
     "by_prometheus_name",
@@ -34,6 +35,8 @@ DURATION_BUCKETS: Final = (
 )  # fmt: skip
 #: Bucket boundaries of histograms of ratios in [0, 1].
 RATIO_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: The labels every run-level metric starts with (docs/conventions.md section 7).
+RUN_LABELS: Final = ("pipeline", "segment", "source")
 #: Equal-width confidence bins of the calibration counters.
 CALIBRATION_BINS: Final = 10
 
@@ -84,14 +87,14 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "llmspans_task_outcomes",
         "counter",
         "Finished pipeline runs: +1 per run, by outcome (success/failure/unverified).",
-        ("pipeline", "outcome"),
+        (*RUN_LABELS, "outcome"),
     ),
     Metric(
         A.METRIC_TASK_DURATION,
         "llmspans_task_duration_seconds",
         "histogram",
         "End-to-end duration of pipeline runs (the pipeline span), by outcome.",
-        ("pipeline", "outcome"),
+        (*RUN_LABELS, "outcome"),
         unit="s",
         buckets=DURATION_BUCKETS,
     ),
@@ -100,14 +103,14 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "llmspans_stage_failures",
         "counter",
         "Root-cause failures: +1 per run with outcome failure, for its root cause only.",
-        ("pipeline", "stage", "reason"),
+        (*RUN_LABELS, "stage", "reason"),
     ),
     Metric(
         A.METRIC_CONTEXT_PRECISION,
         "llmspans_retrieval_context_precision",
         "histogram",
         "Rank-weighted context precision, per run with relevance labels and retrieved ids.",
-        ("pipeline",),
+        RUN_LABELS,
         buckets=RATIO_BUCKETS,
     ),
     Metric(
@@ -115,7 +118,7 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "llmspans_retrieval_context_recall",
         "histogram",
         "Context recall, per run with relevance labels and retrieved ids.",
-        ("pipeline",),
+        RUN_LABELS,
         buckets=RATIO_BUCKETS,
     ),
     Metric(
@@ -124,7 +127,7 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "histogram",
         "Share of a generation's cited ids that the model was shown, per generation "
         "with citations in a run whose shown context is known.",
-        ("pipeline",),
+        RUN_LABELS,
         buckets=RATIO_BUCKETS,
     ),
     Metric(
@@ -133,7 +136,7 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "counter",
         "Cost in US dollars of pipeline runs: per run, the sum of llmspans.cost.usd "
         "over its spans.",
-        ("pipeline", "outcome"),
+        (*RUN_LABELS, "outcome"),
     ),
     Metric(
         A.METRIC_FEEDBACK,
@@ -147,14 +150,14 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "llmspans_calibration_runs",
         "counter",
         "Runs with a confidence: +1 per run, by confidence bin and correctness.",
-        ("pipeline", "bin", "correct"),
+        (*RUN_LABELS, "bin", "correct"),
     ),
     Metric(
         A.METRIC_CALIBRATION_CONFIDENCE,
         "llmspans_calibration_confidence",
         "counter",
         "Sum of the confidences of the runs in each confidence bin.",
-        ("pipeline", "bin"),
+        (*RUN_LABELS, "bin"),
     ),
     Metric(
         A.METRIC_CALIBRATION_ECE,

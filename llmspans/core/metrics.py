@@ -33,6 +33,7 @@ __all__ = [
     "UNKNOWN_PIPELINE",
     "Aggregates",
     "HistogramData",
+    "Labeler",
     "MetricSink",
     "Observation",
     "PipelineLabeler",
@@ -179,17 +180,18 @@ class MetricSink(Protocol):
     def observe(self, instrument: str, labels: Labels, value: float) -> None:
         """Record ``value`` in a histogram series."""
 
-    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
-        """One run with a confidence: its calibration counters and its ECE pair."""
+    def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:
+        """One run with a confidence: its calibration counters and its ECE pair.
+        ``run`` are the run's labels (pipeline, segment, source)."""
 
 
-def calibration_labels(pipeline: str, confidence: float, correct: bool) -> tuple[Labels, Labels]:
+def calibration_labels(run: Labels, confidence: float, correct: bool) -> tuple[Labels, Labels]:
     """The label sets of the two calibration counters of one run: runs (by bin and
-    correctness) and confidence sum (by bin)."""
-    bin_label = _BIN_LABELS[calibration_bin(confidence)]
+    correctness) and confidence sum (by bin), after the run's own labels."""
+    bin_label = ("bin", _BIN_LABELS[calibration_bin(confidence)])
     return (
-        (("pipeline", pipeline), ("bin", bin_label), ("correct", "true" if correct else "false")),
-        (("pipeline", pipeline), ("bin", bin_label)),
+        (*run, bin_label, ("correct", "true" if correct else "false")),
+        (*run, bin_label),
     )
 
 
@@ -208,8 +210,8 @@ class _Recorder:
     def observe(self, instrument: str, labels: Labels, value: float) -> None:
         self.found.append(Observation(instrument, "histogram", labels, value))
 
-    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
-        runs, confidence_sum = calibration_labels(pipeline, confidence, correct)
+    def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:
+        runs, confidence_sum = calibration_labels(run, confidence, correct)
         self.count(A.METRIC_CALIBRATION_RUNS, runs, 1.0)
         self.count(A.METRIC_CALIBRATION_CONFIDENCE, confidence_sum, confidence)
 
@@ -260,6 +262,65 @@ class PipelineLabeler:
         return A.OTHER_LABEL
 
 
+class Labeler:
+    """The labels of a run: ``pipeline``, ``segment`` and ``source``, each bounded.
+
+    ``pipeline``: see :class:`PipelineLabeler` (``max_pipelines``, allow-list
+    ``pipelines``). ``segment``: per pipeline label, the same policy with
+    ``max_segments`` slots and the allow-list ``segments`` (``none`` when the run
+    names no segment). ``source``: ``production`` when unset, one of
+    ``production``/``offline``/``shadow``, else ``other``. With ``bounded=False``
+    (the report of ``llmspans analyze``) names pass unchanged.
+    """
+
+    def __init__(
+        self,
+        max_pipelines: int = 50,
+        pipelines: Iterable[str] = (),
+        max_segments: int = 20,
+        segments: Iterable[str] = (),
+        *,
+        bounded: bool = True,
+    ) -> None:
+        self.bounded = bounded
+        self.pipeline: Callable[[str], str] = (
+            PipelineLabeler(max_pipelines, pipelines) if bounded else _identity
+        )
+        self._max_segments = max_segments
+        self._allowed_segments = tuple(segments)
+        self._segments: dict[str, PipelineLabeler] = {}
+        self._lock = threading.Lock()  # guards _segments
+
+    @property
+    def truncated(self) -> int:
+        """Label values cut to :data:`MAX_LABEL_BYTES` so far."""
+        found = self.pipeline.truncated if isinstance(self.pipeline, PipelineLabeler) else 0
+        return found + sum(labeler.truncated for labeler in list(self._segments.values()))
+
+    def run(self, pipeline: str, root: SpanRecord) -> Labels:
+        """The run labels of a run whose (bounded) pipeline label is ``pipeline``."""
+        segment = root.segment
+        if not segment:
+            segment = A.NO_SEGMENT
+        elif self.bounded:
+            labeler = self._segments.get(pipeline)
+            if labeler is None:
+                with self._lock:
+                    labeler = self._segments.setdefault(
+                        pipeline, PipelineLabeler(self._max_segments, self._allowed_segments)
+                    )
+            segment = labeler(segment)
+        source = root.source
+        if source is None:
+            source = A.SOURCE_PRODUCTION
+        elif source not in _SOURCES:
+            source = A.OTHER_LABEL
+        return (("pipeline", pipeline), ("segment", segment), ("source", source))
+
+
+_SOURCES: Final = frozenset(A.SOURCES)
+
+
 def _identity(pipeline: str) -> str:
     return pipeline
 
@@ -292,12 +353,12 @@ def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
     )
 
 
-def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) -> None:
+def _run_metrics(run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink) -> None:
     outcome = verdict.outcome
     stages = run.stages
     count = sink.count
     observe = sink.observe
-    by_pipeline = (("pipeline", pipeline),)
+    pipeline = by_run[0][1]
     for stage in A.PIPELINE_ORDER:
         spans = stages.get(stage)
         if spans:
@@ -315,14 +376,14 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
                         by_stage,
                         duration / 1e9 if duration < _MAX_DURATION_NS else MAX_DURATION_S,
                     )
-    by_outcome = (("pipeline", pipeline), ("outcome", outcome))
+    by_outcome = (*by_run, ("outcome", outcome))
     count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
     observe(A.METRIC_TASK_DURATION, by_outcome, _seconds(run.root.start_ns, run.root.end_ns))
     if outcome == A.OUTCOME_FAILURE:
         sink.count(
             A.METRIC_STAGE_FAILURES,
             (
-                ("pipeline", pipeline),
+                *by_run,
                 ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
                 ("reason", verdict.failure_reason or A.REASON_ERROR),
             ),
@@ -339,9 +400,9 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
             precision = context_precision(retrieved, labels)
             recall = context_recall(retrieved, labels)
             if precision is not None:
-                sink.observe(A.METRIC_CONTEXT_PRECISION, by_pipeline, precision)
+                sink.observe(A.METRIC_CONTEXT_PRECISION, by_run, precision)
             if recall is not None:
-                sink.observe(A.METRIC_CONTEXT_RECALL, by_pipeline, recall)
+                sink.observe(A.METRIC_CONTEXT_RECALL, by_run, recall)
 
     generations = stages.get(A.STAGE_GENERATION)
     if generations:
@@ -352,21 +413,19 @@ def _run_metrics(run: Run, verdict: Verdict, pipeline: str, sink: MetricSink) ->
                     if span.citations:
                         value = citation_precision(span.citations, shown)
                         if value is not None:
-                            sink.observe(A.METRIC_CITATION_PRECISION, by_pipeline, value)
+                            sink.observe(A.METRIC_CITATION_PRECISION, by_run, value)
 
         confidence = run_confidence(run)
         if confidence is not None:
-            sink.calibrate(pipeline, confidence, run_correct(run, verdict))
+            sink.calibrate(by_run, confidence, run_correct(run, verdict))
 
 
 _BIN_LABELS: Final = tuple(str(index) for index in range(CALIBRATION_BINS))
+#: run labels passed through unbounded (the report, tests)
+_UNBOUNDED: Final = Labeler(bounded=False)
 
 
-def accumulate(
-    result: TraceResult,
-    sink: MetricSink,
-    pipeline_label: Callable[[str], str] | None = None,
-) -> None:
+def accumulate(result: TraceResult, sink: MetricSink, labeler: Labeler | None = None) -> None:
     """Record every measurement of one evaluated trace into ``sink`` (the ECE gauge
     aside, which the sink derives from its calibration observations): the one
     definition of what a trace yields.
@@ -379,9 +438,10 @@ def accumulate(
     with a confidence); one feedback count per feedback span. Durations are clamped
     to :data:`MAX_DURATION_S`.
     """
-    label = pipeline_label or _identity
+    labels = labeler or _UNBOUNDED
+    label = labels.pipeline
     for run, verdict in result.runs:
-        _run_metrics(run, verdict, label(run.pipeline), sink)
+        _run_metrics(run, verdict, labels.run(label(run.pipeline), run.root), sink)
     for span in result.standalone:
         _stage_metrics(span, label(span.pipeline or UNKNOWN_PIPELINE), sink)
     for span in result.feedback:
@@ -395,12 +455,10 @@ def accumulate(
         )
 
 
-def observations(
-    result: TraceResult, pipeline_label: Callable[[str], str] | None = None
-) -> list[Observation]:
+def observations(result: TraceResult, labeler: Labeler | None = None) -> list[Observation]:
     """:func:`accumulate`'s measurements of one evaluated trace as a list, in order."""
     recorder = _Recorder()
-    accumulate(result, recorder, pipeline_label)
+    accumulate(result, recorder, labeler)
     return recorder.found
 
 
@@ -459,9 +517,9 @@ class Aggregates:
             histogram = self.histograms[key] = HistogramData.empty(HISTOGRAM_BOUNDARIES[instrument])
         histogram.add(value)
 
-    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
+    def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:
         """Add one run's calibration counters (the :class:`MetricSink` interface)."""
-        runs, confidence_sum = calibration_labels(pipeline, confidence, correct)
+        runs, confidence_sum = calibration_labels(run, confidence, correct)
         self.count(A.METRIC_CALIBRATION_RUNS, runs, 1.0)
         self.count(A.METRIC_CALIBRATION_CONFIDENCE, confidence_sum, confidence)
 

@@ -51,6 +51,8 @@ ATTRIBUTE_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
     A.FEEDBACK_KIND: ("feedback_kind", ValueKind.STR),
     A.FEEDBACK_EDIT_RATIO: ("edit_ratio", ValueKind.FLOAT),
     A.ERROR_TYPE: ("error_type", ValueKind.STR),
+    A.SEGMENT: ("segment", ValueKind.STR),
+    A.RUN_SOURCE: ("source", ValueKind.STR),
 }
 
 
@@ -89,6 +91,8 @@ class SpanRecord:
     feedback_kind: str | None = None
     edit_ratio: float | None = None
     error_type: str | None = None
+    segment: str | None = None
+    source: str | None = None
     #: (trace_id, span_id) of each OTel span link (feedback spans link to their run).
     links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored

@@ -200,8 +200,8 @@ class ReportBuilder:
         elif instrument == A.METRIC_CITATION_PRECISION:
             pipeline.citation_precision.append(value)
 
-    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
-        counts = self._pipeline(pipeline).calibration.setdefault(
+    def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:
+        counts = self._pipeline(run[0][1]).calibration.setdefault(
             calibration_bin(confidence), [0.0, 0.0, 0.0]
         )
         counts[0] += 1.0

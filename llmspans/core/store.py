@@ -22,8 +22,8 @@ from llmspans.core.metrics import (
     HISTOGRAM_BOUNDARIES,
     Aggregates,
     HistogramData,
+    Labeler,
     Labels,
-    PipelineLabeler,
     accumulate,
     calibration_labels,
     ece,
@@ -41,8 +41,9 @@ Stamp = tuple[str, float]
 class MetricStore:
     """Everything the metric endpoints show, and the sink :func:`accumulate` writes to.
 
-    ``max_pipelines`` and ``pipelines`` bound the ``pipeline`` label (see
-    :class:`~llmspans.core.metrics.PipelineLabeler`); the ECE gauge covers the last
+    ``max_pipelines`` and ``pipelines`` bound the ``pipeline`` label, ``max_segments``
+    and ``segments`` the ``segment`` label of each pipeline (see
+    :class:`~llmspans.core.metrics.Labeler`); the ECE gauge covers the last
     ``ece_window`` runs with a confidence of each pipeline. ``health`` holds the
     host's own counters by (Prometheus family name, labels), ``gauges`` its gauge
     callbacks by Prometheus family name: both are rows of
@@ -50,9 +51,14 @@ class MetricStore:
     """
 
     def __init__(
-        self, max_pipelines: int = 50, ece_window: int = 1000, pipelines: Iterable[str] = ()
+        self,
+        max_pipelines: int = 50,
+        ece_window: int = 1000,
+        pipelines: Iterable[str] = (),
+        max_segments: int = 20,
+        segments: Iterable[str] = (),
     ) -> None:
-        self.labeler = PipelineLabeler(max_pipelines, pipelines)
+        self.labeler = Labeler(max_pipelines, pipelines, max_segments, segments)
         self.aggregates = Aggregates()
         self.health: dict[tuple[str, Labels], float] = {}
         self.gauges: dict[str, GaugeReader] = {}
@@ -92,11 +98,13 @@ class MetricStore:
         histogram.add(value)
         self.exemplars[key] = (value, self._stamp)
 
-    def calibrate(self, pipeline: str, confidence: float, correct: bool) -> None:
-        """One run with a confidence: both calibration counters and its ECE pair."""
-        runs, confidence_sum = calibration_labels(pipeline, confidence, correct)
+    def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:
+        """One run with a confidence: both calibration counters and its ECE pair (the
+        gauge is per pipeline)."""
+        runs, confidence_sum = calibration_labels(run, confidence, correct)
         self.count(A.METRIC_CALIBRATION_RUNS, runs, 1.0)
         self.count(A.METRIC_CALIBRATION_CONFIDENCE, confidence_sum, confidence)
+        pipeline = run[0][1]
         window = self._calibration.get(pipeline)
         if window is None:
             window = self._calibration[pipeline] = deque(maxlen=self._ece_window)

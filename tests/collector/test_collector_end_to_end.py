@@ -103,7 +103,13 @@ def test_openmetrics_exemplars_carry_the_trace_id(
     families = {family.name: family for family in openmetrics_families(text)}
     failures = families["llmspans_stage_failures"]
     (sample,) = [s for s in failures.samples if s.name == "llmspans_stage_failures_total"]
-    assert sample.labels == {"pipeline": "rag", "stage": "retrieval", "reason": "error"}
+    assert sample.labels == {
+        "pipeline": "rag",
+        "segment": "none",
+        "source": "production",
+        "stage": "retrieval",
+        "reason": "error",
+    }
     assert sample.exemplar is not None
     assert sample.exemplar.labels == {"trace_id": trace_id.hex()}
     durations = families["llmspans_task_duration_seconds"]

@@ -154,7 +154,8 @@ def test_embedded_and_analyze_give_the_same_numbers(
             (A.METRIC_CONTEXT_RECALL, "context_recall"),
             (A.METRIC_CITATION_PRECISION, "citation_precision"),
         ]:
-            point = metrics.get(instrument, {}).get((("pipeline", name),))
+            run_labels = (("pipeline", name), ("segment", "none"), ("source", "production"))
+            point = metrics.get(instrument, {}).get(run_labels)
             count = pipeline[key].get("runs", pipeline[key].get("generations"))
             if count:
                 assert isinstance(point, HistogramData)

@@ -20,7 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from llmspans import _attributes as A
 from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
 from llmspans.core.evaluate import evaluate_trace
-from llmspans.core.metrics import Aggregates, accumulate, observations
+from llmspans.core.metrics import Aggregates, Labeler, accumulate, observations
 from llmspans.core.model import Thresholds
 from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
 
@@ -155,9 +155,9 @@ def test_wrong_types_and_long_values_count_as_bad_attributes() -> None:
 def test_accumulate_equals_the_observations_list(records: list[SpanRecord]) -> None:
     result = evaluate_trace(records, Thresholds())
     direct = Aggregates()
-    accumulate(result, direct, lambda name: name if name != "c" else "other")
+    accumulate(result, direct, Labeler(max_pipelines=2))
     listed = Aggregates()
-    listed.apply(observations(result, lambda name: name if name != "c" else "other"))
+    listed.apply(observations(result, Labeler(max_pipelines=2)))
     assert direct.counters == listed.counters
     assert direct.histograms == listed.histograms
     assert direct.counters  # every trace has a run: something was counted

@@ -11,6 +11,7 @@ from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import (
     HISTOGRAM_BOUNDARIES,
     Aggregates,
+    Labeler,
     Observation,
     PipelineLabeler,
     calibration_bin,
@@ -148,6 +149,10 @@ def _rag_trace() -> list:  # type: ignore[type-arg]
     ]  # fmt: skip
 
 
+#: the run labels of a production run of pipeline "rag" that names no segment
+RAG = (("pipeline", "rag"), ("segment", "none"), ("source", "production"))
+
+
 def test_observations_of_one_run() -> None:
     result = evaluate_trace(_rag_trace(), Thresholds(min_citation_precision=0.5))
     found = observations(result)
@@ -169,19 +174,17 @@ def test_observations_of_one_run() -> None:
         if dict(labels)["stage"] != "generation"
     }
     assert durations == {"retrieval": 0.04, "context_selection": 0.005, "action": 0.1}
-    assert values(A.METRIC_TASK_OUTCOMES) == [((("pipeline", "rag"), ("outcome", "success")), 1.0)]
-    assert values(A.METRIC_TASK_DURATION) == [((("pipeline", "rag"), ("outcome", "success")), 2.0)]
+    assert values(A.METRIC_TASK_OUTCOMES) == [((*RAG, ("outcome", "success")), 1.0)]
+    assert values(A.METRIC_TASK_DURATION) == [((*RAG, ("outcome", "success")), 2.0)]
     assert values(A.METRIC_STAGE_FAILURES) == []
     ((_, cost),) = values(A.METRIC_TASK_COST)
     assert cost == pytest.approx(0.021)
-    assert values(A.METRIC_CONTEXT_PRECISION) == [((("pipeline", "rag"),), 0.5)]
-    assert values(A.METRIC_CONTEXT_RECALL) == [((("pipeline", "rag"),), 0.5)]
-    assert values(A.METRIC_CITATION_PRECISION) == [((("pipeline", "rag"),), 0.5)]
+    assert values(A.METRIC_CONTEXT_PRECISION) == [(RAG, 0.5)]
+    assert values(A.METRIC_CONTEXT_RECALL) == [(RAG, 0.5)]
+    assert values(A.METRIC_CITATION_PRECISION) == [(RAG, 0.5)]
     # the last generation's confidence (0.35, bin 3); accuracy from task.correct=False
-    assert values(A.METRIC_CALIBRATION_RUNS) == [
-        ((("pipeline", "rag"), ("bin", "3"), ("correct", "false")), 1.0)
-    ]
-    assert values(A.METRIC_CALIBRATION_CONFIDENCE) == [((("pipeline", "rag"), ("bin", "3")), 0.35)]
+    assert values(A.METRIC_CALIBRATION_RUNS) == [((*RAG, ("bin", "3"), ("correct", "false")), 1.0)]
+    assert values(A.METRIC_CALIBRATION_CONFIDENCE) == [((*RAG, ("bin", "3")), 0.35)]
 
 
 def test_failed_run_observes_exactly_one_failure() -> None:
@@ -197,7 +200,7 @@ def test_failed_run_observes_exactly_one_failure() -> None:
         Observation(
             A.METRIC_STAGE_FAILURES,
             "counter",
-            (("pipeline", "rag"), ("stage", "retrieval"), ("reason", "empty")),
+            (*RAG, ("stage", "retrieval"), ("reason", "empty")),
             1.0,
         )
     ]
@@ -237,8 +240,38 @@ def test_standalone_and_feedback_observations() -> None:
 
 def test_pipeline_label_is_applied_everywhere() -> None:
     result = evaluate_trace(_rag_trace(), Thresholds())
-    found = observations(result, lambda name: "other")
+    labeler = Labeler(max_pipelines=1)
+    labeler.pipeline("first")  # takes the one slot
+    found = observations(result, labeler)
     assert {dict(o.labels)["pipeline"] for o in found} == {"other"}
+
+
+def test_segment_and_source_label_every_run_metric_and_are_bounded() -> None:
+    labeler = Labeler(max_segments=2, segments=["billing"])
+    found: list[Observation] = []
+    for segment in ["junk-1", "junk-2", "junk-3", "billing", None]:
+        root = pipeline_root("rag", segment=segment, source="offline" if segment else "evil")
+        trace = [root, record(A.STAGE_RETRIEVAL, parent=root, document_ids=("d",))]
+        found += observations(evaluate_trace(trace, Thresholds()), labeler)
+    outcomes = [dict(o.labels) for o in found if o.instrument == A.METRIC_TASK_OUTCOMES]
+    # the allow-listed segment keeps its label although junk took both free slots first
+    assert [(o["segment"], o["source"]) for o in outcomes] == [
+        ("junk-1", "offline"),
+        ("junk-2", "offline"),
+        ("other", "offline"),
+        ("billing", "offline"),
+        ("none", "other"),
+    ]
+    # stage metrics are not run metrics: no segment or source there
+    calls = [dict(o.labels) for o in found if o.instrument == A.METRIC_STAGE_CALLS]
+    assert all("segment" not in labels for labels in calls)
+    long = pipeline_root("x" * 300, segment="s" * 300)
+    (outcome,) = [
+        o
+        for o in observations(evaluate_trace([long], Thresholds()), Labeler())
+        if o.instrument == A.METRIC_TASK_OUTCOMES
+    ]
+    assert [len(value.encode()) for _, value in outcome.labels[:2]] == [128, 128]
 
 
 def test_aggregates_counters_histograms_and_ece() -> None:
