@@ -34,8 +34,9 @@ from llmspans.instrumentation._genai import (
     stream_proxy,
     unique,
 )
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._streams import Ending
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 PROVIDER = "anthropic"
 _MESSAGES = "anthropic.resources.messages.messages"
@@ -180,11 +181,12 @@ def _record_snapshot(call: StageCall, stream: Any) -> None:
     _record_message(call, snapshot)
 
 
-class AnthropicInstrumentor(PatchingInstrumentor):
+class AnthropicInstrumentor(VersionedInstrumentor):
     """Traces the ``anthropic`` client (``Anthropic`` and ``AsyncAnthropic``)."""
 
     library: ClassVar[str] = "anthropic"
-    requirement: ClassVar[str] = "anthropic >= 0.34, < 2"
+    requirement: ClassVar[str] = "anthropic >= 0.34"
+    tested: ClassVar[str] = "< 3"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import Tracer
 
 from llmspans.instrumentation._base import Request, StageCall, as_float, as_int, as_str, field_of
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 DB_SYSTEM = "chromadb"
 _KIND = "chromadb.query"
@@ -62,11 +63,12 @@ def _respond(call: StageCall, result: Any) -> Any:
     return result
 
 
-class ChromaInstrumentor(PatchingInstrumentor):
+class ChromaInstrumentor(VersionedInstrumentor):
     """Traces chromadb collection queries (in-process and HTTP clients)."""
 
     library: ClassVar[str] = "chromadb"
-    requirement: ClassVar[str] = "chromadb >= 0.5, < 2"
+    requirement: ClassVar[str] = "chromadb >= 0.5"
+    tested: ClassVar[str] = "< 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (

@@ -28,12 +28,13 @@ from opentelemetry.trace import SpanKind, Tracer
 from llmspans import _attributes as attr
 from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
 from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import (
     record_retrieved,
     retrieval_request,
 )
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 _RETRIEVERS = "langchain_core.retrievers"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
@@ -219,11 +220,12 @@ def _tool_result(call: StageCall, result: Any) -> Any:
     return result
 
 
-class LangChainInstrumentor(PatchingInstrumentor):
+class LangChainInstrumentor(VersionedInstrumentor):
     """Traces LangChain retrievers, chat models and tools (any integration package)."""
 
     library: ClassVar[str] = "langchain_core"
-    requirement: ClassVar[str] = "langchain-core >= 0.3, < 2"
+    requirement: ClassVar[str] = "langchain-core >= 0.3"
+    tested: ClassVar[str] = "< 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (

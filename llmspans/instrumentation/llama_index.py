@@ -27,11 +27,12 @@ from opentelemetry.trace import SpanKind, Tracer
 from llmspans import _attributes as attr
 from llmspans._documents import extract_documents
 from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import (
     record_retrieved,
     retrieval_request,
 )
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 _RETRIEVERS = "llama_index.core.base.base_retriever"
 _POSTPROCESSORS = "llama_index.core.postprocessor.types"
@@ -75,11 +76,12 @@ def _postprocessor_result(call: StageCall, nodes: Any) -> Any:
     return nodes
 
 
-class LlamaIndexInstrumentor(PatchingInstrumentor):
+class LlamaIndexInstrumentor(VersionedInstrumentor):
     """Traces LlamaIndex retrievers and node postprocessors (any integration package)."""
 
     library: ClassVar[str] = "llama_index.core"
-    requirement: ClassVar[str] = "llama-index-core >= 0.11, < 0.15"
+    requirement: ClassVar[str] = "llama-index-core >= 0.11"
+    tested: ClassVar[str] = "< 0.15"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         retrieval, selection = "llama_index.retriever", "llama_index.postprocessor"

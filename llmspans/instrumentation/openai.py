@@ -42,8 +42,9 @@ from llmspans.instrumentation._genai import (
     stream_proxy,
     unique,
 )
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._streams import Ending
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 PROVIDER = "openai"
 _CHAT = "openai.resources.chat.completions.completions"
@@ -265,11 +266,12 @@ def _record_embeddings(call: StageCall, result: Any) -> Any:
     return result
 
 
-class OpenAIInstrumentor(PatchingInstrumentor):
+class OpenAIInstrumentor(VersionedInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
     library: ClassVar[str] = "openai"
-    requirement: ClassVar[str] = "openai >= 1.40, < 4"
+    requirement: ClassVar[str] = "openai >= 1.40"
+    tested: ClassVar[str] = "< 4"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 

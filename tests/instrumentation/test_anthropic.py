@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anthropic
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 from llmspans import _attributes as attr
@@ -162,3 +163,22 @@ async def test_parse_sync_and_async(
     await aclient.messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert spans.names() == [f"chat {MODEL}"] * 2
     assert all((s.attributes or {})[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 12 for s in spans.all())
+
+
+def test_the_sdks_own_span_nests_under_the_generation_span(
+    server: FakeProviderServer, provider: TracerProvider, spans: Spans
+) -> None:
+    """anthropic >= 2 traces its own calls; that span is a child of ours, not a second stage."""
+    traced = anthropic.Anthropic(
+        base_url=server.url,
+        api_key="test-key",
+        max_retries=0,
+        open_telemetry={"tracer_provider": provider},
+    )
+    traced.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    ours = spans.one(f"chat {MODEL}")
+    sdk = [s for s in spans.all() if s is not ours]
+    assert len(sdk) == 1
+    assert sdk[0].parent is not None and sdk[0].parent.span_id == ours.context.span_id
+    assert attr.STAGE not in (sdk[0].attributes or {})
+    assert (ours.attributes or {})[attr.STAGE] == "generation"
