@@ -35,6 +35,7 @@ from llmspans.instrumentation._genai import (
     unique,
 )
 from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._raw import raw_aware
 from llmspans.instrumentation._streams import Ending
 from llmspans.instrumentation._versions import VersionedInstrumentor
 
@@ -190,7 +191,7 @@ class AnthropicInstrumentor(VersionedInstrumentor):
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
-        def result(call: StageCall, value: Any) -> Any:
+        def read_message(call: StageCall, value: Any) -> Any:
             proxy = stream_proxy(value, "anthropic")
             if proxy is not None:
                 events = _Events()
@@ -198,6 +199,8 @@ class AnthropicInstrumentor(VersionedInstrumentor):
             _record_message(call, value)
             return value
 
+        # with_raw_response calls reach the same methods and return the HTTP response.
+        result = raw_aware(_KIND, read_message)
         sync_manager = managed_stream(_KIND, _record_snapshot, is_async=False)
         async_manager = managed_stream(_KIND, _record_snapshot, is_async=True)
 

@@ -43,6 +43,7 @@ from llmspans.instrumentation._genai import (
     unique,
 )
 from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._raw import raw_aware
 from llmspans.instrumentation._streams import Ending
 from llmspans.instrumentation._versions import VersionedInstrumentor
 
@@ -275,7 +276,7 @@ class OpenAIInstrumentor(VersionedInstrumentor):
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
-        def chat_result(call: StageCall, result: Any) -> Any:
+        def read_chat(call: StageCall, result: Any) -> Any:
             proxy = stream_proxy(result, "openai")
             if proxy is not None:
                 chunks = _ChatChunks()
@@ -283,7 +284,7 @@ class OpenAIInstrumentor(VersionedInstrumentor):
             _record_chat_completion(call, result)
             return result
 
-        def responses_result(call: StageCall, result: Any) -> Any:
+        def read_responses(call: StageCall, result: Any) -> Any:
             proxy = stream_proxy(result, "openai")
             if proxy is not None:
                 return proxy(result, Ending(call, "openai.responses"), _observe_response_event)
@@ -292,6 +293,10 @@ class OpenAIInstrumentor(VersionedInstrumentor):
 
         chat, responses = "openai.chat", "openai.responses"
         legacy = "openai.completions"
+        # with_raw_response calls reach the same methods and return the HTTP response.
+        chat_result = raw_aware(chat, read_chat)
+        responses_result = raw_aware(responses, read_responses)
+        embeddings_result = raw_aware("openai.embeddings", _record_embeddings)
         return (
             Patch(_COMPLETIONS, "Completions.create", legacy, _completions_request, chat_result),
             Patch(
@@ -359,14 +364,14 @@ class OpenAIInstrumentor(VersionedInstrumentor):
                 "Embeddings.create",
                 "openai.embeddings",
                 _embeddings_request,
-                _record_embeddings,
+                embeddings_result,
             ),
             Patch(
                 _EMBEDDINGS,
                 "AsyncEmbeddings.create",
                 "openai.embeddings",
                 _embeddings_request,
-                _record_embeddings,
+                embeddings_result,
                 is_async=True,
             ),
         )
