@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import server_attributes as _server
+
 # --- stages ---------------------------------------------------------------
 STAGE_PIPELINE: Final = "pipeline"
 STAGE_RETRIEVAL: Final = "retrieval"
@@ -154,3 +157,38 @@ DB_COLLECTION_NAME: Final = "db.collection.name"
 #: Distances of a retrieval, same order as the ids, where the store reports distances
 #: that have no similarity equivalent (lower is closer; e.g. chromadb's ``l2`` space).
 RETRIEVAL_DISTANCES: Final = "llmspans.retrieval.distances"
+
+# --- GenAI semantic-convention names the instrumentors also emit ---------------------
+# Taken from opentelemetry-semantic-conventions where it defines them.
+GEN_AI_CONVERSATION_ID: Final = _gen_ai.GEN_AI_CONVERSATION_ID
+GEN_AI_REQUEST_TOP_P: Final = _gen_ai.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_SEED: Final = _gen_ai.GEN_AI_REQUEST_SEED
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = _gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES
+GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = _gen_ai.GEN_AI_REQUEST_FREQUENCY_PENALTY
+GEN_AI_REQUEST_PRESENCE_PENALTY: Final = _gen_ai.GEN_AI_REQUEST_PRESENCE_PENALTY
+GEN_AI_REQUEST_CHOICE_COUNT: Final = _gen_ai.GEN_AI_REQUEST_CHOICE_COUNT
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = _gen_ai.GEN_AI_REQUEST_ENCODING_FORMATS
+GEN_AI_OUTPUT_TYPE: Final = _gen_ai.GEN_AI_OUTPUT_TYPE
+GEN_AI_REQUEST_STREAM: Final = _gen_ai.GEN_AI_REQUEST_STREAM
+#: Seconds from the request to the first chunk of a streamed response.
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+#: ``[{"id": ..., "score": ...}]`` in rank order, as a JSON string (a structured
+#: value, which span attributes carry as JSON); ids and scores only, never text.
+GEN_AI_RETRIEVAL_DOCUMENTS: Final = _gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS
+GEN_AI_RETRIEVAL_QUERY_TEXT: Final = _gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT  # content
+GEN_AI_WORKFLOW_NAME: Final = _gen_ai.GEN_AI_WORKFLOW_NAME
+SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
+SERVER_PORT: Final = _server.SERVER_PORT
+
+PROVIDER_AWS_BEDROCK: Final = _gen_ai.GenAiProviderNameValues.AWS_BEDROCK.value
+PROVIDER_GCP_GEN_AI: Final = _gen_ai.GenAiProviderNameValues.GCP_GEN_AI.value
+PROVIDER_GCP_GEMINI: Final = _gen_ai.GenAiProviderNameValues.GCP_GEMINI.value
+PROVIDER_GCP_VERTEX_AI: Final = _gen_ai.GenAiProviderNameValues.GCP_VERTEX_AI.value
+
+#: Chunk (node) ids of a retrieval, same order as ``llmspans.retrieval.document_ids``,
+#: where the store returns chunks of source documents (LlamaIndex nodes): the
+#: document ids are the source documents', the chunk ids the nodes' own.
+RETRIEVAL_CHUNK_IDS: Final = "llmspans.retrieval.chunk_ids"
+#: The framework whose top-level invocation opened a pipeline root (``langchain``,
+#: ``llama_index``) when no decorated ``@pipeline`` enclosed it.
+PIPELINE_FRAMEWORK: Final = "llmspans.pipeline.framework"

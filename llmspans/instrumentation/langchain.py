@@ -10,6 +10,13 @@ any retriever, chat model or tool is covered without knowing its package:
   (``usage_metadata``), finish reasons and cost;
 - ``BaseTool.run`` / ``arun`` (behind ``invoke`` / ``ainvoke``) -> ``execute_tool {name}``.
 
+A chain (``RunnableSequence``: ``invoke`` / ``ainvoke`` / ``stream`` / ``astream``)
+invoked outside any decorated ``@llmspans.pipeline`` opens a pipeline root
+``invoke_workflow {run_name or chain name}``, so the retriever, model and tool
+spans of one invocation form one attributed run; a ``thread_id``,
+``conversation_id`` or ``session_id`` in the config's ``configurable`` or
+``metadata`` becomes ``gen_ai.conversation.id`` on it.
+
 Why wrapping rather than a callback handler: a wrapped call runs inside the
 caller's OpenTelemetry context, so the span it starts is the parent of what the
 integration does underneath, and the provider client's own instrumentor (a
@@ -20,7 +27,7 @@ current for the code between ``on_*_start`` and ``on_*_end``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -33,12 +40,14 @@ from llmspans.instrumentation._retrieval import (
     record_retrieved,
     retrieval_request,
 )
+from llmspans.instrumentation._roots import RootInfo, root_patches
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
 from llmspans.instrumentation._versions import VersionedInstrumentor
 
 _RETRIEVERS = "langchain_core.retrievers"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
 _TOOLS = "langchain_core.tools.base"
+_RUNNABLES = "langchain_core.runnables.base"
 
 
 # --- retrievers ------------------------------------------------------------------
@@ -220,6 +229,36 @@ def _tool_result(call: StageCall, result: Any) -> Any:
     return result
 
 
+# --- top-level chains --------------------------------------------------------------
+
+_CONVERSATION_KEYS = ("thread_id", "conversation_id", "session_id")
+
+
+def _conversation_id(config: Any) -> str | None:
+    """``thread_id`` / ``conversation_id`` / ``session_id`` of the run's config, if any."""
+    for section in ("configurable", "metadata"):
+        values = field_of(config, section)
+        if not isinstance(values, Mapping):
+            continue
+        for key in _CONVERSATION_KEYS:
+            value = values.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                return str(value)
+    return None
+
+
+def _chain_root(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RootInfo:
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    if not isinstance(config, Mapping):
+        config = None
+    name = (
+        as_str(field_of(config, "run_name"))
+        or as_str(getattr(instance, "name", None))
+        or type(instance).__name__
+    )
+    return RootInfo(name, {attr.GEN_AI_CONVERSATION_ID: _conversation_id(config)})
+
+
 class LangChainInstrumentor(VersionedInstrumentor):
     """Traces LangChain retrievers, chat models and tools (any integration package)."""
 
@@ -229,6 +268,14 @@ class LangChainInstrumentor(VersionedInstrumentor):
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (
+            *root_patches(
+                _RUNNABLES,
+                "RunnableSequence",
+                {"invoke": "sync", "ainvoke": "async", "stream": "stream", "astream": "astream"},
+                framework="langchain",
+                kind="langchain.chain",
+                namer=_chain_root,
+            ),
             Patch(
                 _RETRIEVERS,
                 "BaseRetriever.invoke",
