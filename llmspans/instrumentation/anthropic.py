@@ -36,6 +36,12 @@ from llmspans.instrumentation._genai import (
 )
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._raw import raw_aware
+from llmspans.instrumentation._semconv import (
+    FirstChunk,
+    output_type,
+    sdk_server_attributes,
+    stop_sequences,
+)
 from llmspans.instrumentation._streams import Ending
 from llmspans.instrumentation._versions import VersionedInstrumentor
 
@@ -44,7 +50,9 @@ _MESSAGES = "anthropic.resources.messages.messages"
 _KIND = "anthropic.messages"
 
 
-def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+def _request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, stream: bool = False
+) -> Request:
     model = as_str(given(kwargs, "model"))
     system = given(kwargs, "system")
     messages = given(kwargs, "messages")
@@ -61,9 +69,28 @@ def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Re
             attr.GEN_AI_REQUEST_MODEL: model,
             attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(given(kwargs, "max_tokens")),
             attr.GEN_AI_REQUEST_TEMPERATURE: as_float(given(kwargs, "temperature")),
+            attr.GEN_AI_REQUEST_TOP_P: as_float(given(kwargs, "top_p")),
+            attr.GEN_AI_REQUEST_TOP_K: as_int(given(kwargs, "top_k")),
+            attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(given(kwargs, "stop_sequences")),
+            attr.GEN_AI_OUTPUT_TYPE: output_type(
+                given(kwargs, "output_format") or field_of(given(kwargs, "output_config"), "format")
+            ),
+            attr.GEN_AI_REQUEST_STREAM: stream or given(kwargs, "stream") is True,
+            attr.GEN_AI_CONVERSATION_ID: _conversation_id(instance),
+            **sdk_server_attributes(instance),
         },
         content={attr.GEN_AI_INPUT_MESSAGES: prompt},
     )
+
+
+def _stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _request(instance, args, kwargs, stream=True)
+
+
+def _conversation_id(resource: Any) -> str | None:
+    """The ``conversation_id`` of the client's ``open_telemetry`` option (anthropic >= 2)."""
+    options = getattr(getattr(resource, "_client", None), "open_telemetry", None)
+    return as_str(options.get("conversation_id")) if isinstance(options, dict) else None
 
 
 def _usage(usage: Any) -> Usage:
@@ -122,12 +149,14 @@ def _dump(value: Any) -> Any:
 class _Events:
     """Folds raw message-stream events into the call as they arrive."""
 
-    def __init__(self) -> None:
+    def __init__(self, call: StageCall) -> None:
         self.model: str | None = None
         self.usage: dict[str, int] = {}
         self.text: list[str] = []
+        self.first = FirstChunk(call)
 
     def observe(self, call: StageCall, event: Any) -> None:
+        self.first.seen(call)
         kind = field_of(event, "type")
         if kind == "message_start":
             message = field_of(event, "message")
@@ -194,7 +223,7 @@ class AnthropicInstrumentor(VersionedInstrumentor):
         def read_message(call: StageCall, value: Any) -> Any:
             proxy = stream_proxy(value, "anthropic")
             if proxy is not None:
-                events = _Events()
+                events = _Events(call)
                 return proxy(value, Ending(call, _KIND, events.on_end), events.observe)
             _record_message(call, value)
             return value
@@ -209,6 +238,6 @@ class AnthropicInstrumentor(VersionedInstrumentor):
             Patch(_MESSAGES, "AsyncMessages.create", _KIND, _request, result, is_async=True),
             Patch(_MESSAGES, "Messages.parse", _KIND, _request, result),
             Patch(_MESSAGES, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
-            Patch(_MESSAGES, "Messages.stream", _KIND, _request, sync_manager),
-            Patch(_MESSAGES, "AsyncMessages.stream", _KIND, _request, async_manager),
+            Patch(_MESSAGES, "Messages.stream", _KIND, _stream_request, sync_manager),
+            Patch(_MESSAGES, "AsyncMessages.stream", _KIND, _stream_request, async_manager),
         )

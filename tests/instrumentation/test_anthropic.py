@@ -41,7 +41,9 @@ def _expected_cost(output_tokens: int) -> float:
     return cost
 
 
-def test_message_creates_a_generation_span(client: anthropic.Anthropic, spans: Spans) -> None:
+def test_message_creates_a_generation_span(
+    client: anthropic.Anthropic, server: FakeProviderServer, spans: Spans
+) -> None:
     with pipeline_root("assistant") as root:
         message = client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert message.content[0].type == "text"
@@ -55,6 +57,9 @@ def test_message_creates_a_generation_span(client: anthropic.Anthropic, spans: S
         attr.GEN_AI_PROVIDER_NAME: "anthropic",
         attr.GEN_AI_REQUEST_MODEL: MODEL,
         attr.GEN_AI_REQUEST_MAX_TOKENS: 100,
+        attr.GEN_AI_REQUEST_STREAM: False,
+        attr.SERVER_ADDRESS: "127.0.0.1",
+        attr.SERVER_PORT: server.server_address[1],
         attr.GEN_AI_RESPONSE_MODEL: MODEL,
         attr.GEN_AI_RESPONSE_ID: "msg_01",
         attr.GEN_AI_RESPONSE_FINISH_REASONS: ["end_turn"],

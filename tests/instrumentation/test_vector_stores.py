@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,9 @@ def test_chroma_query_cosine_records_ids_and_similarity_scores(spans: Spans) -> 
     distances = result["distances"]
     assert distances is not None
     attributes = spans.attributes(f"retrieval {collection.name}")
+    documents = json.loads(attributes.pop(attr.GEN_AI_RETRIEVAL_DOCUMENTS))
+    assert [d["id"] for d in documents] == result["ids"][0]
+    assert [d["score"] for d in documents] == pytest.approx([1.0 - d for d in distances[0]])
     assert attributes == {
         attr.STAGE: "retrieval",
         attr.PIPELINE: "rag",
@@ -122,12 +126,20 @@ def test_chroma_empty_result_is_recorded(spans: Spans) -> None:
     assert spans.attributes()[attr.RETRIEVAL_DOCUMENT_IDS] == []
 
 
+def test_no_query_text_without_capture(spans: Spans) -> None:
+    _collection("cosine").query(query_texts=["banana"], n_results=1)
+    attributes = spans.attributes()
+    assert attr.GEN_AI_RETRIEVAL_QUERY_TEXT not in attributes
+    assert attr.RETRIEVAL_QUERY not in attributes
+
+
 @pytest.mark.usefixtures("capture_content")
 def test_chroma_content_with_capture_on(spans: Spans) -> None:
     collection = _collection("cosine")
     collection.query(query_texts=["banana"], n_results=1)
     attributes = spans.attributes()
     assert "banana" in attributes[attr.RETRIEVAL_QUERY]
+    assert attributes[attr.GEN_AI_RETRIEVAL_QUERY_TEXT] == "banana"
     assert "banana bread" in attributes[attr.RETRIEVAL_DOCUMENTS_CONTENT]
 
 
@@ -219,6 +231,9 @@ def test_qdrant_query_points(spans: Spans) -> None:
         attr.GEN_AI_REQUEST_TOP_K: 2,
         attr.RETRIEVAL_DOCUMENT_IDS: ["1", "8f5b1c3e-2f6b-4c1e-9d0a-3f1e2b4c5d6e"],
         attr.RETRIEVAL_SCORES: pytest.approx([p.score for p in response.points]),
+        attr.GEN_AI_RETRIEVAL_DOCUMENTS: json.dumps(
+            [{"id": str(p.id), "score": p.score} for p in response.points]
+        ),
     }
     assert spans.one("retrieval docs").kind is SpanKind.CLIENT
 
