@@ -30,6 +30,7 @@ INSTRUMENTORS: Final[dict[str, str]] = {
     "llama_index": "llmspans.instrumentation.llama_index:LlamaIndexInstrumentor",
     "chromadb": "llmspans.instrumentation.chromadb:ChromaInstrumentor",
     "qdrant": "llmspans.instrumentation.qdrant:QdrantInstrumentor",
+    "litellm": "llmspans.instrumentation.litellm:LiteLLMInstrumentor",
 }
 
 # Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.

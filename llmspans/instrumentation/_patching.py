@@ -133,7 +133,7 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for patch in getattr(self, "_applied", []):
             owner_name, _, method = patch.target.rpartition(".")
             owner: Any = sys.modules[patch.module]
-            for part in owner_name.split("."):
+            for part in filter(None, owner_name.split(".")):  # "" for a module function
                 owner = getattr(owner, part)
             unwrap(owner, method)
         self._applied = []

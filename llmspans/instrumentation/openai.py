@@ -165,7 +165,7 @@ def _citations(annotations: Any) -> list[str]:
     return cited
 
 
-def _record_chat_completion(call: StageCall, completion: Any) -> None:
+def record_chat_completion(call: StageCall, completion: Any) -> None:
     model = as_str(field_of(completion, "model"))
     call.set(attr.GEN_AI_RESPONSE_MODEL, model)
     call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(completion, "id")))
@@ -194,7 +194,7 @@ def _dump(value: Any) -> Any:
     return dump(mode="json", exclude_none=True) if callable(dump) else value
 
 
-class _ChatChunks:
+class ChatChunks:
     """Folds chat-completion chunks into the call, as they arrive."""
 
     def __init__(self, call: StageCall) -> None:
@@ -328,9 +328,9 @@ class OpenAIInstrumentor(VersionedInstrumentor):
         def read_chat(call: StageCall, result: Any) -> Any:
             proxy = stream_proxy(result, "openai")
             if proxy is not None:
-                chunks = _ChatChunks(call)
+                chunks = ChatChunks(call)
                 return proxy(result, Ending(call, "openai.chat", chunks.on_end), chunks.observe)
-            _record_chat_completion(call, result)
+            record_chat_completion(call, result)
             return result
 
         def read_responses(call: StageCall, result: Any) -> Any:

@@ -12,6 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from llmspans._safety import reset_logged_kinds
@@ -49,9 +51,13 @@ def test_every_instrumentor_declares_a_floor_and_the_tested_versions() -> None:
 
 
 def test_anthropic_2_is_supported_and_tested() -> None:
-    version = installed_version(AnthropicInstrumentor.requirement)
-    assert version is not None and Version(version) >= Version("2")
-    assert anthropic.__version__ == version
+    requirement = Requirement(AnthropicInstrumentor.requirement)
+    for version in ("1.17.0", "2.0.0", "2.16.0"):
+        assert Version(version) in requirement.specifier
+        assert Version(version) in SpecifierSet(AnthropicInstrumentor.tested)
+    assert Version("3.0.0") not in SpecifierSet(AnthropicInstrumentor.tested)
+    installed = installed_version(AnthropicInstrumentor.requirement)
+    assert installed == anthropic.__version__
     instrumentor = AnthropicInstrumentor()
     assert instrumentor.available()
     assert instrumentor.untested_version() is None
