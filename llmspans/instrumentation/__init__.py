@@ -31,6 +31,7 @@ INSTRUMENTORS: Final[dict[str, str]] = {
     "chromadb": "llmspans.instrumentation.chromadb:ChromaInstrumentor",
     "qdrant": "llmspans.instrumentation.qdrant:QdrantInstrumentor",
     "litellm": "llmspans.instrumentation.litellm:LiteLLMInstrumentor",
+    "bedrock": "llmspans.instrumentation.bedrock:BedrockInstrumentor",
 }
 
 # Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.
