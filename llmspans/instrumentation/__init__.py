@@ -32,6 +32,7 @@ INSTRUMENTORS: Final[dict[str, str]] = {
     "qdrant": "llmspans.instrumentation.qdrant:QdrantInstrumentor",
     "litellm": "llmspans.instrumentation.litellm:LiteLLMInstrumentor",
     "bedrock": "llmspans.instrumentation.bedrock:BedrockInstrumentor",
+    "google_genai": "llmspans.instrumentation.google_genai:GoogleGenAIInstrumentor",
 }
 
 # Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.

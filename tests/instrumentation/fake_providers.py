@@ -339,6 +339,32 @@ def _event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
     return message + struct.pack(">I", zlib.crc32(message) & 0xFFFFFFFF)
 
 
+# --- Google Gen AI (Gemini Developer API) ----------------------------------------------
+
+GEMINI_TEXT = ["Gemini ", "answers."]
+
+
+def _gemini_chunk(model: str, text: str, *, last: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": [{"text": text}]},
+        "index": 0,
+    }
+    if last:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": 120,
+            "cachedContentTokenCount": 100,
+            "candidatesTokenCount": 8 if last else 3,
+            "thoughtsTokenCount": 4,
+            "totalTokenCount": 132,
+        },
+        "modelVersion": f"{model}-001",
+        "responseId": "gemini-resp-1",
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # close-delimited bodies: SSE streams end with the connection
     server: FakeProviderServer
@@ -433,6 +459,27 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"message": f"no route {self.path}"})
 
+    def _gemini(self) -> None:
+        target = self.path.removeprefix("/v1beta/models/").split("?")[0]
+        model, _, method = target.partition(":")
+        if model == ERROR_MODEL:
+            self._json(
+                404,
+                {"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}},
+            )
+        elif method == "generateContent":
+            self._json(200, _gemini_chunk(model, "".join(GEMINI_TEXT), last=True))
+        elif method == "streamGenerateContent":
+            events = [
+                (None, _gemini_chunk(model, piece, last=i == len(GEMINI_TEXT) - 1))
+                for i, piece in enumerate(GEMINI_TEXT)
+            ]
+            self._sse(iter(events), done=False)
+        elif method == "batchEmbedContents":
+            self._json(200, {"embeddings": [{"values": [0.1, 0.2, 0.3]}]})
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -440,6 +487,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append((self.path, body))
         if self.path.startswith("/model/"):
             self._bedrock(body)
+            return
+        if self.path.startswith("/v1beta/models/"):
+            self._gemini()
             return
         model = body.get("model", "")
         stream = bool(body.get("stream"))
