@@ -33,7 +33,14 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
+from llmspans.instrumentation._base import (
+    Request,
+    StageCall,
+    as_float,
+    as_int,
+    as_str,
+    field_of,
+)
 from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import (
@@ -41,6 +48,7 @@ from llmspans.instrumentation._retrieval import (
     retrieval_request,
 )
 from llmspans.instrumentation._roots import RootInfo, root_patches
+from llmspans.instrumentation._semconv import stop_sequences
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
 from llmspans.instrumentation._versions import VersionedInstrumentor
 
@@ -85,31 +93,43 @@ def _model_name(model: Any) -> str | None:
     return None
 
 
-def _provider(model: Any) -> str | None:
-    """LangChain's own provider label (``ls_provider``: ``openai``, ``anthropic``, ...)."""
+def _ls_params(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """LangChain's own description of the call (``ls_provider``, ``ls_temperature``, ...)."""
     params = getattr(model, "_get_ls_params", None)
     if not callable(params):
-        return None
+        return {}
     try:
-        return as_str(field_of(params(), "ls_provider"))
+        found = params(stop=kwargs.get("stop"))
     except Exception:  # an integration's parameter hook failing must not lose the span
-        return None
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
-def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+def _chat_request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, stream: bool = False
+) -> Request:
     model = _model_name(instance)
     messages = args[0] if args else kwargs.get("messages", kwargs.get("input"))
+    params = _ls_params(instance, kwargs)
     return Request(
         stage=attr.STAGE_GENERATION,
         name=attr.span_name(attr.STAGE_GENERATION, model),
         kind=SpanKind.CLIENT,
         attributes={
             attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
-            attr.GEN_AI_PROVIDER_NAME: _provider(instance),
+            attr.GEN_AI_PROVIDER_NAME: as_str(params.get("ls_provider")),
             attr.GEN_AI_REQUEST_MODEL: model,
+            attr.GEN_AI_REQUEST_TEMPERATURE: as_float(params.get("ls_temperature")),
+            attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(params.get("ls_max_tokens")),
+            attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(params.get("ls_stop")),
+            attr.GEN_AI_REQUEST_STREAM: stream,
         },
         content={attr.GEN_AI_INPUT_MESSAGES: messages},
     )
+
+
+def _chat_stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _chat_request(instance, args, kwargs, stream=True)
 
 
 class _Tally:
@@ -310,14 +330,14 @@ class LangChainInstrumentor(VersionedInstrumentor):
                 _CHAT_MODELS,
                 "BaseChatModel.stream",
                 "langchain.chat",
-                _chat_request,
+                _chat_stream_request,
                 _stream_result,
             ),
             Patch(
                 _CHAT_MODELS,
                 "BaseChatModel.astream",
                 "langchain.chat",
-                _chat_request,
+                _chat_stream_request,
                 _astream_result,
             ),
             Patch(_TOOLS, "BaseTool.run", "langchain.tool", _tool_request, _tool_result),

@@ -16,6 +16,7 @@ from llmspans import _attributes as attr
 from .conftest import Spans
 from .fake_providers import FakeProviderServer
 from .test_framework_roots import ChunkRetriever
+from .test_langchain import ChatLoopbackOpenAI
 from .test_vector_stores import _qdrant
 
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
@@ -178,3 +179,22 @@ class UnscoredRetriever(ChunkRetriever):
 def test_a_node_without_score_gives_ids_only(spans: Spans) -> None:
     UnscoredRetriever().retrieve("q")
     assert json.loads(spans.attributes()[attr.GEN_AI_RETRIEVAL_DOCUMENTS]) == [{"id": "n1"}]
+
+
+class _TunedChatModel(ChatLoopbackOpenAI):
+    temperature: float = 0.3
+    max_tokens: int = 77
+
+
+def test_langchain_chat_model_request_parameters(server: FakeProviderServer, spans: Spans) -> None:
+    model = _TunedChatModel(base_url=f"{server.url}/v1")
+    model.invoke("hi", stop=["STOP"])
+    list(model.stream("hi"))
+    invoked, streamed = spans.all()
+    for span in (invoked, streamed):
+        attributes = span.attributes or {}
+        assert attributes[attr.GEN_AI_REQUEST_TEMPERATURE] == 0.3
+        assert attributes[attr.GEN_AI_REQUEST_MAX_TOKENS] == 77
+    assert list((invoked.attributes or {})[attr.GEN_AI_REQUEST_STOP_SEQUENCES]) == ["STOP"]
+    assert (invoked.attributes or {})[attr.GEN_AI_REQUEST_STREAM] is False
+    assert (streamed.attributes or {})[attr.GEN_AI_REQUEST_STREAM] is True
