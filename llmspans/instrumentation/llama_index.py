@@ -9,9 +9,11 @@ Wrapped public methods of the base classes every integration inherits from:
   candidate ids (``llmspans.context.input_ids``) and the kept ids
   (``llmspans.context.selected_ids``), in order.
 
-A query engine's ``query`` / ``aquery`` (``BaseQueryEngine``) invoked outside any
-decorated ``@llmspans.pipeline`` opens a pipeline root ``invoke_workflow {engine
-class}``, so its retrieval, selection and model calls form one attributed run.
+A query engine's ``query`` / ``aquery`` (``BaseQueryEngine``), or a chat engine's
+``chat`` / ``achat`` (the simple, context, condense-plus-context and
+condense-question engines), invoked outside any decorated ``@llmspans.pipeline``
+opens a pipeline root ``invoke_workflow {engine class}``, so its retrieval,
+selection and model calls form one attributed run.
 
 Document ids are the source documents' (a node's ``ref_doc_id``), so labels and
 citations that name documents match; the node (chunk) ids are kept, in the same
@@ -54,6 +56,13 @@ from llmspans.instrumentation._versions import VersionedInstrumentor
 _RETRIEVERS = "llama_index.core.base.base_retriever"
 _POSTPROCESSORS = "llama_index.core.postprocessor.types"
 _QUERY_ENGINES = "llama_index.core.base.base_query_engine"
+#: Chat engines implement ``chat`` / ``achat`` each (the base class only declares them).
+_CHAT_ENGINES = (
+    ("llama_index.core.chat_engine.simple", "SimpleChatEngine"),
+    ("llama_index.core.chat_engine.context", "ContextChatEngine"),
+    ("llama_index.core.chat_engine.condense_plus_context", "CondensePlusContextChatEngine"),
+    ("llama_index.core.chat_engine.condense_question", "CondenseQuestionChatEngine"),
+)
 
 
 def _query_text(value: Any) -> str | None:
@@ -166,6 +175,18 @@ class LlamaIndexInstrumentor(VersionedInstrumentor):
                 framework="llama_index",
                 kind="llama_index.query",
                 namer=_query_engine_root,
+            ),
+            *(
+                patch
+                for module, engine in _CHAT_ENGINES
+                for patch in root_patches(
+                    module,
+                    engine,
+                    {"chat": "sync", "achat": "async"},
+                    framework="llama_index",
+                    kind="llama_index.chat",
+                    namer=_query_engine_root,
+                )
             ),
             Patch(
                 _RETRIEVERS,

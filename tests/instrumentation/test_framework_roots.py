@@ -167,3 +167,15 @@ async def test_an_async_query_engine_is_a_run(spans: Spans) -> None:
     await engine.aquery("refunds?")
     root = _root(spans)
     assert spans.one("retrieval ChunkRetriever").context.trace_id == root.context.trace_id
+
+
+def test_a_top_level_chat_engine_turn_is_a_run(spans: Spans) -> None:
+    from llama_index.core.chat_engine import ContextChatEngine
+
+    engine = ContextChatEngine.from_defaults(retriever=ChunkRetriever(), llm=MockLLM())
+    engine.chat("refunds?")
+    root = _root(spans)
+    assert root.name == "invoke_workflow ContextChatEngine"
+    retrieval = spans.one("retrieval ChunkRetriever")
+    assert retrieval.context.trace_id == root.context.trace_id
+    assert (retrieval.attributes or {})[attr.PIPELINE] == "ContextChatEngine"
