@@ -11,7 +11,8 @@ any retriever, chat model or tool is covered without knowing its package:
 - ``BaseTool.run`` / ``arun`` (behind ``invoke`` / ``ainvoke``) -> ``execute_tool {name}``.
 
 A chain (``RunnableSequence``: ``invoke`` / ``ainvoke`` / ``stream`` / ``astream``)
-invoked outside any decorated ``@llmspans.pipeline`` opens a pipeline root
+or a LangGraph graph (``Pregel``, what ``StateGraph.compile()`` returns; same
+methods) invoked outside any decorated ``@llmspans.pipeline`` opens a pipeline root
 ``invoke_workflow {run_name or chain name}``, so the retriever, model and tool
 spans of one invocation form one attributed run; a ``thread_id``,
 ``conversation_id`` or ``session_id`` in the config's ``configurable`` or
@@ -56,6 +57,7 @@ _RETRIEVERS = "langchain_core.retrievers"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
 _TOOLS = "langchain_core.tools.base"
 _RUNNABLES = "langchain_core.runnables.base"
+_LANGGRAPH = "langgraph.pregel.main"  # compiled graphs (StateGraph.compile()) are Pregel
 
 
 # --- retrievers ------------------------------------------------------------------
@@ -294,6 +296,14 @@ class LangChainInstrumentor(VersionedInstrumentor):
                 {"invoke": "sync", "ainvoke": "async", "stream": "stream", "astream": "astream"},
                 framework="langchain",
                 kind="langchain.chain",
+                namer=_chain_root,
+            ),
+            *root_patches(
+                _LANGGRAPH,
+                "Pregel",
+                {"invoke": "sync", "ainvoke": "async", "stream": "stream", "astream": "astream"},
+                framework="langgraph",
+                kind="langgraph.graph",
                 namer=_chain_root,
             ),
             Patch(

@@ -179,3 +179,31 @@ def test_a_top_level_chat_engine_turn_is_a_run(spans: Spans) -> None:
     retrieval = spans.one("retrieval ChunkRetriever")
     assert retrieval.context.trace_id == root.context.trace_id
     assert (retrieval.attributes or {})[attr.PIPELINE] == "ContextChatEngine"
+
+
+def test_a_langgraph_run_is_one_root_with_its_thread_id(chain: Any, spans: Spans) -> None:
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        question: str
+        answer: str
+
+    def answer(state: State) -> dict[str, str]:
+        return {"answer": str(chain.invoke(state["question"]).content)}
+
+    builder = StateGraph(State)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile()
+    result = graph.invoke({"question": "banana"}, config={"configurable": {"thread_id": "t-1"}})
+    assert result["answer"] == "The answer is 42."
+    root = _root(spans)  # the chain inside the graph opens no second root
+    assert root.name == "invoke_workflow LangGraph"
+    attributes = root.attributes or {}
+    assert attributes[attr.PIPELINE_FRAMEWORK] == "langgraph"
+    assert attributes[attr.GEN_AI_CONVERSATION_ID] == "t-1"
+    stages = {(s.attributes or {}).get(attr.STAGE) for s in _under(spans, root)}
+    assert {"retrieval", "generation"} <= stages
