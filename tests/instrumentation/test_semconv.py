@@ -198,3 +198,50 @@ def test_langchain_chat_model_request_parameters(server: FakeProviderServer, spa
     assert list((invoked.attributes or {})[attr.GEN_AI_REQUEST_STOP_SEQUENCES]) == ["STOP"]
     assert (invoked.attributes or {})[attr.GEN_AI_REQUEST_STREAM] is False
     assert (streamed.attributes or {})[attr.GEN_AI_REQUEST_STREAM] is True
+
+
+#: The wire names of the contract (docs/conventions.md): taken from the conventions
+#: package, pinned here so that an upgrade of it cannot change them unnoticed.
+PINNED = {
+    "GEN_AI_OPERATION_NAME": "gen_ai.operation.name",
+    "GEN_AI_PROVIDER_NAME": "gen_ai.provider.name",
+    "GEN_AI_REQUEST_MODEL": "gen_ai.request.model",
+    "GEN_AI_RESPONSE_MODEL": "gen_ai.response.model",
+    "GEN_AI_RESPONSE_ID": "gen_ai.response.id",
+    "GEN_AI_RESPONSE_FINISH_REASONS": "gen_ai.response.finish_reasons",
+    "GEN_AI_REQUEST_MAX_TOKENS": "gen_ai.request.max_tokens",
+    "GEN_AI_REQUEST_TEMPERATURE": "gen_ai.request.temperature",
+    "GEN_AI_USAGE_INPUT_TOKENS": "gen_ai.usage.input_tokens",
+    "GEN_AI_USAGE_OUTPUT_TOKENS": "gen_ai.usage.output_tokens",
+    "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS": "gen_ai.usage.cache_read.input_tokens",
+    "GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS": "gen_ai.usage.cache_creation.input_tokens",
+    "GEN_AI_DATA_SOURCE_ID": "gen_ai.data_source.id",
+    "GEN_AI_REQUEST_TOP_K": "gen_ai.request.top_k",
+    "GEN_AI_TOOL_NAME": "gen_ai.tool.name",
+    "GEN_AI_TOOL_CALL_ID": "gen_ai.tool.call.id",
+    "GEN_AI_INPUT_MESSAGES": "gen_ai.input.messages",
+    "GEN_AI_OUTPUT_MESSAGES": "gen_ai.output.messages",
+    "GEN_AI_TOOL_CALL_ARGUMENTS": "gen_ai.tool.call.arguments",
+    "GEN_AI_TOOL_CALL_RESULT": "gen_ai.tool.call.result",
+    "ERROR_TYPE": "error.type",
+    "DB_SYSTEM_NAME": "db.system.name",
+    "DB_COLLECTION_NAME": "db.collection.name",
+    "GEN_AI_CONVERSATION_ID": "gen_ai.conversation.id",
+    "GEN_AI_REQUEST_SEED": "gen_ai.request.seed",
+    "GEN_AI_REQUEST_STOP_SEQUENCES": "gen_ai.request.stop_sequences",
+    "GEN_AI_REQUEST_FREQUENCY_PENALTY": "gen_ai.request.frequency_penalty",
+    "GEN_AI_REQUEST_PRESENCE_PENALTY": "gen_ai.request.presence_penalty",
+    "GEN_AI_REQUEST_CHOICE_COUNT": "gen_ai.request.choice.count",
+    "GEN_AI_REQUEST_ENCODING_FORMATS": "gen_ai.request.encoding_formats",
+    "GEN_AI_OUTPUT_TYPE": "gen_ai.output.type",
+    "GEN_AI_WORKFLOW_NAME": "gen_ai.workflow.name",
+    "SERVER_PORT": "server.port",
+    "PROVIDER_GCP_GEMINI": "gcp.gemini",
+    "PROVIDER_GCP_VERTEX_AI": "gcp.vertex_ai",
+    "PROVIDER_GCP_GEN_AI": "gcp.gen_ai",
+}
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(PINNED.items()))
+def test_wire_names_are_pinned(name: str, value: str) -> None:
+    assert getattr(attr, name) == value
