@@ -1,7 +1,8 @@
 """Anthropic client: messages (sync, async, streaming) -> generation spans.
 
 Wrapped public methods: ``messages.create`` (also with ``stream=True``),
-``messages.parse`` and ``messages.stream`` on ``Anthropic`` and ``AsyncAnthropic``.
+``messages.parse`` and ``messages.stream`` on ``Anthropic`` and ``AsyncAnthropic``,
+and the same methods of ``beta.messages``.
 
 Token counts follow the GenAI semantic conventions: ``gen_ai.usage.input_tokens``
 is *all* input tokens (Anthropic's ``input_tokens`` plus the cache reads and cache
@@ -47,6 +48,7 @@ from llmspans.instrumentation._versions import VersionedInstrumentor
 
 PROVIDER = "anthropic"
 _MESSAGES = "anthropic.resources.messages.messages"
+_BETA_MESSAGES = "anthropic.resources.beta.messages.messages"  # client.beta.messages
 _KIND = "anthropic.messages"
 
 
@@ -233,11 +235,15 @@ class AnthropicInstrumentor(VersionedInstrumentor):
         sync_manager = managed_stream(_KIND, _record_snapshot, is_async=False)
         async_manager = managed_stream(_KIND, _record_snapshot, is_async=True)
 
-        return (
-            Patch(_MESSAGES, "Messages.create", _KIND, _request, result),
-            Patch(_MESSAGES, "AsyncMessages.create", _KIND, _request, result, is_async=True),
-            Patch(_MESSAGES, "Messages.parse", _KIND, _request, result),
-            Patch(_MESSAGES, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
-            Patch(_MESSAGES, "Messages.stream", _KIND, _stream_request, sync_manager),
-            Patch(_MESSAGES, "AsyncMessages.stream", _KIND, _stream_request, async_manager),
+        return tuple(
+            patch
+            for module in (_MESSAGES, _BETA_MESSAGES)
+            for patch in (
+                Patch(module, "Messages.create", _KIND, _request, result),
+                Patch(module, "AsyncMessages.create", _KIND, _request, result, is_async=True),
+                Patch(module, "Messages.parse", _KIND, _request, result),
+                Patch(module, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
+                Patch(module, "Messages.stream", _KIND, _stream_request, sync_manager),
+                Patch(module, "AsyncMessages.stream", _KIND, _stream_request, async_manager),
+            )
         )

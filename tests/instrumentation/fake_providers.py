@@ -534,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/embeddings":
             inputs = body.get("input")
             self._json(200, _embeddings(model, len(inputs) if isinstance(inputs, list) else 1))
-        elif self.path == "/v1/messages":
+        elif self.path.split("?")[0] == "/v1/messages":
             if stream:
                 self._sse(iter(list(_message_events(model))), done=False)
             else:

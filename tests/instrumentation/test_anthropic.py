@@ -187,3 +187,19 @@ def test_the_sdks_own_span_nests_under_the_generation_span(
     assert sdk[0].parent is not None and sdk[0].parent.span_id == ours.context.span_id
     assert attr.STAGE not in (sdk[0].attributes or {})
     assert (ours.attributes or {})[attr.STAGE] == "generation"
+
+
+async def test_beta_messages_are_traced_too(
+    client: anthropic.Anthropic, aclient: anthropic.AsyncAnthropic, spans: Spans
+) -> None:
+    client.beta.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    stream = await aclient.beta.messages.create(
+        model=MODEL, max_tokens=100, messages=MESSAGES, stream=True
+    )
+    async for _ in stream:
+        pass
+    with client.beta.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as managed:
+        managed.until_done()
+    assert spans.names() == [f"chat {MODEL}"] * 3
+    outputs = [(s.attributes or {}).get(attr.GEN_AI_USAGE_OUTPUT_TOKENS) for s in spans.all()]
+    assert outputs == [12, 15, 15]
