@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, ClassVar
 
+from opentelemetry.trace import Tracer
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from llmspans._safety import warn_once
-from llmspans.instrumentation._patching import PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
 
 
 def installed_version(requirement: str) -> str | None:
@@ -83,6 +86,31 @@ class VersionedInstrumentor(PatchingInstrumentor):
         except InvalidVersion:
             return None
         return None if inside else version
+
+    def _hook(self, patch: Patch, tracer: Tracer) -> Callable[[ModuleType], None]:
+        """The base hook, plus a warning when an untested release lacks a patched method.
+
+        A method that a new release renamed or removed leaves that call untraced:
+        it is named, not skipped in silence.
+        """
+        apply = super()._hook(patch, tracer)
+        generation = self._generation
+
+        def checked(module: ModuleType) -> None:
+            before = len(self._applied)
+            apply(module)
+            if generation != self._generation or len(self._applied) != before:
+                return
+            version = self.untested_version()
+            if version is not None:
+                name = Requirement(self.requirement).name
+                warn_once(
+                    f"unpatched.{patch.module}.{patch.target}",
+                    f"{type(self).__name__}: {name} {version} has no {patch.module}."
+                    f"{patch.target}; those calls are not traced",
+                )
+
+        return checked
 
     def _instrument(self, **kwargs: Any) -> None:
         if self.available():

@@ -129,3 +129,34 @@ def test_a_missing_library_is_reported_as_not_installed() -> None:
             return ()
 
     assert unavailable_reason(_Missing()) == "llmspans_no_such_client is not installed"
+
+
+class _RenamedMethodInstrumentor(OpenAIInstrumentor):
+    _instance = None
+    tested: ClassVar[str] = "< 1"
+
+    def patches(self, tracer: Tracer) -> Sequence[Patch]:
+        gone = Patch("json", "NoSuchClass.create", "test.gone", _no_read, _no_respond)
+        return (gone,)
+
+
+def _no_read(*_: object) -> object:
+    raise AssertionError("never called")
+
+
+def _no_respond(*_: object) -> object:
+    raise AssertionError("never called")
+
+
+def test_a_method_missing_in_an_untested_release_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reset_logged_kinds()
+    instrumentor = _RenamedMethodInstrumentor()
+    try:
+        with caplog.at_level(logging.WARNING, logger="llmspans"):
+            instrumentor.instrument(tracer_provider=TracerProvider(), skip_dep_check=True)
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("has no json.NoSuchClass.create" in m for m in messages), messages
+    finally:
+        instrumentor.uninstrument()
