@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import db_attributes as _db
+from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import server_attributes as _server
+
 # --- stages ---------------------------------------------------------------
 STAGE_PIPELINE: Final = "pipeline"
 STAGE_RETRIEVAL: Final = "retrieval"
@@ -38,27 +43,29 @@ OP_EMBEDDINGS: Final = "embeddings"
 OP_EXECUTE_TOOL: Final = "execute_tool"
 
 # --- OpenTelemetry GenAI semantic conventions ------------------------------
-GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
-GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
-GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
-GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
-GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
-GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
-GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
-GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
-GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
-GEN_AI_DATA_SOURCE_ID: Final = "gen_ai.data_source.id"
-GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
-GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
-GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
-GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
-GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
-GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
-GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"
-ERROR_TYPE: Final = "error.type"
+# The names come from opentelemetry-semantic-conventions (the strings are fixed by
+# the conventions: tests/instrumentation/test_semconv.py pins them).
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_REQUEST_MODEL: Final = _gen_ai.GEN_AI_REQUEST_MODEL
+GEN_AI_RESPONSE_MODEL: Final = _gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_ID: Final = _gen_ai.GEN_AI_RESPONSE_ID
+GEN_AI_RESPONSE_FINISH_REASONS: Final = _gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
+GEN_AI_REQUEST_MAX_TOKENS: Final = _gen_ai.GEN_AI_REQUEST_MAX_TOKENS
+GEN_AI_REQUEST_TEMPERATURE: Final = _gen_ai.GEN_AI_REQUEST_TEMPERATURE
+GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+GEN_AI_DATA_SOURCE_ID: Final = _gen_ai.GEN_AI_DATA_SOURCE_ID
+GEN_AI_REQUEST_TOP_K: Final = _gen_ai.GEN_AI_REQUEST_TOP_K
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
+GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
+GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
+GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
+ERROR_TYPE: Final = _error.ERROR_TYPE
 
 # --- llmspans.* -------------------------------------------------------------
 STAGE: Final = "llmspans.stage"
@@ -159,8 +166,43 @@ METRIC_CALIBRATION_ECE: Final = "llmspans.calibration.ece"  # gauge
 OTHER_LABEL: Final = "other"
 
 # --- added for the auto-instrumentors ---------------------------------------------
-DB_SYSTEM_NAME: Final = "db.system.name"  # vector store queried by a retrieval span
-DB_COLLECTION_NAME: Final = "db.collection.name"
+DB_SYSTEM_NAME: Final = _db.DB_SYSTEM_NAME  # vector store queried by a retrieval span
+DB_COLLECTION_NAME: Final = _db.DB_COLLECTION_NAME
 #: Distances of a retrieval, same order as the ids, where the store reports distances
 #: that have no similarity equivalent (lower is closer; e.g. chromadb's ``l2`` space).
 RETRIEVAL_DISTANCES: Final = "llmspans.retrieval.distances"
+
+# --- GenAI semantic-convention names the instrumentors also emit ---------------------
+# Taken from opentelemetry-semantic-conventions where it defines them.
+GEN_AI_CONVERSATION_ID: Final = _gen_ai.GEN_AI_CONVERSATION_ID
+GEN_AI_REQUEST_TOP_P: Final = _gen_ai.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_SEED: Final = _gen_ai.GEN_AI_REQUEST_SEED
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = _gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES
+GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = _gen_ai.GEN_AI_REQUEST_FREQUENCY_PENALTY
+GEN_AI_REQUEST_PRESENCE_PENALTY: Final = _gen_ai.GEN_AI_REQUEST_PRESENCE_PENALTY
+GEN_AI_REQUEST_CHOICE_COUNT: Final = _gen_ai.GEN_AI_REQUEST_CHOICE_COUNT
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = _gen_ai.GEN_AI_REQUEST_ENCODING_FORMATS
+GEN_AI_OUTPUT_TYPE: Final = _gen_ai.GEN_AI_OUTPUT_TYPE
+GEN_AI_REQUEST_STREAM: Final = _gen_ai.GEN_AI_REQUEST_STREAM
+#: Seconds from the request to the first chunk of a streamed response.
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+#: ``[{"id": ..., "score": ...}]`` in rank order, as a JSON string (a structured
+#: value, which span attributes carry as JSON); ids and scores only, never text.
+GEN_AI_RETRIEVAL_DOCUMENTS: Final = _gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS
+GEN_AI_RETRIEVAL_QUERY_TEXT: Final = _gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT  # content
+GEN_AI_WORKFLOW_NAME: Final = _gen_ai.GEN_AI_WORKFLOW_NAME
+SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
+SERVER_PORT: Final = _server.SERVER_PORT
+
+PROVIDER_AWS_BEDROCK: Final = _gen_ai.GenAiProviderNameValues.AWS_BEDROCK.value
+PROVIDER_GCP_GEN_AI: Final = _gen_ai.GenAiProviderNameValues.GCP_GEN_AI.value
+PROVIDER_GCP_GEMINI: Final = _gen_ai.GenAiProviderNameValues.GCP_GEMINI.value
+PROVIDER_GCP_VERTEX_AI: Final = _gen_ai.GenAiProviderNameValues.GCP_VERTEX_AI.value
+
+#: Chunk (node) ids of a retrieval, same order as ``llmspans.retrieval.document_ids``,
+#: where the store returns chunks of source documents (LlamaIndex nodes): the
+#: document ids are the source documents', the chunk ids the nodes' own.
+RETRIEVAL_CHUNK_IDS: Final = "llmspans.retrieval.chunk_ids"
+#: The framework whose top-level invocation opened a pipeline root (``langchain``,
+#: ``llama_index``) when no decorated ``@pipeline`` enclosed it.
+PIPELINE_FRAMEWORK: Final = "llmspans.pipeline.framework"

@@ -237,6 +237,8 @@ def extract_documents(value: object) -> Documents | None:
 
 def document_texts(value: object) -> list[str] | None:
     """The text of each document in ``value`` (for content capture), or ``None``."""
+    if isinstance(value, Mapping) and "ids" in value:
+        return _parallel_texts(value)
     items: object = value
     if not _is_sequence(items):
         for key in _CONTAINER_KEYS:
@@ -260,6 +262,18 @@ def document_texts(value: object) -> list[str] | None:
                         break
         texts.append(text if text is not None else "")
     return texts
+
+
+def _parallel_texts(mapping: Mapping[object, object]) -> list[str] | None:
+    """Chroma's ``documents`` beside its ``ids``: the first ranked list, as ``_parallel_lists``."""
+    texts = mapping.get("documents")
+    if not _is_sequence(texts):
+        return None
+    assert isinstance(texts, Sequence)
+    if texts and _is_sequence(texts[0]):
+        texts = texts[0]
+    assert isinstance(texts, Sequence)
+    return [text if isinstance(text, str) else "" for text in texts[:_MAX_ITEMS]]
 
 
 def _text_of(doc: object) -> str | None:

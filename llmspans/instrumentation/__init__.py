@@ -30,6 +30,9 @@ INSTRUMENTORS: Final[dict[str, str]] = {
     "llama_index": "llmspans.instrumentation.llama_index:LlamaIndexInstrumentor",
     "chromadb": "llmspans.instrumentation.chromadb:ChromaInstrumentor",
     "qdrant": "llmspans.instrumentation.qdrant:QdrantInstrumentor",
+    "litellm": "llmspans.instrumentation.litellm:LiteLLMInstrumentor",
+    "bedrock": "llmspans.instrumentation.bedrock:BedrockInstrumentor",
+    "google_genai": "llmspans.instrumentation.google_genai:GoogleGenAIInstrumentor",
 }
 
 # Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.
@@ -43,12 +46,23 @@ def _load(name: str) -> PatchingInstrumentor:
     return cls()
 
 
+def _log_skip(name: str, instrumentor: PatchingInstrumentor) -> None:
+    """Say why ``name`` is skipped: debug when its library is absent, a warning when too old."""
+    from llmspans.instrumentation._versions import is_installed, unavailable_reason
+
+    reason = unavailable_reason(instrumentor) or "not available"
+    level = logging.WARNING if is_installed(instrumentor) else logging.DEBUG
+    _logger.log(level, "llmspans.instrument: %s skipped (%s)", name, reason)
+
+
 def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> list[str]:
     """Enable the named instrumentors (default: all); return the names now enabled.
 
-    A library that is not installed (or not in a supported version) is skipped
-    with a debug log. Spans go to ``tracer_provider``, else to the provider given
-    to ``llmspans.configure(tracer_provider=...)``, else to the global one.
+    A library that is not installed is skipped with a debug log; one installed
+    below the supported floor is skipped with a warning that names both versions.
+    A release newer than those tested is instrumented, with a warning. Spans go
+    to ``tracer_provider``, else to the provider given to
+    ``llmspans.configure(tracer_provider=...)``, else to the global one.
     Calling it again for an enabled instrumentor changes nothing.
 
     Raises:
@@ -69,7 +83,7 @@ def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> li
                 continue
             instrumentor = _load(name)
             if not instrumentor.available():
-                _logger.debug("llmspans.instrument: %s is not installed; skipped", name)
+                _log_skip(name, instrumentor)
                 continue
             if instrumentor.is_instrumented_by_opentelemetry:
                 # Already enabled elsewhere (opentelemetry-instrument): keep its provider.

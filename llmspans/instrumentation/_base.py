@@ -64,6 +64,12 @@ SUMMED_ATTRIBUTES: Final = frozenset(
 _DERIVED_BY_DECORATOR: Final = ("llmspans.retrieval.", "llmspans.context.")
 
 
+#: Attributes that name the enclosing stage itself: an enriching call fills them in
+#: only where the stage has none (a decorated retrieval's data source is not the
+#: name of the collection it queries underneath).
+_KEPT_BY_ENCLOSING: Final = frozenset({attr.GEN_AI_DATA_SOURCE_ID})
+
+
 # The instrumented call running in the current context (nested calls account to it).
 _CALL_KEY: Final = otel_context.create_key("llmspans.instrumentation.call")
 
@@ -143,9 +149,20 @@ class StageCall:
                 outer = otel_context.get_value(_CALL_KEY)
                 if isinstance(outer, StageCall) and outer.span is enclosing:
                     call._parent = outer
-                call.adopt(current_stage(), request)
+                active = current_stage()
+                call.adopt(active, request)
+                # A decorator's own options wait in ``pending`` until its span ends.
+                existing = {
+                    *(getattr(enclosing, "attributes", None) or {}),
+                    *(getattr(active, "pending", None) or {}),
+                }
                 call.set_many(
-                    {k: v for k, v in request.attributes.items() if k != attr.GEN_AI_OPERATION_NAME}
+                    {
+                        k: v
+                        for k, v in request.attributes.items()
+                        if k != attr.GEN_AI_OPERATION_NAME
+                        and not (k in _KEPT_BY_ENCLOSING and k in existing)
+                    }
                 )
                 call.set_content(request.content)
                 return call

@@ -47,6 +47,8 @@ class Patch:
     read: RequestReader
     respond: ResponseReader
     is_async: bool = False
+    wrapper: Callable[[Tracer], Callable[..., Any]] | None = None
+    """A ``wrapt`` wrapper factory used instead of the stage-call wrapper of ``_base``."""
 
 
 class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -107,9 +109,12 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return
             factory = async_wrapper if patch.is_async else sync_wrapper
             try:
-                wrapt.wrap_function_wrapper(
-                    module, patch.target, factory(tracer, patch.kind, patch.read, patch.respond)
+                wrapper = (
+                    patch.wrapper(tracer)
+                    if patch.wrapper is not None
+                    else factory(tracer, patch.kind, patch.read, patch.respond)
                 )
+                wrapt.wrap_function_wrapper(module, patch.target, wrapper)
             except AttributeError as exc:
                 _logger.debug(
                     "%s: %s.%s not patched (%s)",
@@ -128,7 +133,7 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for patch in getattr(self, "_applied", []):
             owner_name, _, method = patch.target.rpartition(".")
             owner: Any = sys.modules[patch.module]
-            for part in owner_name.split("."):
+            for part in filter(None, owner_name.split(".")):  # "" for a module function
                 owner = getattr(owner, part)
             unwrap(owner, method)
         self._applied = []

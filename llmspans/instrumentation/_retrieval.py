@@ -10,6 +10,7 @@ from opentelemetry.trace import SpanKind
 from llmspans import _attributes as attr
 from llmspans._documents import document_texts, extract_documents
 from llmspans.instrumentation._base import Request, StageCall
+from llmspans.instrumentation._semconv import query_text, retrieval_documents
 
 
 def retrieval_request(
@@ -32,7 +33,7 @@ def retrieval_request(
             attr.DB_COLLECTION_NAME: data_source if db_system else None,
             attr.GEN_AI_REQUEST_TOP_K: top_k,
         },
-        content={attr.RETRIEVAL_QUERY: query},
+        content={attr.RETRIEVAL_QUERY: query, attr.GEN_AI_RETRIEVAL_QUERY_TEXT: query_text(query)},
     )
 
 
@@ -50,6 +51,7 @@ def record_documents(
     attribution rules need (reason ``empty``).
     """
     call.span.set_attribute(attr.RETRIEVAL_DOCUMENT_IDS, list(ids))
+    call.set(attr.GEN_AI_RETRIEVAL_DOCUMENTS, retrieval_documents(ids, scores))
     if scores is not None and len(scores) == len(ids):
         call.set(attr.RETRIEVAL_SCORES, [float(s) for s in scores])
     if distances is not None and len(distances) == len(ids):

@@ -1,7 +1,8 @@
 """Anthropic client: messages (sync, async, streaming) -> generation spans.
 
 Wrapped public methods: ``messages.create`` (also with ``stream=True``),
-``messages.parse`` and ``messages.stream`` on ``Anthropic`` and ``AsyncAnthropic``.
+``messages.parse`` and ``messages.stream`` on ``Anthropic`` and ``AsyncAnthropic``,
+and the same methods of ``beta.messages``.
 
 Token counts follow the GenAI semantic conventions: ``gen_ai.usage.input_tokens``
 is *all* input tokens (Anthropic's ``input_tokens`` plus the cache reads and cache
@@ -34,15 +35,26 @@ from llmspans.instrumentation._genai import (
     stream_proxy,
     unique,
 )
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._raw import raw_aware
+from llmspans.instrumentation._semconv import (
+    FirstChunk,
+    output_type,
+    sdk_server_attributes,
+    stop_sequences,
+)
 from llmspans.instrumentation._streams import Ending
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 PROVIDER = "anthropic"
 _MESSAGES = "anthropic.resources.messages.messages"
+_BETA_MESSAGES = "anthropic.resources.beta.messages.messages"  # client.beta.messages
 _KIND = "anthropic.messages"
 
 
-def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+def _request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, stream: bool = False
+) -> Request:
     model = as_str(given(kwargs, "model"))
     system = given(kwargs, "system")
     messages = given(kwargs, "messages")
@@ -59,9 +71,28 @@ def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Re
             attr.GEN_AI_REQUEST_MODEL: model,
             attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(given(kwargs, "max_tokens")),
             attr.GEN_AI_REQUEST_TEMPERATURE: as_float(given(kwargs, "temperature")),
+            attr.GEN_AI_REQUEST_TOP_P: as_float(given(kwargs, "top_p")),
+            attr.GEN_AI_REQUEST_TOP_K: as_int(given(kwargs, "top_k")),
+            attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(given(kwargs, "stop_sequences")),
+            attr.GEN_AI_OUTPUT_TYPE: output_type(
+                given(kwargs, "output_format") or field_of(given(kwargs, "output_config"), "format")
+            ),
+            attr.GEN_AI_REQUEST_STREAM: stream or given(kwargs, "stream") is True,
+            attr.GEN_AI_CONVERSATION_ID: _conversation_id(instance),
+            **sdk_server_attributes(instance),
         },
         content={attr.GEN_AI_INPUT_MESSAGES: prompt},
     )
+
+
+def _stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _request(instance, args, kwargs, stream=True)
+
+
+def _conversation_id(resource: Any) -> str | None:
+    """The ``conversation_id`` of the client's ``open_telemetry`` option (anthropic >= 2)."""
+    options = getattr(getattr(resource, "_client", None), "open_telemetry", None)
+    return as_str(options.get("conversation_id")) if isinstance(options, dict) else None
 
 
 def _usage(usage: Any) -> Usage:
@@ -120,12 +151,14 @@ def _dump(value: Any) -> Any:
 class _Events:
     """Folds raw message-stream events into the call as they arrive."""
 
-    def __init__(self) -> None:
+    def __init__(self, call: StageCall) -> None:
         self.model: str | None = None
         self.usage: dict[str, int] = {}
         self.text: list[str] = []
+        self.first = FirstChunk(call)
 
     def observe(self, call: StageCall, event: Any) -> None:
+        self.first.seen(call)
         kind = field_of(event, "type")
         if kind == "message_start":
             message = field_of(event, "message")
@@ -180,30 +213,37 @@ def _record_snapshot(call: StageCall, stream: Any) -> None:
     _record_message(call, snapshot)
 
 
-class AnthropicInstrumentor(PatchingInstrumentor):
+class AnthropicInstrumentor(VersionedInstrumentor):
     """Traces the ``anthropic`` client (``Anthropic`` and ``AsyncAnthropic``)."""
 
     library: ClassVar[str] = "anthropic"
-    requirement: ClassVar[str] = "anthropic >= 0.34, < 2"
+    requirement: ClassVar[str] = "anthropic >= 0.34"
+    tested: ClassVar[str] = "< 3"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
-        def result(call: StageCall, value: Any) -> Any:
+        def read_message(call: StageCall, value: Any) -> Any:
             proxy = stream_proxy(value, "anthropic")
             if proxy is not None:
-                events = _Events()
+                events = _Events(call)
                 return proxy(value, Ending(call, _KIND, events.on_end), events.observe)
             _record_message(call, value)
             return value
 
+        # with_raw_response calls reach the same methods and return the HTTP response.
+        result = raw_aware(_KIND, read_message)
         sync_manager = managed_stream(_KIND, _record_snapshot, is_async=False)
         async_manager = managed_stream(_KIND, _record_snapshot, is_async=True)
 
-        return (
-            Patch(_MESSAGES, "Messages.create", _KIND, _request, result),
-            Patch(_MESSAGES, "AsyncMessages.create", _KIND, _request, result, is_async=True),
-            Patch(_MESSAGES, "Messages.parse", _KIND, _request, result),
-            Patch(_MESSAGES, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
-            Patch(_MESSAGES, "Messages.stream", _KIND, _request, sync_manager),
-            Patch(_MESSAGES, "AsyncMessages.stream", _KIND, _request, async_manager),
+        return tuple(
+            patch
+            for module in (_MESSAGES, _BETA_MESSAGES)
+            for patch in (
+                Patch(module, "Messages.create", _KIND, _request, result),
+                Patch(module, "AsyncMessages.create", _KIND, _request, result, is_async=True),
+                Patch(module, "Messages.parse", _KIND, _request, result),
+                Patch(module, "AsyncMessages.parse", _KIND, _request, result, is_async=True),
+                Patch(module, "Messages.stream", _KIND, _stream_request, sync_manager),
+                Patch(module, "AsyncMessages.stream", _KIND, _stream_request, async_manager),
+            )
         )

@@ -2,11 +2,13 @@
 
 Wrapped public methods: ``Collection.query`` and ``AsyncCollection.query``. The span
 is ``retrieval {collection name}`` with ``gen_ai.request.top_k`` (``n_results``),
-the ids in rank order and, for the ``cosine`` and ``ip`` spaces, similarity
-scores ``1 - distance`` (higher is better, as ``min_score`` expects). In the
-``l2`` space a distance has no similarity equivalent: the distances are recorded
-as ``llmspans.retrieval.distances`` and no scores. A batch query (several query
-embeddings or texts) records the ranked lists one after the other.
+the ids in rank order and similarity scores (higher is better, as ``min_score``
+expects): ``1 - distance`` in the ``cosine`` and ``ip`` spaces, ``1 - distance / 2``
+in the ``l2`` space (chromadb's squared L2 distance; for unit-length embeddings,
+which most embedding models produce, that is the cosine similarity). The ``l2``
+distances are also recorded as they are (``llmspans.retrieval.distances``). A
+batch query (several query embeddings or texts) records the ranked lists one
+after the other.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import Tracer
 
 from llmspans.instrumentation._base import Request, StageCall, as_float, as_int, as_str, field_of
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 DB_SYSTEM = "chromadb"
 _KIND = "chromadb.query"
@@ -55,18 +58,24 @@ def _respond(call: StageCall, result: Any) -> Any:
     raw = [as_float(d) for d in _flatten(field_of(result, "distances"))]
     distances = [d for d in raw if d is not None] if raw else None
     texts = [t for t in _flatten(field_of(result, "documents")) if isinstance(t, str)]
-    if distances is not None and _space(call.instance) in _SIMILARITY_SPACES:
+    if distances is None:
+        record_documents(call, ids, texts=texts)
+    elif _space(call.instance) in _SIMILARITY_SPACES:
         record_documents(call, ids, [1.0 - d for d in distances], texts=texts)
     else:
-        record_documents(call, ids, distances=distances, texts=texts)
+        # Squared L2: for unit-length embeddings d = 2 - 2 cos, so 1 - d / 2 is the
+        # cosine similarity the other spaces report; the distances are kept as well.
+        scores = [1.0 - d / 2.0 for d in distances]
+        record_documents(call, ids, scores, distances=distances, texts=texts)
     return result
 
 
-class ChromaInstrumentor(PatchingInstrumentor):
+class ChromaInstrumentor(VersionedInstrumentor):
     """Traces chromadb collection queries (in-process and HTTP clients)."""
 
     library: ClassVar[str] = "chromadb"
-    requirement: ClassVar[str] = "chromadb >= 0.5, < 2"
+    requirement: ClassVar[str] = "chromadb >= 0.5"
+    tested: ClassVar[str] = "< 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (

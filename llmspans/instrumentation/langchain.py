@@ -10,6 +10,14 @@ any retriever, chat model or tool is covered without knowing its package:
   (``usage_metadata``), finish reasons and cost;
 - ``BaseTool.run`` / ``arun`` (behind ``invoke`` / ``ainvoke``) -> ``execute_tool {name}``.
 
+A chain (``RunnableSequence``: ``invoke`` / ``ainvoke`` / ``stream`` / ``astream``)
+or a LangGraph graph (``Pregel``, what ``StateGraph.compile()`` returns; same
+methods) invoked outside any decorated ``@llmspans.pipeline`` opens a pipeline root
+``invoke_workflow {run_name or chain name}``, so the retriever, model and tool
+spans of one invocation form one attributed run; a ``thread_id``,
+``conversation_id`` or ``session_id`` in the config's ``configurable`` or
+``metadata`` becomes ``gen_ai.conversation.id`` on it.
+
 Why wrapping rather than a callback handler: a wrapped call runs inside the
 caller's OpenTelemetry context, so the span it starts is the parent of what the
 integration does underneath, and the provider client's own instrumentor (a
@@ -20,24 +28,36 @@ current for the code between ``on_*_start`` and ``on_*_end``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans.instrumentation._base import Request, StageCall, as_int, as_str, field_of
+from llmspans.instrumentation._base import (
+    Request,
+    StageCall,
+    as_float,
+    as_int,
+    as_str,
+    field_of,
+)
 from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import (
     record_retrieved,
     retrieval_request,
 )
+from llmspans.instrumentation._roots import RootInfo, root_patches
+from llmspans.instrumentation._semconv import stop_sequences
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 _RETRIEVERS = "langchain_core.retrievers"
 _CHAT_MODELS = "langchain_core.language_models.chat_models"
 _TOOLS = "langchain_core.tools.base"
+_RUNNABLES = "langchain_core.runnables.base"
+_LANGGRAPH = "langgraph.pregel.main"  # compiled graphs (StateGraph.compile()) are Pregel
 
 
 # --- retrievers ------------------------------------------------------------------
@@ -75,31 +95,43 @@ def _model_name(model: Any) -> str | None:
     return None
 
 
-def _provider(model: Any) -> str | None:
-    """LangChain's own provider label (``ls_provider``: ``openai``, ``anthropic``, ...)."""
+def _ls_params(model: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """LangChain's own description of the call (``ls_provider``, ``ls_temperature``, ...)."""
     params = getattr(model, "_get_ls_params", None)
     if not callable(params):
-        return None
+        return {}
     try:
-        return as_str(field_of(params(), "ls_provider"))
+        found = params(stop=kwargs.get("stop"))
     except Exception:  # an integration's parameter hook failing must not lose the span
-        return None
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
-def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+def _chat_request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, stream: bool = False
+) -> Request:
     model = _model_name(instance)
     messages = args[0] if args else kwargs.get("messages", kwargs.get("input"))
+    params = _ls_params(instance, kwargs)
     return Request(
         stage=attr.STAGE_GENERATION,
         name=attr.span_name(attr.STAGE_GENERATION, model),
         kind=SpanKind.CLIENT,
         attributes={
             attr.GEN_AI_OPERATION_NAME: attr.OP_CHAT,
-            attr.GEN_AI_PROVIDER_NAME: _provider(instance),
+            attr.GEN_AI_PROVIDER_NAME: as_str(params.get("ls_provider")),
             attr.GEN_AI_REQUEST_MODEL: model,
+            attr.GEN_AI_REQUEST_TEMPERATURE: as_float(params.get("ls_temperature")),
+            attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(params.get("ls_max_tokens")),
+            attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(params.get("ls_stop")),
+            attr.GEN_AI_REQUEST_STREAM: stream,
         },
         content={attr.GEN_AI_INPUT_MESSAGES: messages},
     )
+
+
+def _chat_stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _chat_request(instance, args, kwargs, stream=True)
 
 
 class _Tally:
@@ -219,14 +251,61 @@ def _tool_result(call: StageCall, result: Any) -> Any:
     return result
 
 
-class LangChainInstrumentor(PatchingInstrumentor):
+# --- top-level chains --------------------------------------------------------------
+
+_CONVERSATION_KEYS = ("thread_id", "conversation_id", "session_id")
+
+
+def _conversation_id(config: Any) -> str | None:
+    """``thread_id`` / ``conversation_id`` / ``session_id`` of the run's config, if any."""
+    for section in ("configurable", "metadata"):
+        values = field_of(config, section)
+        if not isinstance(values, Mapping):
+            continue
+        for key in _CONVERSATION_KEYS:
+            value = values.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                return str(value)
+    return None
+
+
+def _chain_root(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RootInfo:
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    if not isinstance(config, Mapping):
+        config = None
+    name = (
+        as_str(field_of(config, "run_name"))
+        or as_str(getattr(instance, "name", None))
+        or type(instance).__name__
+    )
+    return RootInfo(name, {attr.GEN_AI_CONVERSATION_ID: _conversation_id(config)})
+
+
+class LangChainInstrumentor(VersionedInstrumentor):
     """Traces LangChain retrievers, chat models and tools (any integration package)."""
 
     library: ClassVar[str] = "langchain_core"
-    requirement: ClassVar[str] = "langchain-core >= 0.3, < 2"
+    requirement: ClassVar[str] = "langchain-core >= 0.3"
+    tested: ClassVar[str] = "< 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (
+            *root_patches(
+                _RUNNABLES,
+                "RunnableSequence",
+                {"invoke": "sync", "ainvoke": "async", "stream": "stream", "astream": "astream"},
+                framework="langchain",
+                kind="langchain.chain",
+                namer=_chain_root,
+            ),
+            *root_patches(
+                _LANGGRAPH,
+                "Pregel",
+                {"invoke": "sync", "ainvoke": "async", "stream": "stream", "astream": "astream"},
+                framework="langgraph",
+                kind="langgraph.graph",
+                namer=_chain_root,
+            ),
             Patch(
                 _RETRIEVERS,
                 "BaseRetriever.invoke",
@@ -261,14 +340,14 @@ class LangChainInstrumentor(PatchingInstrumentor):
                 _CHAT_MODELS,
                 "BaseChatModel.stream",
                 "langchain.chat",
-                _chat_request,
+                _chat_stream_request,
                 _stream_result,
             ),
             Patch(
                 _CHAT_MODELS,
                 "BaseChatModel.astream",
                 "langchain.chat",
-                _chat_request,
+                _chat_stream_request,
                 _astream_result,
             ),
             Patch(_TOOLS, "BaseTool.run", "langchain.tool", _tool_request, _tool_result),

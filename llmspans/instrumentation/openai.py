@@ -28,7 +28,6 @@ from llmspans._content import capture_enabled
 from llmspans.instrumentation._base import (
     Request,
     StageCall,
-    as_float,
     as_int,
     as_str,
     field_of,
@@ -42,8 +41,17 @@ from llmspans.instrumentation._genai import (
     stream_proxy,
     unique,
 )
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._raw import raw_aware
+from llmspans.instrumentation._semconv import (
+    FirstChunk,
+    output_type,
+    sampling_parameters,
+    sdk_server_attributes,
+    stop_sequences,
+)
 from llmspans.instrumentation._streams import Ending
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 PROVIDER = "openai"
 _CHAT = "openai.resources.chat.completions.completions"
@@ -53,7 +61,12 @@ _COMPLETIONS = "openai.resources.completions"
 
 
 def _generation_request(
-    kwargs: dict[str, Any], *, messages_key: str, operation: str = attr.OP_CHAT
+    instance: Any,
+    kwargs: dict[str, Any],
+    *,
+    messages_key: str,
+    operation: str = attr.OP_CHAT,
+    stream: bool = False,
 ) -> Request:
     model = as_str(given(kwargs, "model"))
     max_tokens = (
@@ -61,6 +74,10 @@ def _generation_request(
         or given(kwargs, "max_output_tokens")
         or given(kwargs, "max_tokens")
     )
+    response_format = given(kwargs, "response_format")
+    if response_format is None:
+        response_format = field_of(given(kwargs, "text"), "format")
+    conversation = given(kwargs, "conversation")
     return Request(
         stage=attr.STAGE_GENERATION,
         name=f"{operation} {model}" if model else operation,
@@ -70,26 +87,45 @@ def _generation_request(
             attr.GEN_AI_PROVIDER_NAME: PROVIDER,
             attr.GEN_AI_REQUEST_MODEL: model,
             attr.GEN_AI_REQUEST_MAX_TOKENS: as_int(max_tokens),
-            attr.GEN_AI_REQUEST_TEMPERATURE: as_float(given(kwargs, "temperature")),
+            **sampling_parameters(kwargs),
+            attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(given(kwargs, "stop")),
+            attr.GEN_AI_OUTPUT_TYPE: output_type(response_format),
+            attr.GEN_AI_REQUEST_STREAM: stream or given(kwargs, "stream") is True,
+            attr.GEN_AI_CONVERSATION_ID: as_str(conversation)
+            or as_str(field_of(conversation, "id")),
+            **sdk_server_attributes(instance),
         },
         content={attr.GEN_AI_INPUT_MESSAGES: given(kwargs, messages_key)},
     )
 
 
 def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(kwargs, messages_key="messages")
+    return _generation_request(instance, kwargs, messages_key="messages")
+
+
+def _chat_stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    return _generation_request(instance, kwargs, messages_key="messages", stream=True)
 
 
 def _completions_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(kwargs, messages_key="prompt", operation=attr.OP_TEXT_COMPLETION)
+    return _generation_request(
+        instance, kwargs, messages_key="prompt", operation=attr.OP_TEXT_COMPLETION
+    )
 
 
 def _responses_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(kwargs, messages_key="input")
+    return _generation_request(instance, kwargs, messages_key="input")
+
+
+def _responses_stream_request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Request:
+    return _generation_request(instance, kwargs, messages_key="input", stream=True)
 
 
 def _embeddings_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     model = as_str(given(kwargs, "model"))
+    encoding = as_str(given(kwargs, "encoding_format"))
     return Request(
         stage=None,
         name=f"{attr.OP_EMBEDDINGS} {model}" if model else attr.OP_EMBEDDINGS,
@@ -98,6 +134,8 @@ def _embeddings_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
             attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
             attr.GEN_AI_PROVIDER_NAME: PROVIDER,
             attr.GEN_AI_REQUEST_MODEL: model,
+            attr.GEN_AI_REQUEST_ENCODING_FORMATS: [encoding] if encoding else None,
+            **sdk_server_attributes(instance),
         },
     )
 
@@ -127,7 +165,7 @@ def _citations(annotations: Any) -> list[str]:
     return cited
 
 
-def _record_chat_completion(call: StageCall, completion: Any) -> None:
+def record_chat_completion(call: StageCall, completion: Any) -> None:
     model = as_str(field_of(completion, "model"))
     call.set(attr.GEN_AI_RESPONSE_MODEL, model)
     call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(completion, "id")))
@@ -156,15 +194,17 @@ def _dump(value: Any) -> Any:
     return dump(mode="json", exclude_none=True) if callable(dump) else value
 
 
-class _ChatChunks:
+class ChatChunks:
     """Folds chat-completion chunks into the call, as they arrive."""
 
-    def __init__(self) -> None:
+    def __init__(self, call: StageCall) -> None:
         self.reasons: dict[int, str] = {}
         self.text: list[str] = []
         self.citations: list[str] = []
+        self.first = FirstChunk(call)
 
     def observe(self, call: StageCall, chunk: Any) -> None:
+        self.first.seen(call)
         model = as_str(field_of(chunk, "model"))
         if model:
             call.set(attr.GEN_AI_RESPONSE_MODEL, model)
@@ -240,6 +280,17 @@ def _record_response(call: StageCall, response: Any) -> None:
             )
 
 
+class _ResponseEvents:
+    """Folds Responses API stream events into the call, as they arrive."""
+
+    def __init__(self, call: StageCall) -> None:
+        self.first = FirstChunk(call)
+
+    def observe(self, call: StageCall, event: Any) -> None:
+        self.first.seen(call)
+        _observe_response_event(call, event)
+
+
 def _observe_response_event(call: StageCall, event: Any) -> None:
     kind = as_str(field_of(event, "type")) or ""
     if kind.startswith("response.refusal"):
@@ -265,31 +316,37 @@ def _record_embeddings(call: StageCall, result: Any) -> Any:
     return result
 
 
-class OpenAIInstrumentor(PatchingInstrumentor):
+class OpenAIInstrumentor(VersionedInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
     library: ClassVar[str] = "openai"
-    requirement: ClassVar[str] = "openai >= 1.40, < 4"
+    requirement: ClassVar[str] = "openai >= 1.40"
+    tested: ClassVar[str] = "< 4"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
-        def chat_result(call: StageCall, result: Any) -> Any:
+        def read_chat(call: StageCall, result: Any) -> Any:
             proxy = stream_proxy(result, "openai")
             if proxy is not None:
-                chunks = _ChatChunks()
+                chunks = ChatChunks(call)
                 return proxy(result, Ending(call, "openai.chat", chunks.on_end), chunks.observe)
-            _record_chat_completion(call, result)
+            record_chat_completion(call, result)
             return result
 
-        def responses_result(call: StageCall, result: Any) -> Any:
+        def read_responses(call: StageCall, result: Any) -> Any:
             proxy = stream_proxy(result, "openai")
             if proxy is not None:
-                return proxy(result, Ending(call, "openai.responses"), _observe_response_event)
+                events = _ResponseEvents(call)
+                return proxy(result, Ending(call, "openai.responses"), events.observe)
             _record_response(call, result)
             return result
 
         chat, responses = "openai.chat", "openai.responses"
         legacy = "openai.completions"
+        # with_raw_response calls reach the same methods and return the HTTP response.
+        chat_result = raw_aware(chat, read_chat)
+        responses_result = raw_aware(responses, read_responses)
+        embeddings_result = raw_aware("openai.embeddings", _record_embeddings)
         return (
             Patch(_COMPLETIONS, "Completions.create", legacy, _completions_request, chat_result),
             Patch(
@@ -310,14 +367,14 @@ class OpenAIInstrumentor(PatchingInstrumentor):
                 _CHAT,
                 "Completions.stream",
                 chat,
-                _chat_request,
+                _chat_stream_request,
                 managed_stream(chat, is_async=False),
             ),
             Patch(
                 _CHAT,
                 "AsyncCompletions.stream",
                 chat,
-                _chat_request,
+                _chat_stream_request,
                 managed_stream(chat, is_async=True),
             ),
             Patch(_RESPONSES, "Responses.create", responses, _responses_request, responses_result),
@@ -342,14 +399,14 @@ class OpenAIInstrumentor(PatchingInstrumentor):
                 _RESPONSES,
                 "Responses.stream",
                 responses,
-                _responses_request,
+                _responses_stream_request,
                 managed_stream(responses, is_async=False),
             ),
             Patch(
                 _RESPONSES,
                 "AsyncResponses.stream",
                 responses,
-                _responses_request,
+                _responses_stream_request,
                 managed_stream(responses, is_async=True),
             ),
             Patch(
@@ -357,14 +414,14 @@ class OpenAIInstrumentor(PatchingInstrumentor):
                 "Embeddings.create",
                 "openai.embeddings",
                 _embeddings_request,
-                _record_embeddings,
+                embeddings_result,
             ),
             Patch(
                 _EMBEDDINGS,
                 "AsyncEmbeddings.create",
                 "openai.embeddings",
                 _embeddings_request,
-                _record_embeddings,
+                embeddings_result,
                 is_async=True,
             ),
         )

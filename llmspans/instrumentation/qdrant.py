@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import Tracer
 
 from llmspans.instrumentation._base import Request, StageCall, as_float, as_int, as_str, field_of
-from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
+from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import record_documents, retrieval_request
+from llmspans.instrumentation._versions import VersionedInstrumentor
 
 DB_SYSTEM = "qdrant"
 _KIND = "qdrant.query"
@@ -66,11 +67,12 @@ def _batch_result(call: StageCall, result: Any) -> Any:
     return result
 
 
-class QdrantInstrumentor(PatchingInstrumentor):
+class QdrantInstrumentor(VersionedInstrumentor):
     """Traces qdrant-client queries."""
 
     library: ClassVar[str] = "qdrant_client"
-    requirement: ClassVar[str] = "qdrant-client >= 1.10, < 2"
+    requirement: ClassVar[str] = "qdrant-client >= 1.10"
+    tested: ClassVar[str] = "< 2"
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         sync_module, async_module = (

@@ -9,6 +9,11 @@ providers are a loopback HTTP server answering like their APIs
 
 from __future__ import annotations
 
+import os
+
+# LiteLLM fetches its price map from the network on import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any

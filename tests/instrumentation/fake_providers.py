@@ -1,4 +1,4 @@
-"""A loopback HTTP server that answers like the OpenAI and Anthropic APIs.
+"""A loopback HTTP server that answers like the OpenAI, Anthropic and Bedrock runtime APIs.
 
 Responses have the shapes the real APIs send (JSON bodies and server-sent-event
 streams), so the real client libraries parse them exactly as in production. The
@@ -281,6 +281,90 @@ def _message_events(model: str) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {"type": "message_stop"}
 
 
+# --- Amazon Bedrock (bedrock-runtime) ------------------------------------------------
+
+BEDROCK_TEXT = ["Bedrock ", "says ", "hi."]
+
+
+def _converse(model: str) -> dict[str, Any]:
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": "".join(BEDROCK_TEXT)}]}},
+        "stopReason": "end_turn",
+        "usage": {
+            "inputTokens": 40,
+            "outputTokens": 9,
+            "totalTokens": 49,
+            "cacheReadInputTokens": 200,
+            "cacheWriteInputTokens": 10,
+        },
+        "metrics": {"latencyMs": 120},
+    }
+
+
+def _converse_events() -> Iterator[tuple[str, dict[str, Any]]]:
+    yield "messageStart", {"role": "assistant"}
+    for piece in BEDROCK_TEXT:
+        yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}
+    yield "contentBlockStop", {"contentBlockIndex": 0}
+    yield "messageStop", {"stopReason": "end_turn"}
+    yield (
+        "metadata",
+        {
+            "usage": {"inputTokens": 40, "outputTokens": 9, "totalTokens": 49},
+            "metrics": {"latencyMs": 120},
+        },
+    )
+
+
+def _event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of the AWS event-stream encoding (``application/vnd.amazon.eventstream``)."""
+    import struct
+    import zlib
+
+    headers = b""
+    for name, value in (
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        encoded = value.encode()
+        headers += (
+            bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(encoded)) + encoded
+        )
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude) & 0xFFFFFFFF)
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message) & 0xFFFFFFFF)
+
+
+# --- Google Gen AI (Gemini Developer API) ----------------------------------------------
+
+GEMINI_TEXT = ["Gemini ", "answers."]
+
+
+def _gemini_chunk(model: str, text: str, *, last: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": [{"text": text}]},
+        "index": 0,
+    }
+    if last:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": 120,
+            "cachedContentTokenCount": 100,
+            "candidatesTokenCount": 8 if last else 3,
+            "thoughtsTokenCount": 4,
+            "totalTokenCount": 132,
+        },
+        "modelVersion": f"{model}-001",
+        "responseId": "gemini-resp-1",
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # close-delimited bodies: SSE streams end with the connection
     server: FakeProviderServer
@@ -308,11 +392,105 @@ class _Handler(BaseHTTPRequestHandler):
         if done:
             self.wfile.write(b"data: [DONE]\n\n")
 
+    def _bedrock(self, body: dict[str, Any]) -> None:
+        from urllib.parse import unquote
+
+        _, _, model, operation = self.path.split("/", 3)
+        model = unquote(model)
+        if model == ERROR_MODEL:
+            data = json.dumps({"message": "The provided model identifier is invalid."}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("x-amzn-ErrorType", "ValidationException")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif operation == "converse":
+            self._json(200, _converse(model))
+        elif operation == "converse-stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+            self.end_headers()
+            for event_type, payload in _converse_events():
+                self.wfile.write(_event_frame(event_type, payload))
+                self.wfile.flush()
+        elif operation == "invoke-with-response-stream":
+            import base64
+
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+            self.end_headers()
+            chunks: list[dict[str, Any]] = [
+                {"type": "message_start", "message": {"id": "msg_bedrock", "role": "assistant"}},
+                *(
+                    {"type": "content_block_delta", "delta": {"type": "text_delta", "text": t}}
+                    for t in BEDROCK_TEXT
+                ),
+                {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+                {
+                    "type": "message_stop",
+                    "amazon-bedrock-invocationMetrics": {
+                        "inputTokenCount": 25,
+                        "outputTokenCount": 6,
+                    },
+                },
+            ]
+            for chunk in chunks:
+                encoded = base64.b64encode(json.dumps(chunk).encode()).decode()
+                self.wfile.write(_event_frame("chunk", {"bytes": encoded}))
+                self.wfile.flush()
+        elif operation == "invoke":
+            reply = {
+                "id": "msg_bedrock",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": "".join(BEDROCK_TEXT)}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 25, "output_tokens": 6},
+            }
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("x-amzn-bedrock-input-token-count", "25")
+            self.send_header("x-amzn-bedrock-output-token-count", "6")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        else:
+            self._json(404, {"message": f"no route {self.path}"})
+
+    def _gemini(self) -> None:
+        target = self.path.removeprefix("/v1beta/models/").split("?")[0]
+        model, _, method = target.partition(":")
+        if model == ERROR_MODEL:
+            self._json(
+                404,
+                {"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}},
+            )
+        elif method == "generateContent":
+            self._json(200, _gemini_chunk(model, "".join(GEMINI_TEXT), last=True))
+        elif method == "streamGenerateContent":
+            events = [
+                (None, _gemini_chunk(model, piece, last=i == len(GEMINI_TEXT) - 1))
+                for i, piece in enumerate(GEMINI_TEXT)
+            ]
+            self._sse(iter(events), done=False)
+        elif method == "batchEmbedContents":
+            self._json(200, {"embeddings": [{"values": [0.1, 0.2, 0.3]}]})
+        else:
+            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         with self.server.lock:
             self.server.requests.append((self.path, body))
+        if self.path.startswith("/model/"):
+            self._bedrock(body)
+            return
+        if self.path.startswith("/v1beta/models/"):
+            self._gemini()
+            return
         model = body.get("model", "")
         stream = bool(body.get("stream"))
         if model == ERROR_MODEL:
@@ -356,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/embeddings":
             inputs = body.get("input")
             self._json(200, _embeddings(model, len(inputs) if isinstance(inputs, list) else 1))
-        elif self.path == "/v1/messages":
+        elif self.path.split("?")[0] == "/v1/messages":
             if stream:
                 self._sse(iter(list(_message_events(model))), done=False)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anthropic
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 from llmspans import _attributes as attr
@@ -40,7 +41,9 @@ def _expected_cost(output_tokens: int) -> float:
     return cost
 
 
-def test_message_creates_a_generation_span(client: anthropic.Anthropic, spans: Spans) -> None:
+def test_message_creates_a_generation_span(
+    client: anthropic.Anthropic, server: FakeProviderServer, spans: Spans
+) -> None:
     with pipeline_root("assistant") as root:
         message = client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert message.content[0].type == "text"
@@ -54,6 +57,9 @@ def test_message_creates_a_generation_span(client: anthropic.Anthropic, spans: S
         attr.GEN_AI_PROVIDER_NAME: "anthropic",
         attr.GEN_AI_REQUEST_MODEL: MODEL,
         attr.GEN_AI_REQUEST_MAX_TOKENS: 100,
+        attr.GEN_AI_REQUEST_STREAM: False,
+        attr.SERVER_ADDRESS: "127.0.0.1",
+        attr.SERVER_PORT: server.server_address[1],
         attr.GEN_AI_RESPONSE_MODEL: MODEL,
         attr.GEN_AI_RESPONSE_ID: "msg_01",
         attr.GEN_AI_RESPONSE_FINISH_REASONS: ["end_turn"],
@@ -162,3 +168,38 @@ async def test_parse_sync_and_async(
     await aclient.messages.parse(model=MODEL, max_tokens=100, messages=MESSAGES)
     assert spans.names() == [f"chat {MODEL}"] * 2
     assert all((s.attributes or {})[attr.GEN_AI_USAGE_OUTPUT_TOKENS] == 12 for s in spans.all())
+
+
+def test_the_sdks_own_span_nests_under_the_generation_span(
+    server: FakeProviderServer, provider: TracerProvider, spans: Spans
+) -> None:
+    """anthropic >= 2 traces its own calls; that span is a child of ours, not a second stage."""
+    traced = anthropic.Anthropic(
+        base_url=server.url,
+        api_key="test-key",
+        max_retries=0,
+        open_telemetry={"tracer_provider": provider},
+    )
+    traced.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    ours = spans.one(f"chat {MODEL}")
+    sdk = [s for s in spans.all() if s is not ours]
+    assert len(sdk) == 1
+    assert sdk[0].parent is not None and sdk[0].parent.span_id == ours.context.span_id
+    assert attr.STAGE not in (sdk[0].attributes or {})
+    assert (ours.attributes or {})[attr.STAGE] == "generation"
+
+
+async def test_beta_messages_are_traced_too(
+    client: anthropic.Anthropic, aclient: anthropic.AsyncAnthropic, spans: Spans
+) -> None:
+    client.beta.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    stream = await aclient.beta.messages.create(
+        model=MODEL, max_tokens=100, messages=MESSAGES, stream=True
+    )
+    async for _ in stream:
+        pass
+    with client.beta.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as managed:
+        managed.until_done()
+    assert spans.names() == [f"chat {MODEL}"] * 3
+    outputs = [(s.attributes or {}).get(attr.GEN_AI_USAGE_OUTPUT_TOKENS) for s in spans.all()]
+    assert outputs == [12, 15, 15]

@@ -26,7 +26,9 @@ def aclient(server: FakeProviderServer) -> openai.AsyncOpenAI:
 MESSAGES = [{"role": "user", "content": "What is the answer?"}]
 
 
-def test_chat_completion_creates_a_generation_span(client: openai.OpenAI, spans: Spans) -> None:
+def test_chat_completion_creates_a_generation_span(
+    client: openai.OpenAI, server: FakeProviderServer, spans: Spans
+) -> None:
     with pipeline_root("qa") as root:
         completion = client.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, max_tokens=50, temperature=0.2
@@ -46,6 +48,9 @@ def test_chat_completion_creates_a_generation_span(client: openai.OpenAI, spans:
         attr.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
         attr.GEN_AI_REQUEST_MAX_TOKENS: 50,
         attr.GEN_AI_REQUEST_TEMPERATURE: 0.2,
+        attr.GEN_AI_REQUEST_STREAM: False,
+        attr.SERVER_ADDRESS: "127.0.0.1",
+        attr.SERVER_PORT: server.server_address[1],
         attr.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
         attr.GEN_AI_RESPONSE_ID: "chatcmpl-123",
         attr.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
@@ -232,7 +237,7 @@ async def test_async_stream_early_break_and_aclose(
     assert len(spans.all()) == 2
 
 
-def test_responses_api(client: openai.OpenAI, spans: Spans) -> None:
+def test_responses_api(client: openai.OpenAI, server: FakeProviderServer, spans: Spans) -> None:
     response = client.responses.create(model="gpt-4.1", input="Capital of France?")
     assert response.output_text == "Paris."
     expected = cost_usd("gpt-4.1-2025-04-14", 100, 10, cache_read_input_tokens=20)
@@ -241,6 +246,9 @@ def test_responses_api(client: openai.OpenAI, spans: Spans) -> None:
         attr.GEN_AI_OPERATION_NAME: "chat",
         attr.GEN_AI_PROVIDER_NAME: "openai",
         attr.GEN_AI_REQUEST_MODEL: "gpt-4.1",
+        attr.GEN_AI_REQUEST_STREAM: False,
+        attr.SERVER_ADDRESS: "127.0.0.1",
+        attr.SERVER_PORT: server.server_address[1],
         attr.GEN_AI_RESPONSE_MODEL: "gpt-4.1-2025-04-14",
         attr.GEN_AI_RESPONSE_ID: "resp_123",
         attr.GEN_AI_RESPONSE_FINISH_REASONS: ["completed"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from opentelemetry.trace import SpanKind, StatusCode
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
+import llmspans
 from llmspans import _attributes as attr
 
 from .conftest import Spans, decorated_stage, pipeline_root
@@ -69,6 +71,9 @@ def test_chroma_query_cosine_records_ids_and_similarity_scores(spans: Spans) -> 
     distances = result["distances"]
     assert distances is not None
     attributes = spans.attributes(f"retrieval {collection.name}")
+    documents = json.loads(attributes.pop(attr.GEN_AI_RETRIEVAL_DOCUMENTS))
+    assert [d["id"] for d in documents] == result["ids"][0]
+    assert [d["score"] for d in documents] == pytest.approx([1.0 - d for d in distances[0]])
     assert attributes == {
         attr.STAGE: "retrieval",
         attr.PIPELINE: "rag",
@@ -83,15 +88,27 @@ def test_chroma_query_cosine_records_ids_and_similarity_scores(spans: Spans) -> 
     assert attributes[attr.RETRIEVAL_DOCUMENT_IDS][0] == "doc-a"
 
 
-def test_chroma_l2_space_records_distances_not_scores(spans: Spans) -> None:
+def test_chroma_l2_space_records_scores_and_distances(spans: Spans) -> None:
     collection = _collection()
     result = collection.query(query_embeddings=[[2.0, 1.0, 1.2]], n_results=3)
     attributes = spans.attributes()
-    assert attr.RETRIEVAL_SCORES not in attributes
     distances = result["distances"]
     assert distances is not None
     assert attributes[attr.RETRIEVAL_DISTANCES] == pytest.approx(distances[0])
+    assert attributes[attr.RETRIEVAL_SCORES] == pytest.approx([1 - d / 2 for d in distances[0]])
+    scores = attributes[attr.RETRIEVAL_SCORES]
+    assert scores == sorted(scores, reverse=True)  # rank order: the closest first
     assert len(attributes[attr.RETRIEVAL_DOCUMENT_IDS]) == 3
+
+
+def test_chroma_l2_score_is_the_cosine_similarity_of_unit_vectors(spans: Spans) -> None:
+    client = chromadb.EphemeralClient()
+    collection = client.create_collection(f"unit{next(_names)}", embedding_function=None)
+    collection.add(ids=["x", "y"], embeddings=[[1.0, 0.0], [0.6, 0.8]])
+    collection.query(query_embeddings=[[1.0, 0.0]], n_results=2)
+    attributes = spans.attributes()
+    assert attributes[attr.RETRIEVAL_DOCUMENT_IDS] == ["x", "y"]
+    assert attributes[attr.RETRIEVAL_SCORES] == pytest.approx([1.0, 0.6], abs=1e-5)
 
 
 def test_chroma_batch_query_concatenates_ranked_lists(spans: Spans) -> None:
@@ -109,12 +126,20 @@ def test_chroma_empty_result_is_recorded(spans: Spans) -> None:
     assert spans.attributes()[attr.RETRIEVAL_DOCUMENT_IDS] == []
 
 
+def test_no_query_text_without_capture(spans: Spans) -> None:
+    _collection("cosine").query(query_texts=["banana"], n_results=1)
+    attributes = spans.attributes()
+    assert attr.GEN_AI_RETRIEVAL_QUERY_TEXT not in attributes
+    assert attr.RETRIEVAL_QUERY not in attributes
+
+
 @pytest.mark.usefixtures("capture_content")
 def test_chroma_content_with_capture_on(spans: Spans) -> None:
     collection = _collection("cosine")
     collection.query(query_texts=["banana"], n_results=1)
     attributes = spans.attributes()
     assert "banana" in attributes[attr.RETRIEVAL_QUERY]
+    assert attributes[attr.GEN_AI_RETRIEVAL_QUERY_TEXT] == "banana"
     assert "banana bread" in attributes[attr.RETRIEVAL_DOCUMENTS_CONTENT]
 
 
@@ -136,6 +161,42 @@ def test_chroma_inside_decorated_retrieval_enriches(spans: Spans) -> None:
     assert attributes[attr.RETRIEVAL_DOCUMENT_IDS][0] == "doc-a"
     assert attributes[attr.DB_SYSTEM_NAME] == "chromadb"
     assert attr.GEN_AI_OPERATION_NAME not in attributes
+
+
+def test_chroma_inside_decorated_retrieval_keeps_its_data_source(
+    spans: Spans, library_provider: None
+) -> None:
+    collection = _collection("cosine")
+
+    @llmspans.retrieval(data_source="faq")
+    def search(question: str) -> Any:
+        inner = _collection("cosine")
+        inner.query(query_texts=[question], n_results=1)  # a nested query underneath
+        return collection.query(query_texts=[question], n_results=2)
+
+    search("banana")
+    attributes = spans.attributes("retrieval faq")
+    assert attributes[attr.GEN_AI_DATA_SOURCE_ID] == "faq"
+    assert attributes[attr.DB_COLLECTION_NAME] == collection.name
+
+
+@pytest.mark.usefixtures("capture_content", "library_provider")
+def test_a_raw_query_result_from_a_decorated_retrieval_records_its_texts(spans: Spans) -> None:
+    collection = _collection("cosine")
+
+    @llmspans.retrieval(data_source="faq")
+    def search(question: str) -> Any:
+        return collection.query(query_texts=[question], n_results=2)
+
+    result = search("banana")
+    attributes = spans.attributes("retrieval faq")
+    assert attributes[attr.RETRIEVAL_DOCUMENT_IDS] == result["ids"][0]
+    texts = attributes[attr.RETRIEVAL_DOCUMENTS_CONTENT]
+    documents = result["documents"]
+    assert documents is not None
+    for text in documents[0]:
+        assert text in texts
+    assert '[""]' not in texts and '""' not in texts
 
 
 def _qdrant_points() -> list[models.PointStruct]:
@@ -170,6 +231,9 @@ def test_qdrant_query_points(spans: Spans) -> None:
         attr.GEN_AI_REQUEST_TOP_K: 2,
         attr.RETRIEVAL_DOCUMENT_IDS: ["1", "8f5b1c3e-2f6b-4c1e-9d0a-3f1e2b4c5d6e"],
         attr.RETRIEVAL_SCORES: pytest.approx([p.score for p in response.points]),
+        attr.GEN_AI_RETRIEVAL_DOCUMENTS: json.dumps(
+            [{"id": str(p.id), "score": p.score} for p in response.points]
+        ),
     }
     assert spans.one("retrieval docs").kind is SpanKind.CLIENT
 
