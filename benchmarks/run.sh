@@ -29,7 +29,7 @@ done
 
 VENV=benchmarks/.venv
 PY="$VENV/bin/python"
-if [ ! -x "$PY" ] || ! "$PY" -c "import llmspans, collector, traceloop.sdk, langfuse, rotel, phoenix, psutil, pyinstrument" 2>/dev/null; then
+if [ ! -x "$PY" ] || ! "$PY" -c "import llmspans.collector, traceloop.sdk, langfuse, rotel, phoenix, psutil, pyinstrument" 2>/dev/null; then
     echo "==> creating the benchmark environment in $VENV"
     "${PYTHON:-python3}" -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip

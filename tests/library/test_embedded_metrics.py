@@ -30,6 +30,10 @@ from llmspans.core.metrics import HISTOGRAM_BOUNDARIES
 from llmspans.embedded import EmbeddedProcessor
 
 
+#: the run labels of a production run of pipeline "support" that names no segment
+SUPPORT = (("pipeline", "support"), ("segment", "none"), ("source", "production"))
+
+
 class MetricsSink:
     """An OTLP/HTTP metrics receiver on loopback; ``status`` is what it answers."""
 
@@ -144,8 +148,8 @@ def test_otlp_push_carries_cumulative_sums_and_catalogue_histograms(
     last = sink.requests[-1]
     outcomes = _sums(last, A.METRIC_TASK_OUTCOMES)
     assert outcomes == {
-        (("pipeline", "support"), ("outcome", "success")): 6.0,
-        (("pipeline", "support"), ("outcome", "failure")): 1.0,
+        (*SUPPORT, ("outcome", "success")): 6.0,
+        (*SUPPORT, ("outcome", "failure")): 1.0,
     }
     # cumulative: the earlier export's totals are never more than the later one's
     for labels, value in _sums(first, A.METRIC_TASK_OUTCOMES).items():
@@ -170,7 +174,10 @@ def test_metrics_endpoint_serves_the_store(sink: MetricsSink) -> None:
         url = f"http://127.0.0.1:{processor.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        assert 'llmspans_task_outcomes_total{pipeline="support",outcome="success"} 1.0' in text
+        assert (
+            'llmspans_task_outcomes_total{pipeline="support",segment="none",source="production",'
+            'outcome="success"} 1.0'
+        ) in text
         assert text == processor.render()
     finally:
         use_tracer_provider(previous)
