@@ -59,7 +59,7 @@ from opentelemetry.metrics import Observation as OTelObservation
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from llmspans import _attributes as A
-from llmspans._safety import log_internal_error
+from llmspans._logging import log_internal_error
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import (

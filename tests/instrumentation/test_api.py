@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from llmspans import _attributes as attr
-from llmspans._safety import reset_logged_kinds
+from llmspans._state import STATE
 from llmspans.instrumentation import INSTRUMENTORS, instrument, uninstrument
 from llmspans.instrumentation._base import Request, StageCall, get_tracer, sync_wrapper
 from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
@@ -91,7 +91,7 @@ class _Target:
 
 @pytest.fixture
 def target(provider: TracerProvider) -> Iterator[type[_Target]]:
-    reset_logged_kinds()
+    STATE.logged_kinds.clear()
     yield _Target
     original = _Target.__dict__["call"]
     if isinstance(original, wrapt.FunctionWrapper):

@@ -15,8 +15,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import llmspans
 from llmspans import _attributes as A
-from llmspans import _tracing
 from llmspans._context import current_pipeline, current_stage, enclosing_stage_span
+from llmspans._state import STATE
+from llmspans.instrumentation._base import Request, StageCall
 from llmspans.testing import CapturedSpans
 
 
@@ -650,7 +651,8 @@ class _BrokenTracer:
 def test_internal_error_is_logged_once_and_the_call_proceeds(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_tracing._state, "tracer", _BrokenTracer())
+    monkeypatch.setattr(STATE, "tracer", _BrokenTracer())
+    monkeypatch.setattr(STATE, "tracer_proxied", False)
 
     @llmspans.retrieval
     def search(x: int) -> int:
@@ -715,10 +717,17 @@ def test_instrumentor_enrichment_of_the_stage_span_wins_over_static_options(
     @llmspans.generation(model="gpt-4o", provider="openai")
     def answer() -> str:
         # What an auto-instrumented client does inside a decorated generation.
-        span = enclosing_stage_span("generation")
-        assert span is not None
-        span.set_attribute(A.GEN_AI_REQUEST_MODEL, "gpt-4o-2024-08-06")
-        span.set_attribute(A.GEN_AI_USAGE_INPUT_TOKENS, 10)
+        assert enclosing_stage_span("generation") is not None
+        request = Request(
+            stage="generation",
+            name="chat gpt-4o-2024-08-06",
+            kind=SpanKind.CLIENT,
+            attributes={A.GEN_AI_REQUEST_MODEL: "gpt-4o-2024-08-06"},
+        )
+        call = StageCall.start(trace.get_tracer("client"), request)
+        assert not call.owned
+        call.set(A.GEN_AI_USAGE_INPUT_TOKENS, 10)
+        call.end()
         return "ok"
 
     answer()
