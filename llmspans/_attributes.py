@@ -92,7 +92,9 @@ FEEDBACK_KIND: Final = "llmspans.feedback.kind"
 FEEDBACK_EDIT_RATIO: Final = "llmspans.feedback.edit_ratio"
 FEEDBACK_KINDS: Final = ("accept", "edit", "bypass", "reject")
 
-# Set by the collector (or the embedded mode) on the pipeline root span.
+# Set by the collector on the pipeline root span it forwards. The embedded mode
+# computes the same verdicts for its metrics, but cannot set them: it sees spans
+# only once they have ended.
 OUTCOME: Final = "llmspans.outcome"
 FAILURE_STAGE: Final = "llmspans.failure.stage"
 FAILURE_REASON: Final = "llmspans.failure.reason"

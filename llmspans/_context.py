@@ -165,9 +165,3 @@ def enclosing_stage(stage: str, ctx: otel_context.Context | None = None) -> Stag
     if active is None or active.stage != stage or not active.span.is_recording():
         return None
     return active
-
-
-def enclosing_stage_span(stage: str, ctx: otel_context.Context | None = None) -> Span | None:
-    """The span of :func:`enclosing_stage`, or ``None``."""
-    active = enclosing_stage(stage, ctx)
-    return None if active is None else active.span

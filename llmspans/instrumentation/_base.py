@@ -22,6 +22,7 @@ per kind on the ``llmspans`` logger, and the client call goes on untraced.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -386,9 +387,29 @@ def as_float(value: Any) -> float | None:
     return float(value)
 
 
+#: The "argument not given" sentinel types of the client SDKs, as (module, public name).
+CLIENT_SENTINELS: Final = (
+    ("openai", "NotGiven"),
+    ("openai", "Omit"),
+    ("anthropic", "NotGiven"),
+    ("anthropic", "Omit"),
+)
+
+
+def _sentinel_types() -> tuple[type, ...]:
+    """The sentinel types of the client SDKs loaded so far (a client not loaded passes none)."""
+    found: list[type] = []
+    for module_name, name in CLIENT_SENTINELS:
+        module = sys.modules.get(module_name)
+        sentinel = getattr(module, name, None) if module is not None else None
+        if isinstance(sentinel, type):
+            found.append(sentinel)
+    return tuple(found)
+
+
 def given(kwargs: Mapping[str, Any], name: str) -> Any:
-    """A keyword argument, or ``None`` when absent or the client's "not given" sentinel."""
+    """A keyword argument, or ``None`` when absent or a client's "not given" sentinel."""
     value = kwargs.get(name)
-    if value is None or type(value).__name__ in {"NotGiven", "Omit"}:
+    if value is None or isinstance(value, _sentinel_types()):
         return None
     return value

@@ -173,3 +173,25 @@ def test_a_call_under_an_unsampled_parent_is_not_exported(
     assert spans.all() == []  # parent-based sampling: the whole trace is dropped
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert spans.attributes()[attr.GEN_AI_USAGE_INPUT_TOKENS] == 1200
+
+
+def test_given_skips_the_client_sentinels_and_keeps_falsy_values() -> None:
+    import anthropic
+    import openai
+
+    from llmspans.instrumentation._base import given
+
+    kwargs = {
+        "model": openai.NotGiven(),
+        "stop": openai.Omit(),
+        "system": anthropic.NotGiven(),
+        "metadata": anthropic.Omit(),
+        "temperature": 0,
+        "stream": False,
+        "user": "",
+    }
+    for name in ("model", "stop", "system", "metadata", "absent"):
+        assert given(kwargs, name) is None
+    assert given(kwargs, "temperature") == 0
+    assert given(kwargs, "stream") is False
+    assert given(kwargs, "user") == ""

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import llmspans
 from llmspans import _attributes as A
-from llmspans._context import current_pipeline, current_stage, enclosing_stage_span
+from llmspans._context import Stage, current_pipeline, current_stage, enclosing_stage
 from llmspans._state import STATE
 from llmspans.instrumentation._base import Request, StageCall
 from llmspans.testing import CapturedSpans
@@ -240,8 +240,8 @@ def test_decorators_put_pipeline_and_stage_into_the_context(spans: CapturedSpans
         seen["stage"] = active.stage
         seen["pipeline"] = current_pipeline()
         seen["span"] = active.span
-        seen["enclosing"] = enclosing_stage_span("generation")
-        seen["other"] = enclosing_stage_span("retrieval")
+        seen["enclosing"] = enclosing_stage("generation")
+        seen["other"] = enclosing_stage("retrieval")
         seen["current"] = trace.get_current_span()
 
     @llmspans.pipeline("p")
@@ -256,7 +256,9 @@ def test_decorators_put_pipeline_and_stage_into_the_context(spans: CapturedSpans
     run()
     assert seen["stage"] == "generation"
     assert seen["pipeline"] == "p"
-    assert seen["enclosing"] is seen["span"] is seen["current"]
+    enclosing = seen["enclosing"]
+    assert isinstance(enclosing, Stage) and enclosing.stage == "generation"
+    assert enclosing.span is seen["span"] is seen["current"]
     assert seen["other"] is None
     assert current_stage() is None
     assert current_pipeline() is None
@@ -717,7 +719,7 @@ def test_instrumentor_enrichment_of_the_stage_span_wins_over_static_options(
     @llmspans.generation(model="gpt-4o", provider="openai")
     def answer() -> str:
         # What an auto-instrumented client does inside a decorated generation.
-        assert enclosing_stage_span("generation") is not None
+        assert enclosing_stage("generation") is not None
         request = Request(
             stage="generation",
             name="chat gpt-4o-2024-08-06",
