@@ -82,14 +82,15 @@ class Stage:
     ended: bool
     totals: dict[str, float] | None
 
-    def __init__(
+    # Positional parameters: one is made per stage call, and a call with keywords
+    # costs more instructions.
+    def __init__(  # noqa: PLR0917
         self,
         stage: str,
         span: Span,
         pipeline: str | None = None,
         run_span: Span | None = None,
         pending: dict[str, Any] | None = None,
-        *,
         recorded: dict[str, object] | None = None,
         rename_prefix: str | None = None,
         deferred: bool = False,

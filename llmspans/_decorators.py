@@ -27,7 +27,7 @@ from contextvars import Token
 from typing import Any, Final, TypeVar, cast, overload
 
 import wrapt
-from opentelemetry.context import Context, attach, detach, get_current, set_value
+from opentelemetry.context import Context, attach, detach, get_current
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
@@ -125,12 +125,14 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
         pipeline,
         run_span,
         pending,
-        recorded=None if recorded is None else recorded.copy(),
-        rename_prefix=spec.rename_prefix,
-        deferred=True,
+        None if recorded is None else recorded.copy(),
+        spec.rename_prefix,
+        True,
     )
-    # The stage's context: the parent's, with the span and the stage in it.
-    ctx = set_value(STAGE_KEY, stage, set_span_in_context(span, parent))
+    # The stage's context: the parent's, with the span (``set_span_in_context``) and
+    # the stage in it. The stage is added the way ``context.set_value`` adds a value,
+    # in one copy instead of its two.
+    ctx = Context({**set_span_in_context(span, parent), STAGE_KEY: stage})
     if spec.on_start is not None and stage.recording:
         try:
             spec.on_start(stage, args, kwargs)

@@ -183,18 +183,27 @@ def record_generation(
         active = _active(A.STAGE_GENERATION, "record_generation")
         if active is None:
             return
+        facts: dict[str, Any] = {}
         if model is not None:
-            active.rename(model)
-        facts = _model_facts(model, response_model, provider, finish_reasons, response_id)
-        _put_ints(
-            facts,
-            {
-                A.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-                A.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-                A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cache_read_input_tokens,
-                A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: cache_creation_input_tokens,
-            },
-        )
+            facts[A.GEN_AI_REQUEST_MODEL] = model
+            if active.rename_prefix is not None:
+                active.rename(model)
+        if (
+            response_model is not None
+            or provider is not None
+            or finish_reasons is not None
+            or response_id is not None
+        ):
+            _put_response_facts(facts, response_model, provider, finish_reasons, response_id)
+        # Token counts inline: the common call of this helper, on every generation.
+        if input_tokens is not None:
+            facts[A.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
+        if output_tokens is not None:
+            facts[A.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
+        if cache_read_input_tokens is not None:
+            facts[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = int(cache_read_input_tokens)
+        if cache_creation_input_tokens is not None:
+            facts[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
         _put_answer_facts(facts, citations, confidence, refused, output_valid)
         if prompt is not None:
             _put_content(facts, A.GEN_AI_INPUT_MESSAGES, prompt)
@@ -206,16 +215,13 @@ def record_generation(
         log_internal_error("record_generation", exc)
 
 
-def _model_facts(
-    model: str | None,
+def _put_response_facts(
+    facts: dict[str, Any],
     response_model: str | None,
     provider: str | None,
     finish_reasons: Sequence[str] | None,
     response_id: str | None,
-) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
-    if model is not None:
-        facts[A.GEN_AI_REQUEST_MODEL] = model
+) -> None:
     if response_model is not None:
         facts[A.GEN_AI_RESPONSE_MODEL] = response_model
     if provider is not None:
@@ -224,13 +230,6 @@ def _model_facts(
         facts[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(r) for r in finish_reasons]
     if response_id is not None:
         facts[A.GEN_AI_RESPONSE_ID] = response_id
-    return facts
-
-
-def _put_ints(facts: dict[str, Any], values: Mapping[str, int | None]) -> None:
-    for key, value in values.items():
-        if value is not None:
-            facts[key] = int(value)
 
 
 def _put_answer_facts(
