@@ -119,3 +119,27 @@ def test_global_provider_installed_after_import_is_used_directly() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_generator_steps_run_in_a_context_of_their_own(spans: CapturedSpans) -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+
+    @llmspans.retrieval("faq")
+    def stream() -> Iterator[int]:
+        seen.append(var.get())
+        var.set("inner")
+        yield 1
+        seen.append(var.get())
+        yield 2
+
+    var.set("before")
+    iterator = stream()
+    assert next(iterator) == 1
+    assert var.get() == "before"  # what the generator set stays inside it
+    var.set("consumer")
+    assert list(iterator) == [2]
+    assert seen == ["before", "inner"]  # a copy taken when iteration started
+    assert len(spans.by_name("retrieval faq")) == 1
