@@ -37,7 +37,8 @@ from llmspans._context import STAGE_KEY, Stage
 from llmspans._documents import document_texts, extract_documents
 from llmspans._logging import log_internal_error
 from llmspans._recording import computed_cost, usage_from_response
-from llmspans._tracing import get_tracer
+from llmspans._state import STATE
+from llmspans._tracing import resolve_global_tracer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,7 +108,9 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
     # with the SDK that is markedly cheaper than attributes at start plus more later.
     # The decorator's static options are added when it ends (see _end).
     pending: dict[str, Any] = {}
-    span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind)
+    # get_tracer(), inlined: one Python call less per stage.
+    tracer = resolve_global_tracer() if STATE.tracer_proxied else STATE.tracer
+    span = tracer.start_span(spec.name, context=parent, kind=spec.kind)
     pipeline = spec.pipeline
     if pipeline is None:
         enclosing = parent.get(STAGE_KEY)

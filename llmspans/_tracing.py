@@ -30,7 +30,8 @@ INSTRUMENTATION_NAME: Final = NAME
 INSTRUMENTATION_VERSION: Final = VERSION
 
 
-def _resolve_global() -> Tracer:
+def resolve_global_tracer() -> Tracer:
+    """The tracer of the global provider once one is installed, else the proxy."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, trace.ProxyTracerProvider):
         STATE.tracer = provider.get_tracer(NAME, VERSION)
@@ -41,7 +42,7 @@ def _resolve_global() -> Tracer:
 def get_tracer() -> Tracer:
     """The tracer every llmspans span is started with."""
     if STATE.tracer_proxied:
-        return _resolve_global()
+        return resolve_global_tracer()
     return STATE.tracer
 
 
