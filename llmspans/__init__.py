@@ -31,13 +31,13 @@ from llmspans._recording import (
     record_retrieval,
     set_outcome,
 )
-from llmspans._tracing import INSTRUMENTATION_VERSION
+from llmspans._version import VERSION
 from llmspans.cost import PriceTable, get_price_table, set_price_table
 
 if TYPE_CHECKING:
     from llmspans.instrumentation import instrument
 
-__version__ = INSTRUMENTATION_VERSION
+__version__ = VERSION
 
 __all__ = [
     "Configuration",

@@ -109,7 +109,9 @@ SOURCES: Final = (SOURCE_PRODUCTION, SOURCE_OFFLINE, SOURCE_SHADOW)
 #: Segment label of a run that names none.
 NO_SEGMENT: Final = "none"
 
-# Set by the collector on the pipeline root span.
+# Set by the collector on the pipeline root span it forwards. The embedded mode
+# computes the same verdicts for its metrics, but cannot set them: it sees spans
+# only once they have ended.
 OUTCOME: Final = "llmspans.outcome"
 FAILURE_STAGE: Final = "llmspans.failure.stage"
 FAILURE_REASON: Final = "llmspans.failure.reason"

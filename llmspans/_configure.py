@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,7 +30,8 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _content, _propagation
-from llmspans._safety import logger
+from llmspans._logging import logger
+from llmspans._state import STATE
 from llmspans._tracing import get_tracer_provider, use_tracer_provider
 from llmspans.cost import PriceTable, set_price_table
 
@@ -44,8 +46,44 @@ _TRACES_PATH: Final = "/v1/traces"
 _METRICS_PATH: Final = "/v1/metrics"
 
 
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """The library settings as they were before :func:`configure` changed them."""
+
+    capture: bool | None
+    max_length: int | None
+    redactor: _content.Redactor | None
+    price_table: PriceTable | None
+    tracer_provider: trace.TracerProvider | None
+    instrumented_threads: bool
+    """Whether ``configure()`` enabled the thread propagation (then shutdown disables it)."""
+
+    @classmethod
+    def now(cls, *, instrumented_threads: bool = False) -> _Previous:
+        return cls(
+            STATE.capture,
+            STATE.max_length,
+            STATE.redactor,
+            STATE.price_table,
+            STATE.tracer_provider,
+            instrumented_threads,
+        )
+
+    def restore(self, provider: TracerProvider | None) -> None:
+        """Undo what ``configure()`` changed; ``provider`` is the one it made the library use."""
+        STATE.capture = self.capture
+        STATE.max_length = self.max_length
+        STATE.redactor = self.redactor
+        STATE.price_table = self.price_table
+        if provider is not None and get_tracer_provider() is provider:
+            use_tracer_provider(self.tracer_provider)
+        if self.instrumented_threads:
+            _propagation.uninstrument_threads()
+
+
 class Configuration:
-    """What :func:`configure` set up; ``shutdown()`` flushes and stops all of it."""
+    """What :func:`configure` set up; ``shutdown()`` flushes and stops all of it, and
+    puts the library's settings back as they were before ``configure()``."""
 
     def __init__(
         self,
@@ -54,11 +92,13 @@ class Configuration:
         owns_tracer_provider: bool,
         embedded_processor: EmbeddedProcessor | None = None,
         protocol: str | None = None,
+        previous: _Previous | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.embedded_processor = embedded_processor
         self.protocol = protocol
         self._owns_tracer_provider = owns_tracer_provider
+        self._previous = previous
         # Guards _closed: shutdown() may be called from several threads and at exit.
         self._lock = threading.Lock()
         self._closed = False
@@ -79,11 +119,15 @@ class Configuration:
         return ok
 
     def shutdown(self) -> None:
-        """Flush and stop the providers and the metrics endpoint (idempotent)."""
+        """Flush and stop the providers and the metrics endpoint, and undo the library
+        settings ``configure()`` made: the provider the library traces through, the
+        thread propagation, content capture and the price table (idempotent)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if self._previous is not None:
+            self._previous.restore(self.tracer_provider)
         if self.tracer_provider is not None:
             if self._owns_tracer_provider:
                 self.tracer_provider.shutdown()
@@ -91,8 +135,6 @@ class Configuration:
                 self.tracer_provider.force_flush()
                 if self.embedded_processor is not None:
                     self.embedded_processor.shutdown()
-            if get_tracer_provider() is self.tracer_provider:
-                use_tracer_provider(None)
 
 
 def _resolve_protocol(protocol: str | None) -> str:
@@ -160,49 +202,8 @@ def _span_exporters(
     return exporters
 
 
-def _embedded_processor(
-    resource: Resource,
-    *,
-    protocol: str,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    metrics_port: int | None,
-    metrics_host: str,
-    thresholds: Thresholds | None,
-    max_pipelines: int,
-) -> EmbeddedProcessor:
-    """The embedded mode's processor, its metrics served on ``metrics_port`` or else
-    pushed as OTLP to the metrics endpoint (unless ``OTEL_METRICS_EXPORTER=none``)."""
-    from llmspans.embedded import EmbeddedProcessor
-
-    metrics_endpoint: str | None = None
-    if metrics_port is None and (
-        os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
-    ):
-        env = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or None
-        base = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
-        if protocol == PROTOCOL_GRPC:
-            metrics_endpoint = env or base or "localhost:4317"
-        else:
-            metrics_endpoint = env or _http_url(base or "http://localhost:4318", _METRICS_PATH)
-    return EmbeddedProcessor(
-        thresholds=thresholds,
-        max_pipelines=max_pipelines,
-        metrics_host=metrics_host,
-        metrics_port=metrics_port,
-        metrics_endpoint=metrics_endpoint,
-        metrics_protocol=protocol,
-        metrics_headers=headers,
-        resource=[(str(key), str(value)) for key, value in resource.attributes.items()],
-    )
-
-
 def _sdk_disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-
-
-def _global_tracer_provider_is_set() -> bool:
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def configure(
@@ -246,56 +247,44 @@ def configure(
     - ``capture_content``, ``redact``, ``content_max_length``: content capture (see
       :mod:`llmspans._content`); ``None`` leaves the environment's choice.
     - ``price_table``: a :class:`~llmspans.cost.PriceTable` or a path to one.
-    - ``propagate_context``: carry the context into ``ThreadPoolExecutor`` work.
+    - ``propagate_context``: carry the context into ``ThreadPoolExecutor`` work and
+      new threads (``opentelemetry-instrumentation-threading``, undone by
+      ``shutdown()``; left as it is when the application enabled it already).
     - ``set_global``: install the provider as the global one (when none is yet).
 
     ``OTEL_SDK_DISABLED=true`` turns all of it off. Raises ``ValueError`` for an
     unsupported protocol: a mistake in set-up is reported at start-up, not hidden.
-    Returns a :class:`Configuration`; call its ``shutdown()`` at exit (it also runs
-    at interpreter exit) to flush what is buffered.
+    Returns a :class:`Configuration`; call its ``shutdown()`` at exit: it flushes
+    what is buffered, stops the metrics endpoint and undoes the settings above.
+    (The SDK providers also shut down at interpreter exit on their own; the
+    metrics endpoint and the settings do not.)
     """
     chosen_protocol = _resolve_protocol(protocol)
-    if capture_content is not None:
-        _content.set_capture(capture_content)
-    if content_max_length is not None:
-        _content.set_max_length(content_max_length)
-    if redact is not None:
-        _content.set_redactor(redact)
-    if price_table is not None:
-        set_price_table(
-            price_table if isinstance(price_table, PriceTable) else PriceTable.load(price_table)
-        )
-    if propagate_context:
-        _propagation.instrument_thread_pools()
+    previous = _apply_settings(
+        capture_content=capture_content,
+        content_max_length=content_max_length,
+        redact=redact,
+        price_table=price_table,
+        propagate_context=propagate_context,
+    )
     if _sdk_disabled():
         logger.info("OTEL_SDK_DISABLED is true: llmspans does not trace")
-        return Configuration(None, owns_tracer_provider=False)
+        return Configuration(None, owns_tracer_provider=False, previous=previous)
 
     owns = tracer_provider is None
-    if tracer_provider is None:
-        attributes: dict[str, Any] = dict(resource_attributes or {})
-        if service_name is not None:
-            attributes[SERVICE_NAME] = service_name
-        provider = TracerProvider(resource=Resource.create(attributes))
-        exporters = (
-            [span_exporter]
-            if span_exporter is not None
-            else _span_exporters(chosen_protocol, endpoint, headers)
-        )
-    else:
-        provider = tracer_provider
-        exporters = []
-        if span_exporter is not None:
-            exporters.append(span_exporter)
-        elif endpoint is not None:
-            exporters.append(_otlp_span_exporter(chosen_protocol, endpoint, headers))
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-
+    provider = _tracer_provider(
+        tracer_provider,
+        service_name=service_name,
+        resource_attributes=resource_attributes,
+        span_exporter=span_exporter,
+        protocol=chosen_protocol,
+        endpoint=endpoint,
+        headers=headers,
+    )
     processor: EmbeddedProcessor | None = None
     if embedded:
         processor = _embedded_processor(
-            provider.resource,
+            provider,
             protocol=chosen_protocol,
             endpoint=endpoint,
             headers=headers,
@@ -304,20 +293,131 @@ def configure(
             thresholds=thresholds,
             max_pipelines=max_pipelines,
         )
-        provider.add_span_processor(processor)
-
     if set_global and owns:
-        if _global_tracer_provider_is_set():
-            logger.warning(
-                "a global TracerProvider is already installed; llmspans traces through its "
-                "own provider and leaves the global one as it is"
-            )
-        else:
-            trace.set_tracer_provider(provider)
+        _install_global(provider)
     use_tracer_provider(provider)
     return Configuration(
         provider,
         owns_tracer_provider=owns,
         embedded_processor=processor,
         protocol=chosen_protocol,
+        previous=previous,
     )
+
+
+def _apply_settings(
+    *,
+    capture_content: bool | None,
+    content_max_length: int | None,
+    redact: _content.Redactor | None,
+    price_table: PriceTable | str | Path | None,
+    propagate_context: bool,
+) -> _Previous:
+    """Content capture, price table and thread propagation; returns what they were."""
+    table = (
+        price_table
+        if price_table is None or isinstance(price_table, PriceTable)
+        else PriceTable.load(price_table)
+    )
+    if content_max_length is not None and content_max_length < 0:
+        raise ValueError(f"content_max_length must be >= 0, got {content_max_length}")
+    instrumented_threads = propagate_context and _propagation.instrument_threads()
+    previous = _Previous.now(instrumented_threads=instrumented_threads)
+    if capture_content is not None:
+        _content.set_capture(capture_content)
+    if content_max_length is not None:
+        _content.set_max_length(content_max_length)
+    if redact is not None:
+        _content.set_redactor(redact)
+    if table is not None:
+        set_price_table(table)
+    return previous
+
+
+def _tracer_provider(
+    given: TracerProvider | None,
+    *,
+    service_name: str | None,
+    resource_attributes: Mapping[str, AttributeValue] | None,
+    span_exporter: SpanExporter | None,
+    protocol: str,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+) -> TracerProvider:
+    """The given provider, or a new one; with a batch processor per exporter to add.
+
+    A provider of the application's gets an exporter only when asked for one
+    (``span_exporter`` or ``endpoint``); a new one gets ``OTEL_TRACES_EXPORTER``'s.
+    """
+    exporters: list[SpanExporter]
+    if given is None:
+        attributes: dict[str, Any] = dict(resource_attributes or {})
+        if service_name is not None:
+            attributes[SERVICE_NAME] = service_name
+        provider = TracerProvider(resource=Resource.create(attributes))
+        exporters = (
+            [span_exporter]
+            if span_exporter is not None
+            else _span_exporters(protocol, endpoint, headers)
+        )
+    else:
+        provider = given
+        exporters = []
+        if span_exporter is not None:
+            exporters.append(span_exporter)
+        elif endpoint is not None:
+            exporters.append(_otlp_span_exporter(protocol, endpoint, headers))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _embedded_processor(
+    provider: TracerProvider,
+    *,
+    protocol: str,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    thresholds: Thresholds | None,
+    max_pipelines: int,
+) -> EmbeddedProcessor:
+    """The embedded mode's processor on ``provider``, its metrics served on
+    ``metrics_port`` or else pushed as OTLP to the metrics endpoint (unless
+    ``OTEL_METRICS_EXPORTER=none``)."""
+    from llmspans.embedded import EmbeddedProcessor
+
+    metrics_endpoint: str | None = None
+    if metrics_port is None and (
+        os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
+    ):
+        env = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or None
+        base = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        if protocol == PROTOCOL_GRPC:
+            metrics_endpoint = env or base or "localhost:4317"
+        else:
+            metrics_endpoint = env or _http_url(base or "http://localhost:4318", _METRICS_PATH)
+    processor = EmbeddedProcessor(
+        thresholds=thresholds,
+        max_pipelines=max_pipelines,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        metrics_endpoint=metrics_endpoint,
+        metrics_protocol=protocol,
+        metrics_headers=headers,
+        resource=[(str(key), str(value)) for key, value in provider.resource.attributes.items()],
+    )
+    provider.add_span_processor(processor)
+    return processor
+
+
+def _install_global(provider: TracerProvider) -> None:
+    """Install the provider configure() built as the global one, where none is yet."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)
+    else:
+        logger.warning(
+            "a global TracerProvider is already installed; llmspans traces through its "
+            "own provider and leaves the global one as it is"
+        )

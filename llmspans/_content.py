@@ -22,7 +22,8 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from llmspans._safety import log_internal_error
+from llmspans._logging import log_internal_error
+from llmspans._state import STATE
 
 CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 MAX_LENGTH_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CONTENT_MAX_LENGTH"
@@ -35,58 +36,45 @@ _TRUE_VALUES: Final = frozenset({"true", "1", "yes", "on", "span_only", "span_an
 Redactor = Callable[[str], str | None]
 
 
-class _Settings:
-    """Settings made in code (``None``: read the environment) and the cached environment."""
-
-    __slots__ = ("capture", "from_env", "max_length", "redactor")
-
-    def __init__(self) -> None:
-        self.capture: bool | None = None
-        self.max_length: int | None = None
-        self.redactor: Redactor | None = None
-        # (capture, max_length) as read from the environment, or None before first use.
-        self.from_env: tuple[bool, int] | None = None
-
-
-_settings: Final = _Settings()
-
-
 def _read_env() -> tuple[bool, int]:
-    if _settings.from_env is None:
+    from_env = STATE.content_from_env
+    if from_env is None:
         capture = os.environ.get(CAPTURE_ENV, "").strip().lower() in _TRUE_VALUES
         raw = os.environ.get(MAX_LENGTH_ENV, "").strip()
         try:
             length = int(raw) if raw else DEFAULT_MAX_LENGTH
         except ValueError:
             length = DEFAULT_MAX_LENGTH
-        _settings.from_env = (capture, max(0, length))
-    return _settings.from_env
+        from_env = STATE.content_from_env = (capture, max(0, length))
+    return from_env
 
 
 def capture_enabled() -> bool:
     """Whether content is recorded (default: no)."""
-    if _settings.capture is not None:
-        return _settings.capture
+    capture = STATE.capture
+    if capture is not None:
+        return capture
     return _read_env()[0]
 
 
 def max_length() -> int:
     """Maximum number of characters of one captured value."""
-    if _settings.max_length is not None:
-        return _settings.max_length
+    length = STATE.max_length
+    if length is not None:
+        return length
     return _read_env()[1]
 
 
 def set_capture(enabled: bool | None) -> None:
     """Turn capture on or off in code; ``None`` goes back to the environment variable."""
-    _settings.capture = enabled
+    STATE.capture = enabled
 
 
 def set_max_length(length: int | None) -> None:
     """Set the truncation length in code; ``None`` goes back to the environment variable."""
     if length is not None and length < 0:
         raise ValueError(f"content_max_length must be >= 0, got {length}")
-    _settings.max_length = length
+    STATE.max_length = length
 
 
 def set_redactor(redactor: Redactor | None) -> None:
@@ -95,16 +83,12 @@ def set_redactor(redactor: Redactor | None) -> None:
     The hook gets the text about to be recorded and returns the text to record
     instead, or ``None`` to record nothing. If it raises, the value is dropped.
     """
-    _settings.redactor = redactor
-
-
-def get_redactor() -> Redactor | None:
-    return _settings.redactor
+    STATE.redactor = redactor
 
 
 def reload_environment() -> None:
     """Read the environment variables again on next use (after changing them)."""
-    _settings.from_env = None
+    STATE.content_from_env = None
 
 
 def _to_text(value: object) -> str:
@@ -138,7 +122,7 @@ def prepare_content(value: object) -> str | None:
     except Exception as exc:
         log_internal_error("content.serialize", exc)
         return None
-    redactor = _settings.redactor
+    redactor: Redactor | None = STATE.redactor
     if redactor is not None:
         try:
             redacted = redactor(text)

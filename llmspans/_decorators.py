@@ -23,27 +23,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
+from contextvars import Token, copy_context
 from typing import Any, Final, TypeVar, cast, overload
 
 import wrapt
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.context import Context, attach, detach, get_current
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as A
 from llmspans import _content
-from llmspans._context import PIPELINE_KEY, STAGE_KEY
+from llmspans._context import KEPT_BY_ENCLOSING, STAGE_KEY, Stage
 from llmspans._documents import document_texts, extract_documents
-from llmspans._recording import StageState, computed_cost, usage_from_response
-from llmspans._safety import log_internal_error
-from llmspans._tracing import (
-    RUN_SPAN_KEY,
-    SPAN_KEY,
-    attach_context,
-    detach_context,
-    get_current_context,
-    get_tracer,
-)
+from llmspans._logging import log_internal_error
+from llmspans._recording import computed_cost, usage_from_response
+from llmspans._state import STATE
+from llmspans._tracing import resolve_global_tracer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,8 +50,8 @@ _MAX_COLLECTED: Final = 10_000
 
 # Extraction hooks write what they find into ``state.pending``; it reaches the span
 # in one ``set_attributes`` call when the stage ends.
-_OnStart = Callable[[StageState, tuple[Any, ...], dict[str, Any]], None]
-_OnResult = Callable[[StageState, object, tuple[Any, ...], dict[str, Any]], None]
+_OnStart = Callable[[Stage, tuple[Any, ...], dict[str, Any]], None]
+_OnResult = Callable[[Stage, object, tuple[Any, ...], dict[str, Any]], None]
 
 
 class _Spec:
@@ -105,68 +100,73 @@ class _Spec:
 
 # A started stage: its state (which holds its span) and the context to attach around
 # its code.
-_Entered = tuple[StageState, Context]
+_Entered = tuple[Stage, Context]
 
 
 def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered:
     # The span starts bare and gets all its attributes in one call when it ends:
     # with the SDK that is markedly cheaper than attributes at start plus more later.
+    # The decorator's static options are added when it ends (see _end).
+    pending: dict[str, Any] = {}
+    # get_tracer(), inlined: one Python call less per stage.
+    tracer = resolve_global_tracer() if STATE.tracer_proxied else STATE.tracer
+    span = tracer.start_span(spec.name, context=parent, kind=spec.kind)
     pipeline = spec.pipeline
-    pending = spec.attributes.copy()
     if pipeline is None:
-        inherited = parent.get(PIPELINE_KEY)
-        if isinstance(inherited, str):
-            pending[A.PIPELINE] = inherited
-    span = get_tracer().start_span(spec.name, context=parent, kind=spec.kind)
+        enclosing = parent.get(STAGE_KEY)
+        if isinstance(enclosing, Stage) and enclosing.pipeline is not None:
+            pipeline = pending[A.PIPELINE] = enclosing.pipeline
+            run_span = enclosing.run_span
+        else:
+            run_span = None
+    else:
+        run_span = span
     recorded = spec.recorded
-    state = StageState(
+    stage = Stage(
         spec.stage,
         span,
-        {} if recorded is None else recorded.copy(),
-        spec.rename_prefix,
+        pipeline,
+        run_span,
         pending,
+        None if recorded is None else recorded.copy(),
+        spec.rename_prefix,
+        True,
     )
-    # One copy of the parent context carries the span and our keys: the same entries
-    # as ``trace.set_span_in_context`` followed by ``context.set_value`` per key.
-    if pipeline is None:
-        ctx = Context({**parent, SPAN_KEY: span, STAGE_KEY: state})
-    else:
-        ctx = Context(
-            {**parent, SPAN_KEY: span, STAGE_KEY: state, PIPELINE_KEY: pipeline, RUN_SPAN_KEY: span}
-        )
-    if spec.on_start is not None and state.recording:
+    # The stage's context: the parent's, with the span (``set_span_in_context``) and
+    # the stage in it. The stage is added the way ``context.set_value`` adds a value,
+    # in one copy instead of its two.
+    ctx = Context({**set_span_in_context(span, parent), STAGE_KEY: stage})
+    if spec.on_start is not None and stage.recording:
         try:
-            spec.on_start(state, args, kwargs)
+            spec.on_start(stage, args, kwargs)
         except Exception as exc:
             log_internal_error(f"{spec.stage}.arguments", exc)
-    return state, ctx
+    return stage, ctx
 
 
 def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered | None:
     try:
-        return _start(spec, get_current_context(), args, kwargs)
+        return _start(spec, get_current(), args, kwargs)
     except Exception as exc:
         log_internal_error("span.start", exc)
         return None
 
 
-def _attach(ctx: Context) -> object | None:
+def _attach(ctx: Context) -> Token[Context] | None:
     try:
-        return attach_context(ctx)
+        return attach(ctx)
     except Exception as exc:
         log_internal_error("context.attach", exc)
         return None
 
 
-def _detach(token: object | None) -> None:
+def _detach(token: Token[Context] | None) -> None:
+    # ``detach`` logs a failure of its own and never raises.
     if token is not None:
-        try:
-            detach_context(token)  # type: ignore[arg-type]
-        except Exception as exc:
-            log_internal_error("context.detach", exc)
+        detach(token)
 
 
-def _record_error(span: Span, exc: BaseException, state: StageState) -> None:
+def _record_error(span: Span, exc: BaseException, state: Stage) -> None:
     try:
         if span.is_recording():
             if state.stage == A.STAGE_GENERATION:
@@ -184,24 +184,29 @@ def _record_error(span: Span, exc: BaseException, state: StageState) -> None:
         log_internal_error("span.error", internal)
 
 
-def _end(spec: _Spec, state: StageState) -> None:
-    """Put the pending facts on the span, in one call, and end it."""
+def _end(spec: _Spec, state: Stage) -> None:
+    """Put the stage's attributes on the span, in one call, and end it.
+
+    Later sources win: the decorator's static options, then what client calls
+    enriching the stage reported (the model actually called, say), then what the
+    stage's code recorded and what was extracted from it (``pending``). A fact of
+    ``KEPT_BY_ENCLOSING`` that the options set is never replaced by a client's.
+    """
+    state.ended = True
     span = state.span
-    pending = state.pending
-    if pending and span.is_recording():
+    if state.recording and span.is_recording():
+        reported = state.reported
         try:
-            existing = getattr(span, "attributes", None)
-            if existing:
-                # Set on the span directly while the stage ran (an instrumentor enriching
-                # it, say, with the model actually called): that wins over the
-                # decorator's static options, as if those had been set at start.
-                for key in spec.attributes:
-                    if key in existing:
-                        pending.pop(key, None)
-            span.set_attributes(pending)
+            if reported is None:
+                span.set_attributes({**spec.attributes, **state.pending})
+            else:
+                merged = {**spec.attributes, **reported}
+                for key in KEPT_BY_ENCLOSING:
+                    if key in spec.attributes:
+                        merged[key] = spec.attributes[key]
+                span.set_attributes({**merged, **state.pending})
         except Exception as exc:
             log_internal_error("span.attributes", exc)
-    pending.clear()
     try:
         span.end()
     except Exception as exc:
@@ -210,7 +215,7 @@ def _end(spec: _Spec, state: StageState) -> None:
 
 def _finish(
     spec: _Spec,
-    state: StageState,
+    state: Stage,
     result: object,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -229,7 +234,7 @@ def _finish(
     _end(spec, state)
 
 
-def _fail(spec: _Spec, state: StageState, exc: BaseException) -> None:
+def _fail(spec: _Spec, state: Stage, exc: BaseException) -> None:
     """Record the user's exception on the span and end it (the caller re-raises)."""
     _record_error(state.span, exc, state)
     _end(spec, state)
@@ -247,7 +252,7 @@ def _verify_failed(exc: BaseException) -> tuple[bool, str | None]:
     return False, f"verify raised {type(exc).__qualname__}: {exc}"
 
 
-def _needs_verify(spec: _Spec, state: StageState) -> bool:
+def _needs_verify(spec: _Spec, state: Stage) -> bool:
     return spec.verify is not None and state.recording and A.ACTION_VERIFIED not in state.recorded
 
 
@@ -281,7 +286,7 @@ async def _verify_async(
         return _verify_failed(exc)
 
 
-def _record_verdict(state: StageState, verdict: tuple[bool, str | None]) -> None:
+def _record_verdict(state: Stage, verdict: tuple[bool, str | None]) -> None:
     if A.ACTION_VERIFIED in state.recorded:
         return
     ok, reason = verdict
@@ -297,7 +302,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         try:
-            entered: _Entered | None = _start(spec, get_current_context(), args, kwargs)
+            entered: _Entered | None = _start(spec, get_current(), args, kwargs)
         except Exception as exc:
             log_internal_error("span.start", exc)
             entered = None
@@ -305,7 +310,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         state, ctx = entered
         try:
-            token: object | None = attach_context(ctx)
+            token: Token[Context] | None = attach(ctx)
         except Exception as exc:
             log_internal_error("context.attach", exc)
             token = None
@@ -323,10 +328,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
                 _finish(spec, state, result, args, kwargs)
         finally:
             if token is not None:
-                try:
-                    detach_context(token)  # type: ignore[arg-type]
-                except Exception as exc:
-                    log_internal_error("context.detach", exc)
+                detach(token)
         return result
 
     return wrapper
@@ -371,7 +373,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
 
 # A started generator stage: its state, context, and the items kept to read
 # documents from (None when the stage reads none or the span is not recording).
-_Iterating = tuple[StageState, Context, list[Any] | None]
+_Iterating = tuple[Stage, Context, list[Any] | None]
 
 
 def _start_iteration(
@@ -386,7 +388,7 @@ def _start_iteration(
 
 
 @contextmanager
-def _closing(spec: _Spec, state: StageState, ctx: Context) -> Iterator[None]:
+def _closing(spec: _Spec, state: Stage, ctx: Context) -> Iterator[None]:
     """Around closing the inner generator early: the stage context attached, the span ended."""
     token = _attach(ctx)
     try:
@@ -423,39 +425,33 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
         # The span starts when iteration starts (a generator never iterated has no span)
-        # and the stage context is attached only while the generator's own code runs,
-        # never across a yield into the consumer's code.
+        # and the stage context is current only while the generator's own code runs,
+        # never across a yield into the consumer's code: the generator's steps run in
+        # a context of their own (as an asyncio task's do), with the stage context
+        # attached there once, instead of an attach and a detach around every step.
         iterating = _start_iteration(spec, parent, args, kwargs)
         if iterating is None:
             return (yield from inner)
         state, ctx, collected = iterating
+        own = copy_context()
+        try:
+            own.run(attach, ctx)
+        except Exception as exc:
+            log_internal_error("context.attach", exc)
+        run = own.run
         to_send: Any = None
         to_throw: BaseException | None = None
         try:
             while True:
                 try:
-                    token: object | None = attach_context(ctx)  # _attach(ctx), inlined
-                except Exception as exc:
-                    log_internal_error("context.attach", exc)
-                    token = None
-                try:
                     if to_throw is None:
-                        item = inner.send(to_send)
+                        item = run(inner.send, to_send)
                     else:
                         thrown, to_throw = to_throw, None
-                        item = inner.throw(thrown)
+                        item = run(inner.throw, thrown)
                 except StopIteration as stop:
-                    # The context stays attached: the stage ends inside it, just below.
                     result = stop.value
                     break
-                except BaseException:
-                    _detach(token)
-                    raise
-                if token is not None:  # _detach(token), inlined
-                    try:
-                        detach_context(token)  # type: ignore[arg-type]
-                    except Exception as exc:
-                        log_internal_error("context.detach", exc)
                 if collected is not None and len(collected) < _MAX_COLLECTED:
                     collected.append(item)
                 try:
@@ -466,15 +462,12 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
                     to_throw = exc
         except GeneratorExit:
             with _closing(spec, state, ctx):
-                inner.close()
+                run(inner.close)
             raise
         except BaseException as exc:
             _fail(spec, state, exc)
             raise
-        try:
-            _finish(spec, state, collected if collected is not None else result, args, kwargs)
-        finally:
-            _detach(token)
+        run(_finish, spec, state, collected if collected is not None else result, args, kwargs)
         return result
 
     def wrapper(
@@ -483,7 +476,7 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
-        return iterate(wrapped(*args, **kwargs), get_current_context(), args, kwargs)
+        return iterate(wrapped(*args, **kwargs), get_current(), args, kwargs)
 
     return wrapper
 
@@ -539,7 +532,7 @@ def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[Any, Any]:
-        return iterate(wrapped(*args, **kwargs), get_current_context(), args, kwargs)
+        return iterate(wrapped(*args, **kwargs), get_current(), args, kwargs)
 
     return wrapper
 
@@ -593,13 +586,13 @@ def _call_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     return {"args": list(args), "kwargs": kwargs} if args else kwargs
 
 
-def _put_content(state: StageState, key: str, value: object) -> None:
+def _put_content(state: Stage, key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
         state.pending[key] = text
 
 
-def _retrieval_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _retrieval_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if not _content.capture_enabled():
         return
     query = kwargs.get("query", kwargs.get("question"))
@@ -610,7 +603,7 @@ def _retrieval_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str,
 
 
 def _retrieval_result(
-    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
     if A.RETRIEVAL_DOCUMENT_IDS not in recorded:
@@ -626,7 +619,7 @@ def _retrieval_result(
             _put_content(state, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
 
 
-def _selection_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _selection_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, list | tuple):
             found = extract_documents(value)
@@ -636,7 +629,7 @@ def _selection_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str,
 
 
 def _selection_result(
-    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     if A.CONTEXT_SELECTED_IDS not in state.recorded:
         found = extract_documents(result)
@@ -644,13 +637,13 @@ def _selection_result(
             state.pending[A.CONTEXT_SELECTED_IDS] = found[0]
 
 
-def _generation_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _generation_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if _content.capture_enabled():
         _put_content(state, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
 
 
 def _generation_result(
-    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
     if A.GEN_AI_USAGE_INPUT_TOKENS not in recorded:
@@ -675,13 +668,13 @@ def _generation_result(
         _put_content(state, A.GEN_AI_OUTPUT_MESSAGES, result)
 
 
-def _action_start(state: StageState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _action_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if _content.capture_enabled():
         _put_content(state, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
 
 
 def _action_result(
-    state: StageState, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     if (
         _content.capture_enabled()

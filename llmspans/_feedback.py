@@ -24,9 +24,9 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as A
-from llmspans._context import current_pipeline
-from llmspans._safety import log_internal_error
-from llmspans._tracing import current_run_span, get_tracer
+from llmspans._context import current_pipeline, current_run_span
+from llmspans._logging import log_internal_error
+from llmspans._tracing import get_tracer
 
 _SEPARATOR: Final = "-"
 

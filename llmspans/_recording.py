@@ -15,78 +15,27 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from opentelemetry.trace import Span
+from opentelemetry.context import get_current
 
 from llmspans import _attributes as A
 from llmspans import _content
-from llmspans._context import STAGE_KEY, ActiveStage
+from llmspans._context import STAGE_KEY, Stage, current_run_span
 from llmspans._documents import document_texts, extract_documents
-from llmspans._safety import log_internal_error, warn_once
-from llmspans._tracing import current_run_span, get_current_context
+from llmspans._logging import log_internal_error, warn_once
+from llmspans._state import STATE
 from llmspans.cost import PriceTable, get_price_table
 
 
-class StageState(ActiveStage):
-    """The active stage of a decorated call, with what the helpers recorded so far.
-
-    ``recorded`` maps attribute names set explicitly (by a helper, or by the
-    decorator's options) to their values; extraction skips those names.
-    ``pending`` holds facts for the span that the decorator sets in one
-    ``set_attributes`` call when the stage ends (one lock round and one validation
-    pass instead of one per helper call). ``rename_prefix`` is the operation name
-    when the span name still lacks the model (``chat`` instead of ``chat gpt-4o``),
-    so a later ``record_generation(model=...)`` can complete it.
-
-    ``recording`` is ``span.is_recording()`` as of the stage's start: extraction runs
-    only for a recording span (a span that stops recording meanwhile is still
-    guarded when the facts are set on it).
-
-    One is made per decorated call: a plain slotted class whose fields nothing
-    reassigns (the two dicts are filled in place). Compared by identity: it is the
-    record of one call, not a value.
-    """
-
-    __slots__ = ("pending", "recorded", "recording", "rename_prefix")
-
-    recorded: dict[str, object]
-    rename_prefix: str | None
-    #: facts not yet on the span: set in one call when the stage ends
-    pending: dict[str, Any]
-    recording: bool
-
-    def __init__(
-        self,
-        stage: str,
-        span: Span,
-        recorded: dict[str, object] | None = None,
-        rename_prefix: str | None = None,
-        pending: dict[str, Any] | None = None,
-    ) -> None:
-        # ActiveStage's fields set here directly: one call less per stage.
-        self.stage = stage
-        self.span = span
-        self.recorded = {} if recorded is None else recorded
-        self.rename_prefix = rename_prefix
-        self.pending = {} if pending is None else pending
-        self.recording = span.is_recording()
-
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-
-def _active(stage: str, helper: str) -> tuple[Span, dict[str, object], ActiveStage] | None:
-    active = get_current_context().get(STAGE_KEY)  # current_stage(), one lookup
-    if not isinstance(active, ActiveStage) or active.stage != stage:
+def _active(stage: str, helper: str) -> Stage | None:
+    """The current stage when it is a ``stage`` with a recording span, else ``None``."""
+    active = get_current().get(STAGE_KEY)  # current_stage(), one lookup
+    if not isinstance(active, Stage) or active.stage != stage:
         warn_once(
             f"outside.{helper}",
             f"llmspans.{helper}() was called outside a {stage} stage; nothing was recorded",
         )
         return None
-    span = active.span
-    if not span.is_recording():
-        return None
-    recorded = active.recorded if isinstance(active, StageState) else {}
-    return span, recorded, active
+    return active if active.span.is_recording() else None
 
 
 def _ids(values: Iterable[object]) -> list[str]:
@@ -101,19 +50,6 @@ def _put_content(updates: dict[str, Any], key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
         updates[key] = text
-
-
-def _flush(
-    span: Span, active: ActiveStage, recorded: dict[str, object], updates: dict[str, Any]
-) -> None:
-    if not updates:
-        return
-    if recorded is not updates:
-        recorded.update(updates)
-    if isinstance(active, StageState):
-        active.pending.update(updates)  # the decorator sets them when the stage ends
-    else:
-        span.set_attributes(updates)  # a stage of an instrumentor: set them now
 
 
 # --- retrieval ---------------------------------------------------------------
@@ -135,10 +71,9 @@ def record_retrieval(
     content capture is on.
     """
     try:
-        found = _active(A.STAGE_RETRIEVAL, "record_retrieval")
-        if found is None:
+        active = _active(A.STAGE_RETRIEVAL, "record_retrieval")
+        if active is None:
             return
-        span, recorded, active = found
         updates: dict[str, Any] = {}
         if documents is not None:
             extracted = extract_documents(documents)
@@ -162,7 +97,7 @@ def record_retrieval(
             updates[A.GEN_AI_REQUEST_TOP_K] = int(top_k)
         if query is not None:
             _put_content(updates, A.RETRIEVAL_QUERY, query)
-        _flush(span, active, recorded, updates)
+        active.record(updates)
     except Exception as exc:
         log_internal_error("record_retrieval", exc)
 
@@ -183,10 +118,9 @@ def record_context(
     ``input_ids`` / ``selected_ids`` set the ids directly and win.
     """
     try:
-        found = _active(A.STAGE_CONTEXT_SELECTION, "record_context")
-        if found is None:
+        active = _active(A.STAGE_CONTEXT_SELECTION, "record_context")
+        if active is None:
             return
-        span, recorded, active = found
         updates: dict[str, Any] = {}
         if candidates is not None and input_ids is None:
             extracted = extract_documents(candidates)
@@ -204,7 +138,7 @@ def record_context(
             updates[A.CONTEXT_TOKEN_BUDGET] = int(token_budget)
         if tokens is not None:
             updates[A.CONTEXT_TOKENS] = int(tokens)
-        _flush(span, active, recorded, updates)
+        active.record(updates)
     except Exception as exc:
         log_internal_error("record_context", exc)
 
@@ -246,67 +180,94 @@ def record_generation(
     ``prompt`` and ``completion`` are content: recorded only when capture is on.
     """
     try:
-        found = _active(A.STAGE_GENERATION, "record_generation")
-        if found is None:
+        active = _active(A.STAGE_GENERATION, "record_generation")
+        if active is None:
             return
-        span, recorded, active = found
-        decorated = isinstance(active, StageState)
-        updates: dict[str, Any] = {}
+        facts: dict[str, Any] = {}
         if model is not None:
-            updates[A.GEN_AI_REQUEST_MODEL] = model
-            if isinstance(active, StageState) and active.rename_prefix is not None:
-                span.update_name(f"{active.rename_prefix} {model}")
-        if response_model is not None:
-            updates[A.GEN_AI_RESPONSE_MODEL] = response_model
-        if provider is not None:
-            updates[A.GEN_AI_PROVIDER_NAME] = provider
+            facts[A.GEN_AI_REQUEST_MODEL] = model
+            if active.rename_prefix is not None:
+                active.rename(model)
+        if (
+            response_model is not None
+            or provider is not None
+            or finish_reasons is not None
+            or response_id is not None
+        ):
+            _put_response_facts(facts, response_model, provider, finish_reasons, response_id)
+        # Token counts inline: the common call of this helper, on every generation.
         if input_tokens is not None:
-            updates[A.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
+            facts[A.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
         if output_tokens is not None:
-            updates[A.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
+            facts[A.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
         if cache_read_input_tokens is not None:
-            updates[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = int(cache_read_input_tokens)
+            facts[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = int(cache_read_input_tokens)
         if cache_creation_input_tokens is not None:
-            updates[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
-        if citations is not None:
-            updates[A.GENERATION_CITATIONS] = _ids(citations)
-        if confidence is not None:
-            checked = _probability(confidence, "confidence")
-            if checked is not None:
-                updates[A.GENERATION_CONFIDENCE] = checked
-        if refused is not None:
-            updates[A.GENERATION_REFUSED] = bool(refused)
-        if output_valid is not None:
-            updates[A.GENERATION_OUTPUT_VALID] = bool(output_valid)
-        if finish_reasons is not None:
-            updates[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(r) for r in finish_reasons]
-        if response_id is not None:
-            updates[A.GEN_AI_RESPONSE_ID] = response_id
+            facts[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
+        _put_answer_facts(facts, citations, confidence, refused, output_valid)
         if prompt is not None:
-            _put_content(updates, A.GEN_AI_INPUT_MESSAGES, prompt)
+            _put_content(facts, A.GEN_AI_INPUT_MESSAGES, prompt)
         if completion is not None:
-            _put_content(updates, A.GEN_AI_OUTPUT_MESSAGES, completion)
-        if cost_usd is not None:
-            updates[A.COST_USD] = float(cost_usd)
-        # Outside a decorated stage nothing was recorded before: the cost reads this call's facts.
-        if decorated:
-            recorded.update(updates)
-        else:
-            recorded = updates
-        if cost_usd is not None:
-            recorded.pop(_COMPUTED, None)
-        elif not _COST_INPUTS.isdisjoint(updates):
-            cost = computed_cost(recorded)
-            if cost is not None:
-                updates[A.COST_USD] = recorded[A.COST_USD] = cost
-                recorded[_COMPUTED] = True
-        if isinstance(active, StageState):
-            if updates:  # ``recorded`` holds them already: only the span's share is left
-                active.pending.update(updates)
-        else:
-            _flush(span, active, recorded, updates)
+            _put_content(facts, A.GEN_AI_OUTPUT_MESSAGES, completion)
+        _put_cost(active.recorded, facts, cost_usd)
+        active.record(facts)
     except Exception as exc:
         log_internal_error("record_generation", exc)
+
+
+def _put_response_facts(
+    facts: dict[str, Any],
+    response_model: str | None,
+    provider: str | None,
+    finish_reasons: Sequence[str] | None,
+    response_id: str | None,
+) -> None:
+    if response_model is not None:
+        facts[A.GEN_AI_RESPONSE_MODEL] = response_model
+    if provider is not None:
+        facts[A.GEN_AI_PROVIDER_NAME] = provider
+    if finish_reasons is not None:
+        facts[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(r) for r in finish_reasons]
+    if response_id is not None:
+        facts[A.GEN_AI_RESPONSE_ID] = response_id
+
+
+def _put_answer_facts(
+    facts: dict[str, Any],
+    citations: Iterable[object] | None,
+    confidence: float | None,
+    refused: bool | None,
+    output_valid: bool | None,
+) -> None:
+    if citations is not None:
+        facts[A.GENERATION_CITATIONS] = _ids(citations)
+    if confidence is not None:
+        checked = _probability(confidence, "confidence")
+        if checked is not None:
+            facts[A.GENERATION_CONFIDENCE] = checked
+    if refused is not None:
+        facts[A.GENERATION_REFUSED] = bool(refused)
+    if output_valid is not None:
+        facts[A.GENERATION_OUTPUT_VALID] = bool(output_valid)
+
+
+def _put_cost(recorded: dict[str, object], facts: dict[str, Any], cost_usd: float | None) -> None:
+    """An explicit cost, or the cost computed from the stage's model and tokens.
+
+    ``recorded`` (the stage's explicit facts so far) gets ``facts`` first, so the
+    cost reads this call's facts together with earlier ones.
+    """
+    if cost_usd is not None:
+        facts[A.COST_USD] = float(cost_usd)
+        recorded.pop(_COMPUTED, None)
+        return
+    if _COST_INPUTS.isdisjoint(facts):
+        return
+    recorded.update(facts)
+    cost = computed_cost(recorded)
+    if cost is not None:
+        facts[A.COST_USD] = cost
+        recorded[_COMPUTED] = True
 
 
 def computed_cost(recorded: Mapping[str, object]) -> float | None:
@@ -322,8 +283,9 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
     table = get_price_table()
     response_model = recorded.get(A.GEN_AI_RESPONSE_MODEL)
     request_model = recorded.get(A.GEN_AI_REQUEST_MODEL)
-    # The same facts give the same cost: remembered per table (held by the entry, so its
-    # id is not reused meanwhile), which skips the lookups and arithmetic on every call.
+    # The same facts give the same cost: remembered per table in STATE.costs (held by
+    # the entry, so its id is not reused meanwhile), which skips the lookups and
+    # arithmetic on every call.
     memo_key = (
         id(table),
         response_model,
@@ -333,8 +295,9 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
         cache_read,
         cache_creation,
     )
+    costs = STATE.costs
     try:
-        memo = _costs.get(memo_key)
+        memo = costs.get(memo_key)
     except TypeError:  # a value that cannot be a key: no memo
         return _cost_from_table(
             table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
@@ -344,9 +307,9 @@ def computed_cost(recorded: Mapping[str, object]) -> float | None:
     cost = _cost_from_table(
         table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
     )
-    if len(_costs) >= _COSTS_SIZE:
-        _costs.clear()
-    _costs[memo_key] = (table, cost)
+    if len(costs) >= _COSTS_SIZE:
+        costs.clear()
+    costs[memo_key] = (table, cost)
     return cost
 
 
@@ -373,8 +336,8 @@ def _cost_from_table(
     return None
 
 
-# (id of the price table, models and token counts) -> (that table, the cost).
-_costs: dict[tuple[object, ...], tuple[PriceTable, float | None]] = {}
+# Entries of STATE.costs: (id of the price table, models and token counts) -> (that
+# table, the cost).
 _COSTS_SIZE: Final = 4096
 
 # What the cost depends on: a change of any of these recomputes it.
@@ -438,10 +401,9 @@ def record_action(
     ``arguments`` and ``result`` are content: recorded only when capture is on.
     """
     try:
-        found = _active(A.STAGE_ACTION, "record_action")
-        if found is None:
+        active = _active(A.STAGE_ACTION, "record_action")
+        if active is None:
             return
-        span, recorded, active = found
         updates: dict[str, Any] = {}
         if verified is not None:
             updates[A.ACTION_VERIFIED] = bool(verified)
@@ -453,7 +415,7 @@ def record_action(
             _put_content(updates, A.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
         if result is not None:
             _put_content(updates, A.GEN_AI_TOOL_CALL_RESULT, result)
-        _flush(span, active, recorded, updates)
+        active.record(updates)
     except Exception as exc:
         log_internal_error("record_action", exc)
 
@@ -466,7 +428,7 @@ def set_outcome(*, completed: bool | None = None, correct: bool | None = None) -
     ``correct``: ground truth where known (``llmspans.task.correct``, for calibration).
     """
     try:
-        span = current_run_span()
+        span = current_run_span(get_current())
         if span is None:
             warn_once(
                 "outside.set_outcome",

@@ -8,65 +8,47 @@ given to the library explicitly, without touching the global one:
 
 This module never installs a global provider; only
 :func:`llmspans.configure` does, on the user's explicit request.
+
+Following the global provider, the tracer (``STATE.tracer``) is first a
+ProxyTracer (it follows a provider installed after import); once a global
+provider is installed the tracer is taken from it directly, which spares every
+span the proxy's two extra calls. A global provider is installed once per
+process, so the real tracer stays the right one (the proxy caches it the same way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextvars import ContextVar, Token
 from typing import Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.trace import Span, Tracer, TracerProvider
+from opentelemetry.trace import Tracer, TracerProvider
 
-INSTRUMENTATION_NAME: Final = "llmspans"
-INSTRUMENTATION_VERSION: Final = "0.1.0"
+from llmspans._state import STATE
+from llmspans._version import NAME, VERSION
 
-#: Context key of the pipeline root span of the current run (set by ``@pipeline``).
-RUN_SPAN_KEY: Final = otel_context.create_key("llmspans.run_span")
-
-
-class _State:
-    """The explicit provider (``None``: the global one) and the tracer taken from it.
-
-    Following the global provider, ``tracer`` is first a ProxyTracer (it follows a
-    provider installed after import) and ``proxied`` is true; once a global provider
-    is installed the tracer is taken from it directly, which spares every span the
-    proxy's two extra calls. A global provider is installed once per process, so
-    the real tracer stays the right one (the proxy itself caches it the same way).
-    """
-
-    __slots__ = ("provider", "proxied", "tracer")
-
-    def __init__(self) -> None:
-        self.provider: TracerProvider | None = None
-        self.tracer: Tracer = trace.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
-        self.proxied = isinstance(self.tracer, trace.ProxyTracer)
+INSTRUMENTATION_NAME: Final = NAME
+INSTRUMENTATION_VERSION: Final = VERSION
 
 
-_state: Final = _State()
-
-
-def _resolve_global() -> Tracer:
+def resolve_global_tracer() -> Tracer:
+    """The tracer of the global provider once one is installed, else the proxy."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, trace.ProxyTracerProvider):
-        _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
-        _state.proxied = False
-    return _state.tracer
+        STATE.tracer = provider.get_tracer(NAME, VERSION)
+        STATE.tracer_proxied = False
+    return STATE.tracer
 
 
 def get_tracer() -> Tracer:
     """The tracer every llmspans span is started with."""
-    if _state.proxied:
-        return _resolve_global()
-    return _state.tracer
+    if STATE.tracer_proxied:
+        return resolve_global_tracer()
+    return STATE.tracer
 
 
 def get_tracer_provider() -> TracerProvider | None:
     """The provider given to the library explicitly, or ``None`` (global provider)."""
-    return _state.provider
+    return STATE.tracer_provider
 
 
 def use_tracer_provider(provider: TracerProvider | None) -> TracerProvider | None:
@@ -74,49 +56,6 @@ def use_tracer_provider(provider: TracerProvider | None) -> TracerProvider | Non
 
     Returns the previously used explicit provider so callers can restore it.
     """
-    previous = _state.provider
-    if provider is None:
-        _state.tracer = trace.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
-        _state.proxied = isinstance(_state.tracer, trace.ProxyTracer)
-    else:
-        _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION)
-        _state.proxied = False
-    _state.provider = provider
+    previous = STATE.tracer_provider
+    STATE.use_tracer_provider(provider)
     return previous
-
-
-def current_run_span(ctx: otel_context.Context | None = None) -> Span | None:
-    """The root span of the pipeline run the caller is in, or ``None``."""
-    value = otel_context.get_value(RUN_SPAN_KEY, ctx)
-    return value if isinstance(value, Span) else None
-
-
-# --- the context on the hot path ---------------------------------------------------
-# The key under which ``trace.set_span_in_context`` stores the span, read once through
-# the public API, so a stage builds its whole context (span and our keys) in one copy.
-SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
-
-
-def _runtime_context_var() -> ContextVar[otel_context.Context] | None:
-    """The ContextVar behind the default runtime context, or ``None`` for any other one."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if type(runtime) is not ContextVarsRuntimeContext:
-        return None
-    var = getattr(runtime, "_current_context", None)
-    return var if isinstance(var, ContextVar) else None
-
-
-_context_var: Final = _runtime_context_var()
-
-#: ``otel_context.get_current``/``attach``/``detach``, bound straight to the ContextVar
-#: when the default runtime context is in use (the same operations, without three
-#: Python frames per call); the API functions otherwise.
-get_current_context: Final[Callable[[], otel_context.Context]] = (
-    _context_var.get if _context_var is not None else otel_context.get_current
-)
-attach_context: Final[Callable[[otel_context.Context], Token[otel_context.Context]]] = (
-    _context_var.set if _context_var is not None else otel_context.attach
-)
-detach_context: Final[Callable[[Token[otel_context.Context]], None]] = (
-    _context_var.reset if _context_var is not None else otel_context.detach
-)

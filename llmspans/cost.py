@@ -23,6 +23,8 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmspans._state import STATE
+
 _PER_TOKEN: Final = 1e-6
 _LOOKUP_CACHE_SIZE: Final = 1024
 _SEPARATORS: Final = ("-", ":", "@")
@@ -41,12 +43,6 @@ class ModelPrice(BaseModel):
     cache_creation: float | None = Field(
         default=None, ge=0, description="per million input tokens written to cache"
     )
-
-
-# (id of a table's models dict, model name as asked) -> (that dict, what price() found).
-# A module-level dict: private attributes of pydantic models are slow to read, and
-# price() runs on every generation. Names come from code, so there are few of them.
-_lookups: dict[tuple[int, str], tuple[dict[str, ModelPrice], ModelPrice | None]] = {}
 
 
 class PriceTable(BaseModel):
@@ -81,16 +77,20 @@ class PriceTable(BaseModel):
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model`` (see the module docstring for the lookup), or ``None``."""
+        # Remembered in STATE.price_lookups, not on the table: private attributes of
+        # pydantic models are slow to read, and price() runs on every generation.
+        # Names come from code, so there are few of them.
         models = self.models
+        lookups = STATE.price_lookups
         key = (id(models), model)
-        cached = _lookups.get(key)
+        cached = lookups.get(key)
         # The entry holds the models dict itself, so its id cannot be reused meanwhile.
         if cached is not None and cached[0] is models:
             return cached[1]
         found = self._find(model)
-        if len(_lookups) >= _LOOKUP_CACHE_SIZE:
-            _lookups.clear()
-        _lookups[key] = (models, found)
+        if len(lookups) >= _LOOKUP_CACHE_SIZE:
+            lookups.clear()
+        lookups[key] = (models, found)
         return found
 
     def _find(self, model: str) -> ModelPrice | None:
@@ -149,29 +149,17 @@ class PriceTable(BaseModel):
         return total * _PER_TOKEN
 
 
-class _Current:
-    """The table in use; ``None`` until the default is first needed (read lazily)."""
-
-    __slots__ = ("table",)
-
-    def __init__(self) -> None:
-        self.table: PriceTable | None = None
-
-
-_current: Final = _Current()
-
-
 def get_price_table() -> PriceTable:
     """The table in use (the shipped default until :func:`set_price_table`)."""
-    table = _current.table
+    table = STATE.price_table
     if table is None:
-        table = _current.table = PriceTable.default()
+        table = STATE.price_table = PriceTable.default()
     return table
 
 
 def set_price_table(table: PriceTable | None) -> None:
     """Use ``table`` for every cost from now on (``None``: the shipped default)."""
-    _current.table = table
+    STATE.price_table = table
 
 
 def cost_usd(

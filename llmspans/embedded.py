@@ -45,8 +45,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from llmspans._logging import log_internal_error
 from llmspans._metrics_endpoint import MetricsPusher, MetricsServer
-from llmspans._safety import log_internal_error
 from llmspans.core import exposition
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.engine import Assembler, Engine, Trace

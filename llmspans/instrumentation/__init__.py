@@ -16,6 +16,8 @@ from typing import Final
 
 from opentelemetry.trace import TracerProvider
 
+from llmspans._state import STATE
+from llmspans._tracing import get_tracer_provider
 from llmspans.instrumentation._patching import PatchingInstrumentor
 
 __all__ = ["INSTRUMENTORS", "instrument", "uninstrument"]
@@ -35,9 +37,9 @@ INSTRUMENTORS: Final[dict[str, str]] = {
     "google_genai": "llmspans.instrumentation.google_genai:GoogleGenAIInstrumentor",
 }
 
-# Guards _enabled: instrument() and uninstrument() may race at startup and shutdown.
+# Guards STATE.instrumentors (the instrumentors enabled here, by name): instrument()
+# and uninstrument() may race at startup and shutdown.
 _lock: Final = threading.Lock()
-_enabled: dict[str, PatchingInstrumentor] = {}
 
 
 def _load(name: str) -> PatchingInstrumentor:
@@ -72,13 +74,11 @@ def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> li
     if unknown:
         raise ValueError(f"unknown instrumentor(s) {unknown}; known: {sorted(INSTRUMENTORS)}")
     if tracer_provider is None:
-        from llmspans._tracing import get_tracer_provider
-
         tracer_provider = get_tracer_provider()
     enabled: list[str] = []
     with _lock:
         for name in names or tuple(INSTRUMENTORS):
-            if name in _enabled:
+            if name in STATE.instrumentors:
                 enabled.append(name)
                 continue
             instrumentor = _load(name)
@@ -90,7 +90,7 @@ def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> li
                 enabled.append(name)
                 continue
             instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True)
-            _enabled[name] = instrumentor
+            STATE.instrumentors[name] = instrumentor
             enabled.append(name)
     return enabled
 
@@ -98,7 +98,7 @@ def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> li
 def uninstrument(*names: str) -> None:
     """Undo ``instrument()`` for the named instrumentors (default: every enabled one)."""
     with _lock:
-        for name in names or tuple(_enabled):
-            instrumentor = _enabled.pop(name, None)
+        for name in names or tuple(STATE.instrumentors):
+            instrumentor = STATE.instrumentors.pop(name, None)
             if instrumentor is not None:
                 instrumentor.uninstrument()

@@ -4,13 +4,14 @@ A client call either *owns* a new stage span or *enriches* the span of an enclos
 stage of the same kind (the no-duplicate rule, docs/auto-instrumentation.md):
 
 - inside a decorated (or instrumented) stage of the same kind --
-  ``llmspans._context.enclosing_stage_span(stage)`` is not ``None`` -- the call
-  writes its facts (model, tokens, cost, document ids) onto that span and starts
-  no span of its own; token counts and cost are *added* to what the span already
-  carries, so a stage that calls the client twice reports the sum (a call that
-  reports totals for calls nested in it replaces their share: ``_summed``);
-- otherwise it starts its own stage span and, while the client call runs, puts
-  that stage into the context (``_context.STAGE_KEY``), so nested instrumented
+  ``llmspans._context.enclosing_stage(stage)`` is not ``None`` -- the call writes
+  its facts (model, tokens, cost, document ids) through that stage's
+  :class:`~llmspans._context.Stage` and starts no span of its own; token counts
+  and cost are *added* to what the stage already holds, so a stage that calls the
+  client twice reports the sum (a call that reports totals for calls nested in it
+  replaces their share: ``_summed``);
+- otherwise it starts its own stage span, with a ``Stage`` of its own, and puts
+  that stage into the context while the client call runs, so nested instrumented
   calls (a LangChain retriever querying chromadb) enrich it instead of starting a
   second span of the same stage.
 
@@ -21,8 +22,8 @@ per kind on the ``llmspans`` logger, and the client call goes on untraced.
 
 from __future__ import annotations
 
+import sys
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,14 +37,14 @@ from opentelemetry.util.types import AttributeValue
 from llmspans import _attributes as attr
 from llmspans._content import prepare_content
 from llmspans._context import (
+    KEPT_BY_ENCLOSING,
     STAGE_KEY,
-    ActiveStage,
-    current_pipeline,
+    Stage,
     current_stage,
-    enclosing_stage_span,
+    enclosing_stage,
 )
-from llmspans._safety import log_internal_error
-from llmspans._tracing import INSTRUMENTATION_VERSION
+from llmspans._logging import log_internal_error
+from llmspans._version import VERSION
 
 TRACER_NAME: Final = "llmspans.instrumentation"
 
@@ -67,21 +68,20 @@ _DERIVED_BY_DECORATOR: Final = ("llmspans.retrieval.", "llmspans.context.")
 #: Attributes that name the enclosing stage itself: an enriching call fills them in
 #: only where the stage has none (a decorated retrieval's data source is not the
 #: name of the collection it queries underneath).
-_KEPT_BY_ENCLOSING: Final = frozenset({attr.GEN_AI_DATA_SOURCE_ID})
 
 
 # The instrumented call running in the current context (nested calls account to it).
 _CALL_KEY: Final = otel_context.create_key("llmspans.instrumentation.call")
 
-# Guards _LEDGER and every StageCall's _own/_nested: running totals of the summed
-# attributes per span, shared by the calls (possibly concurrent) that enrich it.
-_LEDGER_LOCK: Final = threading.Lock()
-_LEDGER: Final[weakref.WeakKeyDictionary[Span, dict[str, float]]] = weakref.WeakKeyDictionary()
+# Guards every Stage's ``totals`` and every StageCall's _own/_nested: the running totals
+# of the summed attributes of a stage, shared by the calls (possibly concurrent) that
+# enrich it.
+_TOTALS_LOCK: Final = threading.Lock()
 
 
 def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
     """The instrumentation tracer, from the given provider or the global one."""
-    return trace.get_tracer(TRACER_NAME, INSTRUMENTATION_VERSION, tracer_provider=tracer_provider)
+    return trace.get_tracer(TRACER_NAME, VERSION, tracer_provider=tracer_provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +98,11 @@ class Request:
 
 
 class StageCall:
-    """One instrumented client call and the span it reports to.
+    """One instrumented client call and the stage it reports to.
 
-    ``owned`` calls started their span and end it exactly once through ``end``;
-    enriching calls only write attributes onto the enclosing stage span.
+    ``owned`` calls started their span (and its :class:`Stage`) and end it exactly
+    once through ``end``; enriching calls only write through the enclosing stage.
+    ``span`` is the stage's span either way.
     """
 
     __slots__ = (
@@ -110,17 +111,18 @@ class StageCall:
         "_nested",
         "_own",
         "_parent",
-        "_recorded",
         "deferred",
         "instance",
         "owned",
         "span",
         "stage",
+        "target",
     )
 
-    def __init__(self, span: Span, stage: str | None, *, owned: bool) -> None:
-        self.span = span
-        self.stage = stage
+    def __init__(self, target: Stage, *, owned: bool) -> None:
+        self.target = target
+        self.span: Span = target.span
+        self.stage: str = target.stage
         self.owned = owned
         self.deferred = False
         """Set by a stream proxy that takes over ending the call."""
@@ -128,40 +130,38 @@ class StageCall:
         """The client object the wrapped method was called on."""
         self._ended = False
         # Token and cost accounting (see _summed): this call's own share of each summed
-        # attribute, the share of the calls nested in it on the same span, and the
+        # attribute, the share of the calls nested in it on the same stage, and the
         # call it is nested in.
         self._own: dict[str, float] = {}
         self._nested: dict[str, float] = {}
         self._parent: StageCall | None = None
-        # The decorator's record of explicitly set attributes, when enriching its stage:
-        # what the client reported counts as recorded, so the decorator does not
-        # re-derive it from the function's return value (only the last call's).
-        self._recorded: dict[str, object] | None = None
         self._lock = threading.Lock()  # guards _ended: a stream may end from a finalizer thread
 
     @classmethod
     def start(cls, tracer: Tracer, request: Request) -> StageCall:
         """Enrich the enclosing stage of the same kind, or start a new span."""
+        parent = otel_context.get_current()
         if request.stage is not None:
-            enclosing = enclosing_stage_span(request.stage)
+            enclosing = enclosing_stage(request.stage, parent)
             if enclosing is not None:
-                call = cls(enclosing, request.stage, owned=False)
-                outer = otel_context.get_value(_CALL_KEY)
-                if isinstance(outer, StageCall) and outer.span is enclosing:
+                call = cls(enclosing, owned=False)
+                outer = parent.get(_CALL_KEY)
+                if isinstance(outer, StageCall) and outer.target is enclosing:
                     call._parent = outer
-                active = current_stage()
-                call.adopt(active, request)
-                # A decorator's own options wait in ``pending`` until its span ends.
+                call.adopt(enclosing, request)
+                # What the enclosing stage already holds (its own options wait in
+                # ``pending`` until its span ends) is not overwritten by a nested call.
                 existing = {
-                    *(getattr(enclosing, "attributes", None) or {}),
-                    *(getattr(active, "pending", None) or {}),
+                    *enclosing.recorded,
+                    *enclosing.pending,
+                    *(enclosing.reported or {}),
                 }
                 call.set_many(
                     {
                         k: v
                         for k, v in request.attributes.items()
                         if k != attr.GEN_AI_OPERATION_NAME
-                        and not (k in _KEPT_BY_ENCLOSING and k in existing)
+                        and not (k in KEPT_BY_ENCLOSING and k in existing)
                     }
                 )
                 call.set_content(request.content)
@@ -169,11 +169,20 @@ class StageCall:
         attributes = {k: v for k, v in request.attributes.items() if v is not None}
         if request.stage is not None:
             attributes[attr.STAGE] = request.stage
-        pipeline = current_pipeline()
+        around = current_stage(parent)
+        pipeline = None if around is None else around.pipeline
         if pipeline is not None:
             attributes[attr.PIPELINE] = pipeline
-        span = tracer.start_span(request.name, kind=request.kind, attributes=attributes)
-        call = cls(span, request.stage, owned=True)
+        span = tracer.start_span(
+            request.name, context=parent, kind=request.kind, attributes=attributes
+        )
+        stage = Stage(
+            request.stage or "",
+            span,
+            pipeline,
+            None if around is None else around.run_span,
+        )
+        call = cls(stage, owned=True)
         call.set_content(request.content)
         return call
 
@@ -181,56 +190,60 @@ class StageCall:
     def activate(self) -> Iterator[None]:
         """Make this call the current one while the client runs.
 
-        An owned span also becomes the current span, its stage the active stage.
+        An owned span also becomes the current span; its stage, when it has one,
+        the active stage.
         """
         ctx = otel_context.set_value(_CALL_KEY, self)
         if self.owned:
             ctx = trace.set_span_in_context(self.span, ctx)
-            if self.stage is not None:
-                ctx = otel_context.set_value(STAGE_KEY, ActiveStage(self.stage, self.span), ctx)
+            if self.target.stage:
+                ctx = otel_context.set_value(STAGE_KEY, self.target, ctx)
         token = otel_context.attach(ctx)
         try:
             yield
         finally:
             otel_context.detach(token)
 
-    def set(self, key: str, value: AttributeValue | None) -> None:
+    def set(self, key: str, value: AttributeValue | None, *, keep_empty: bool = False) -> None:
         """Set one attribute; ``None`` and empty sequences are skipped; counts add up.
 
+        ``keep_empty`` writes an empty sequence too (an empty result is a fact).
         Nothing is written to a span that no longer records: an enclosing stage
         span may have ended before a stream it returned was consumed.
         """
         if value is None or not self.span.is_recording():
             return
-        if isinstance(value, Sequence) and not isinstance(value, str) and not value:
+        if (
+            not keep_empty
+            and isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and not value
+        ):
             return
         if key in SUMMED_ATTRIBUTES and isinstance(value, int | float):
             value = self._summed(key, value)
-        self.span.set_attribute(key, value)
-        if self._recorded is not None and not key.startswith(_DERIVED_BY_DECORATOR):
-            self._recorded[key] = value
+        target = self.target
+        target.report(key, value)
+        if not self.owned and not key.startswith(_DERIVED_BY_DECORATOR):
+            # What the client reported counts as recorded: the decorator does not
+            # re-derive it from its function's return value.
+            target.recorded[key] = value
 
     def set_many(self, attributes: Mapping[str, AttributeValue | None]) -> None:
         for key, value in attributes.items():
             self.set(key, value)
 
-    def adopt(self, active: ActiveStage | None, request: Request) -> None:
-        """Join the enclosing stage and its record of explicitly set attributes.
+    def adopt(self, active: Stage | None, request: Request) -> None:
+        """Join the enclosing stage: complete its span name with the requested model.
 
         A decorated generation span still named ``chat`` (no model given to the
         decorator) is completed to ``chat {model}``, as ``record_generation`` does.
         """
-        recorded = getattr(active, "recorded", None)
-        if isinstance(recorded, dict):
-            self._recorded = recorded
-            prefix = getattr(active, "rename_prefix", None)
-            model = request.attributes.get(attr.GEN_AI_REQUEST_MODEL)
-            if (
-                isinstance(prefix, str)
-                and isinstance(model, str)
-                and (attr.GEN_AI_REQUEST_MODEL not in recorded)
-            ):
-                self.span.update_name(f"{prefix} {model}")
+        if active is None:
+            return
+        model = request.attributes.get(attr.GEN_AI_REQUEST_MODEL)
+        if isinstance(model, str) and attr.GEN_AI_REQUEST_MODEL not in active.recorded:
+            active.rename(model)
 
     def set_content(self, content: Mapping[str, object]) -> None:
         """Content attributes, only when capture is on and the span records."""
@@ -241,20 +254,23 @@ class StageCall:
                 self.set(key, prepare_content(value))
 
     def _summed(self, key: str, value: float) -> float:
-        """The span's new total of ``key`` when this call reports ``value`` for it.
+        """The stage's new total of ``key`` when this call reports ``value`` for it.
 
         ``value`` is what this call accounts for, including the calls nested in it
-        on the same span: a LangChain chat model reporting the usage of the
+        on the same stage: a LangChain chat model reporting the usage of the
         ``openai`` call it made replaces that call's share instead of adding to it.
         Calls one after the other, or concurrent ones, add up. Reporting again
-        (cumulative stream usage) replaces this call's previous report.
+        (cumulative stream usage) replaces this call's previous report. On a stage
+        that writes at once, the total starts from what was recorded on it before
+        (a deferred stage keeps reports and records apart until it ends).
         """
-        with _LEDGER_LOCK:
-            totals = _LEDGER.get(self.span)
+        target = self.target
+        with _TOTALS_LOCK:
+            totals = target.totals
             if totals is None:
-                totals = _LEDGER[self.span] = {}
+                totals = target.totals = {}
             if key not in totals:
-                existing = (getattr(self.span, "attributes", None) or {}).get(key)
+                existing = None if target.deferred else target.recorded.get(key)
                 totals[key] = as_float(existing) or 0.0
             delta = value - self._own.get(key, 0.0) - self._nested.get(key, 0.0)
             self._own[key] = self._own.get(key, 0.0) + delta
@@ -274,6 +290,7 @@ class StageCall:
             self._ended = True
         if not self.owned:
             return
+        self.target.ended = True
         if error is not None:
             self.span.set_attribute(attr.ERROR_TYPE, type(error).__qualname__)
             self.span.record_exception(error)
@@ -393,9 +410,29 @@ def as_float(value: Any) -> float | None:
     return float(value)
 
 
+#: The "argument not given" sentinel types of the client SDKs, as (module, public name).
+CLIENT_SENTINELS: Final = (
+    ("openai", "NotGiven"),
+    ("openai", "Omit"),
+    ("anthropic", "NotGiven"),
+    ("anthropic", "Omit"),
+)
+
+
+def _sentinel_types() -> tuple[type, ...]:
+    """The sentinel types of the client SDKs loaded so far (a client not loaded passes none)."""
+    found: list[type] = []
+    for module_name, name in CLIENT_SENTINELS:
+        module = sys.modules.get(module_name)
+        sentinel = getattr(module, name, None) if module is not None else None
+        if isinstance(sentinel, type):
+            found.append(sentinel)
+    return tuple(found)
+
+
 def given(kwargs: Mapping[str, Any], name: str) -> Any:
-    """A keyword argument, or ``None`` when absent or the client's "not given" sentinel."""
+    """A keyword argument, or ``None`` when absent or a client's "not given" sentinel."""
     value = kwargs.get(name)
-    if value is None or type(value).__name__ in {"NotGiven", "Omit"}:
+    if value is None or isinstance(value, _sentinel_types()):
         return None
     return value

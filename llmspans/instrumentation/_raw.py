@@ -24,7 +24,7 @@ from typing import Any
 
 import wrapt
 
-from llmspans._safety import log_internal_error
+from llmspans._logging import log_internal_error
 from llmspans.instrumentation._base import ResponseReader, StageCall
 
 

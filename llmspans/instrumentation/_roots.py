@@ -15,26 +15,16 @@ chain used as a step of a decorated stage belongs to that stage).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as attr
-from llmspans._context import (
-    PIPELINE_KEY,
-    STAGE_KEY,
-    ActiveStage,
-    current_pipeline,
-    current_stage,
-)
-from llmspans._safety import log_internal_error
-from llmspans._tracing import RUN_SPAN_KEY
+from llmspans._context import Stage, current_pipeline, current_stage
+from llmspans._logging import log_internal_error
 from llmspans.instrumentation._base import StageCall
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._streams import AsyncStreamProxy, Ending, SyncStreamProxy
@@ -58,25 +48,14 @@ class RootInfo:
 
 
 class _RootCall(StageCall):
-    """The root span of a framework run; activating it also sets the pipeline context."""
+    """The root span of a framework run: its stage is the pipeline, its own run, so
+    activating it (``StageCall.activate``) puts the pipeline into the context too."""
 
     __slots__ = ("pipeline",)
 
     def __init__(self, span: Span, pipeline: str) -> None:
-        super().__init__(span, attr.STAGE_PIPELINE, owned=True)
+        super().__init__(Stage(attr.STAGE_PIPELINE, span, pipeline, span), owned=True)
         self.pipeline = pipeline
-
-    @contextmanager
-    def activate(self) -> Iterator[None]:
-        ctx = trace.set_span_in_context(self.span)
-        ctx = otel_context.set_value(PIPELINE_KEY, self.pipeline, ctx)
-        ctx = otel_context.set_value(RUN_SPAN_KEY, self.span, ctx)
-        ctx = otel_context.set_value(STAGE_KEY, ActiveStage(attr.STAGE_PIPELINE, self.span), ctx)
-        token = otel_context.attach(ctx)
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import wrapt
 
-from llmspans._safety import log_internal_error
+from llmspans._logging import log_internal_error
 from llmspans.instrumentation._base import StageCall
 
 Observe = Callable[[StageCall, Any], None]

@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from llmspans._safety import warn_once
+from llmspans._logging import warn_once
 from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
 
 

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmspans import _attributes as attr
-from llmspans._context import PIPELINE_KEY, STAGE_KEY, ActiveStage
+from llmspans._context import STAGE_KEY, Stage
 from llmspans._tracing import use_tracer_provider
 from llmspans.instrumentation import instrument, uninstrument
 
@@ -115,14 +115,12 @@ def _plain(value: Any) -> Any:
 
 @contextmanager
 def decorated_stage(stage: str, name: str, *, pipeline: str | None = None) -> Iterator[trace.Span]:
-    """A stage span set up the way the decorators do (``llmspans._context``)."""
+    """A stage span with its ``Stage`` in the context (``llmspans._context``), writing
+    what it is told at once."""
     tracer = _PROVIDER.get_tracer("test-app")
     with tracer.start_as_current_span(attr.span_name(stage, name)) as span:
         span.set_attribute(attr.STAGE, stage)
-        ctx = otel_context.set_value(STAGE_KEY, ActiveStage(stage, span))
-        if pipeline is not None:
-            ctx = otel_context.set_value(PIPELINE_KEY, pipeline, ctx)
-        token = otel_context.attach(ctx)
+        token = otel_context.attach(otel_context.set_value(STAGE_KEY, Stage(stage, span, pipeline)))
         try:
             yield span
         finally:
@@ -135,7 +133,8 @@ def pipeline_root(name: str) -> Iterator[trace.Span]:
     tracer = _PROVIDER.get_tracer("test-app")
     with tracer.start_as_current_span(attr.span_name(attr.STAGE_PIPELINE, name)) as span:
         span.set_attribute(attr.STAGE, attr.STAGE_PIPELINE)
-        token = otel_context.attach(otel_context.set_value(PIPELINE_KEY, name))
+        root = Stage(attr.STAGE_PIPELINE, span, name, span)
+        token = otel_context.attach(otel_context.set_value(STAGE_KEY, root))
         try:
             yield span
         finally:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from llmspans import _attributes as attr
-from llmspans._safety import reset_logged_kinds
+from llmspans._state import STATE
 from llmspans.instrumentation import INSTRUMENTORS, instrument, uninstrument
 from llmspans.instrumentation._base import Request, StageCall, get_tracer, sync_wrapper
 from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
@@ -91,7 +91,7 @@ class _Target:
 
 @pytest.fixture
 def target(provider: TracerProvider) -> Iterator[type[_Target]]:
-    reset_logged_kinds()
+    STATE.logged_kinds.clear()
     yield _Target
     original = _Target.__dict__["call"]
     if isinstance(original, wrapt.FunctionWrapper):
@@ -173,3 +173,25 @@ def test_a_call_under_an_unsampled_parent_is_not_exported(
     assert spans.all() == []  # parent-based sampling: the whole trace is dropped
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert spans.attributes()[attr.GEN_AI_USAGE_INPUT_TOKENS] == 1200
+
+
+def test_given_skips_the_client_sentinels_and_keeps_falsy_values() -> None:
+    import anthropic
+    import openai
+
+    from llmspans.instrumentation._base import given
+
+    kwargs = {
+        "model": openai.NotGiven(),
+        "stop": openai.Omit(),
+        "system": anthropic.NotGiven(),
+        "metadata": anthropic.Omit(),
+        "temperature": 0,
+        "stream": False,
+        "user": "",
+    }
+    for name in ("model", "stop", "system", "metadata", "absent"):
+        assert given(kwargs, name) is None
+    assert given(kwargs, "temperature") == 0
+    assert given(kwargs, "stream") is False
+    assert given(kwargs, "user") == ""

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from llmspans._safety import reset_logged_kinds
+from llmspans._state import STATE
 from llmspans.instrumentation import INSTRUMENTORS, _load, instrument, uninstrument
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._versions import (
@@ -68,7 +68,7 @@ def test_an_untested_release_is_instrumented_with_one_warning(
 ) -> None:
     import openai
 
-    reset_logged_kinds()
+    STATE.logged_kinds.clear()
     uninstrument("openai")
     instrumentor = _UntestedOpenAIInstrumentor()
     exporter = InMemorySpanExporter()
@@ -151,7 +151,7 @@ def _no_respond(*_: object) -> object:
 def test_a_method_missing_in_an_untested_release_is_named(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reset_logged_kinds()
+    STATE.logged_kinds.clear()
     instrumentor = _RenamedMethodInstrumentor()
     try:
         with caplog.at_level(logging.WARNING, logger="llmspans"):

@@ -14,9 +14,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from llmspans import _content, _propagation
-from llmspans._safety import reset_logged_kinds
-from llmspans.cost import set_price_table
+from llmspans import _content
+from llmspans._state import STATE
 from llmspans.testing import CapturedSpans, assert_context_clean, capture_spans
 
 
@@ -31,15 +30,9 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with default settings and must leave no context behind."""
     monkeypatch.delenv(_content.CAPTURE_ENV, raising=False)
     monkeypatch.delenv(_content.MAX_LENGTH_ENV, raising=False)
-    _content.reload_environment()
-    reset_logged_kinds()
+    STATE.reset()
     yield
-    _content.set_capture(None)
-    _content.set_max_length(None)
-    _content.set_redactor(None)
-    _content.reload_environment()
-    set_price_table(None)
-    _propagation.uninstrument_thread_pools()
+    STATE.reset()
     assert_context_clean()
 
 

@@ -15,8 +15,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import llmspans
 from llmspans import _attributes as A
-from llmspans import _tracing
-from llmspans._context import current_pipeline, current_stage, enclosing_stage_span
+from llmspans._context import Stage, current_pipeline, current_stage, enclosing_stage
+from llmspans._state import STATE
+from llmspans.instrumentation._base import Request, StageCall
 from llmspans.testing import CapturedSpans
 
 
@@ -239,8 +240,8 @@ def test_decorators_put_pipeline_and_stage_into_the_context(spans: CapturedSpans
         seen["stage"] = active.stage
         seen["pipeline"] = current_pipeline()
         seen["span"] = active.span
-        seen["enclosing"] = enclosing_stage_span("generation")
-        seen["other"] = enclosing_stage_span("retrieval")
+        seen["enclosing"] = enclosing_stage("generation")
+        seen["other"] = enclosing_stage("retrieval")
         seen["current"] = trace.get_current_span()
 
     @llmspans.pipeline("p")
@@ -255,7 +256,9 @@ def test_decorators_put_pipeline_and_stage_into_the_context(spans: CapturedSpans
     run()
     assert seen["stage"] == "generation"
     assert seen["pipeline"] == "p"
-    assert seen["enclosing"] is seen["span"] is seen["current"]
+    enclosing = seen["enclosing"]
+    assert isinstance(enclosing, Stage) and enclosing.stage == "generation"
+    assert enclosing.span is seen["span"] is seen["current"]
     assert seen["other"] is None
     assert current_stage() is None
     assert current_pipeline() is None
@@ -650,7 +653,8 @@ class _BrokenTracer:
 def test_internal_error_is_logged_once_and_the_call_proceeds(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_tracing._state, "tracer", _BrokenTracer())
+    monkeypatch.setattr(STATE, "tracer", _BrokenTracer())
+    monkeypatch.setattr(STATE, "tracer_proxied", False)
 
     @llmspans.retrieval
     def search(x: int) -> int:
@@ -715,10 +719,17 @@ def test_instrumentor_enrichment_of_the_stage_span_wins_over_static_options(
     @llmspans.generation(model="gpt-4o", provider="openai")
     def answer() -> str:
         # What an auto-instrumented client does inside a decorated generation.
-        span = enclosing_stage_span("generation")
-        assert span is not None
-        span.set_attribute(A.GEN_AI_REQUEST_MODEL, "gpt-4o-2024-08-06")
-        span.set_attribute(A.GEN_AI_USAGE_INPUT_TOKENS, 10)
+        assert enclosing_stage("generation") is not None
+        request = Request(
+            stage="generation",
+            name="chat gpt-4o-2024-08-06",
+            kind=SpanKind.CLIENT,
+            attributes={A.GEN_AI_REQUEST_MODEL: "gpt-4o-2024-08-06"},
+        )
+        call = StageCall.start(trace.get_tracer("client"), request)
+        assert not call.owned
+        call.set(A.GEN_AI_USAGE_INPUT_TOKENS, 10)
+        call.end()
         return "ok"
 
     answer()

@@ -29,7 +29,6 @@ from llmspans._tracing import use_tracer_provider
 from llmspans.core.metrics import HISTOGRAM_BOUNDARIES
 from llmspans.embedded import EmbeddedProcessor
 
-
 #: the run labels of a production run of pipeline "support" that names no segment
 SUPPORT = (("pipeline", "support"), ("segment", "none"), ("source", "production"))
 

@@ -1,7 +1,7 @@
 """The decorators' hot path: the stage records, the tracer, the generator context switch.
 
-These pin down the behaviour the cheaper implementation must keep: the active stage
-is the same value an instrumentor builds, the state of a call is its own record,
+These pin down the behaviour the cheaper implementation must keep: one stage object
+per call, the same kind an instrumentor builds, and its own record,
 the library follows a global provider installed after import without the proxy,
 and a generator stage's context is attached only while the generator runs.
 """
@@ -18,30 +18,25 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN
 
 import llmspans
-from llmspans._context import STAGE_KEY, ActiveStage, current_stage
-from llmspans._recording import StageState
+from llmspans._context import STAGE_KEY, Stage, current_stage
 from llmspans.testing import CapturedSpans
 
 
-def test_active_stage_is_a_value_and_stage_state_a_record() -> None:
-    first = ActiveStage("retrieval", INVALID_SPAN)
-    assert first == ActiveStage("retrieval", INVALID_SPAN)
-    assert first != ActiveStage("generation", INVALID_SPAN)
-    assert hash(first) == hash(ActiveStage("retrieval", INVALID_SPAN))
-    assert repr(first).startswith("ActiveStage(stage='retrieval'")
-
-    state = StageState("retrieval", INVALID_SPAN)
-    twin = StageState("retrieval", INVALID_SPAN)
-    assert isinstance(state, ActiveStage)
-    assert state != twin  # one record per call, compared by identity
-    assert state.recorded == {} and state.pending == {}
-    assert state.recorded is not twin.recorded  # fresh dicts per call
-    assert state.recording is False  # INVALID_SPAN does not record
-    assert not hasattr(state, "__dict__")  # slotted: no per-call dict
+def test_a_stage_is_the_record_of_one_call() -> None:
+    stage = Stage("retrieval", INVALID_SPAN)
+    twin = Stage("retrieval", INVALID_SPAN)
+    assert stage != twin  # one record per call, compared by identity
+    assert stage.recorded == {} and stage.pending == {}
+    assert stage.recorded is not twin.recorded  # fresh dicts per call
+    assert stage.pending is not twin.pending
+    assert stage.recording is False  # INVALID_SPAN does not record
+    assert stage.pipeline is None and stage.run_span is None
+    assert not hasattr(stage, "__dict__")  # slotted: no per-call dict
+    assert repr(stage).startswith("Stage(stage='retrieval'")
 
 
 def test_the_decorated_stage_is_visible_to_instrumentors(spans: CapturedSpans) -> None:
-    seen: list[ActiveStage | None] = []
+    seen: list[Stage | None] = []
 
     @llmspans.retrieval("faq")
     def search() -> list[str]:
@@ -50,8 +45,9 @@ def test_the_decorated_stage_is_visible_to_instrumentors(spans: CapturedSpans) -
 
     search()
     active = seen[0]
-    assert isinstance(active, StageState)
+    assert isinstance(active, Stage)
     assert active.stage == "retrieval"
+    assert active.deferred is True  # a decorated stage sets its attributes when it ends
     assert active.recording is True
     assert active.span.get_span_context().span_id == spans.one("retrieval faq").context.span_id
     assert current_stage() is None
@@ -63,7 +59,7 @@ def test_generator_stage_context_only_while_the_generator_runs(spans: CapturedSp
 
     def stage_name() -> str | None:
         active = otel_context.get_value(STAGE_KEY)
-        return active.stage if isinstance(active, ActiveStage) else None
+        return active.stage if isinstance(active, Stage) else None
 
     @llmspans.generation("gpt-4o")
     def stream() -> Iterator[int]:
@@ -123,3 +119,27 @@ def test_global_provider_installed_after_import_is_used_directly() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_generator_steps_run_in_a_context_of_their_own(spans: CapturedSpans) -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+
+    @llmspans.retrieval("faq")
+    def stream() -> Iterator[int]:
+        seen.append(var.get())
+        var.set("inner")
+        yield 1
+        seen.append(var.get())
+        yield 2
+
+    var.set("before")
+    iterator = stream()
+    assert next(iterator) == 1
+    assert var.get() == "before"  # what the generator set stays inside it
+    var.set("consumer")
+    assert list(iterator) == [2]
+    assert seen == ["before", "inner"]  # a copy taken when iteration started
+    assert len(spans.by_name("retrieval faq")) == 1

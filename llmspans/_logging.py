@@ -1,10 +1,11 @@
-"""The one boundary where errors of llmspans itself are caught.
+"""The ``llmspans`` logger, and logging each kind of problem once.
 
 A failure inside the library (a broken extraction, an exporter quirk, a bug of
 ours) must never reach the user's code: the caller catches it, calls
 :func:`log_internal_error`, and the user's call proceeds, untraced if need be.
-Each kind of failure is logged once per process on the ``llmspans`` logger, so a
-hot path that fails on every call does not flood the logs.
+Each kind of failure (and each kind of usage warning, :func:`warn_once`) is logged
+once per process, so a hot path that fails on every call does not flood the logs;
+the kinds already logged are kept in ``STATE.logged_kinds``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import logging
 import threading
 from typing import Final
 
+from llmspans._state import STATE
+
 logger: Final = logging.getLogger("llmspans")
 
-# Guards _seen: kinds already logged (a set shared by every thread).
+# Guards STATE.logged_kinds, shared by every thread.
 _lock: Final = threading.Lock()
-_seen: set[str] = set()
 
 
 def _first_time(kind: str) -> bool:
     with _lock:
-        if kind in _seen:
+        seen = STATE.logged_kinds
+        if kind in seen:
             return False
-        _seen.add(kind)
+        seen.add(kind)
         return True
 
 
@@ -49,9 +52,3 @@ def warn_once(kind: str, message: str) -> None:
             logger.warning("%s (logged once)", message)
     except Exception:
         return
-
-
-def reset_logged_kinds() -> None:
-    """Forget which kinds were logged (for tests)."""
-    with _lock:
-        _seen.clear()

@@ -1,0 +1,119 @@
+"""Everything llmspans keeps between calls, in one object: :data:`STATE`.
+
+The tracer and the provider it comes from, the content-capture settings, the price
+table and the caches derived from it, the kinds of internal errors already
+logged, and the patches llmspans applied (auto-instrumentors, thread
+propagation). Each module reads and writes its part of it; nothing else is kept
+at module level. :meth:`LibraryState.reset` puts all of it back as it was after
+import and undoes every patch llmspans applied: the tests call it between tests,
+and :meth:`llmspans.Configuration.shutdown` undoes what ``configure()`` changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import trace
+from opentelemetry.trace import Tracer, TracerProvider
+
+from llmspans._version import NAME, VERSION
+
+if TYPE_CHECKING:
+    from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+        BaseInstrumentor,
+    )
+
+    from llmspans.cost import ModelPrice, PriceTable
+
+    Redactor = Any  # llmspans._content.Redactor; a plain alias here avoids the import cycle
+
+
+class LibraryState:
+    """The library's mutable state; one instance, :data:`STATE`.
+
+    A plain slotted class: the hot paths read a few of its fields on every stage
+    call, and a slot read is as cheap as a module global.
+    """
+
+    __slots__ = (
+        "capture",
+        "content_from_env",
+        "costs",
+        "instrumentors",
+        "logged_kinds",
+        "max_length",
+        "price_lookups",
+        "price_table",
+        "redactor",
+        "threading_instrumentor",
+        "tracer",
+        "tracer_provider",
+        "tracer_proxied",
+    )
+
+    # --- the tracer (llmspans._tracing) -------------------------------------------
+    tracer_provider: TracerProvider | None
+    """The provider given to the library explicitly; ``None``: the global one."""
+    tracer: Tracer
+    tracer_proxied: bool
+    """``tracer`` is the global ProxyTracer, to be replaced once a provider is installed."""
+
+    # --- content capture (llmspans._content); ``None``: the environment decides ---
+    capture: bool | None
+    max_length: int | None
+    redactor: Redactor | None
+    content_from_env: tuple[bool, int] | None
+    """(capture, max_length) as read from the environment, ``None`` before first use."""
+
+    # --- cost (llmspans.cost, llmspans._recording) ----------------------------------
+    price_table: PriceTable | None
+    """The table in use; ``None`` until the shipped default is first needed."""
+    price_lookups: dict[tuple[int, str], tuple[dict[str, ModelPrice], ModelPrice | None]]
+    """(id of a table's models dict, model name) -> (that dict, the price found)."""
+    costs: dict[tuple[object, ...], tuple[PriceTable, float | None]]
+    """(id of the price table, models and token counts) -> (that table, the cost)."""
+
+    # --- logging once (llmspans._logging) ---------------------------------------------
+    logged_kinds: set[str]
+
+    # --- patches llmspans applied, undone by reset() ------------------------------
+    instrumentors: dict[str, BaseInstrumentor]
+    """Auto-instrumentors enabled by ``llmspans.instrument()``, by name."""
+    threading_instrumentor: BaseInstrumentor | None
+    """The ``ThreadingInstrumentor`` when llmspans (not the application) instrumented it."""
+
+    def __init__(self) -> None:
+        self.instrumentors = {}
+        self.threading_instrumentor = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state after import; every patch llmspans applied is undone."""
+        for instrumentor in self.instrumentors.values():
+            instrumentor.uninstrument()
+        self.instrumentors = {}
+        if self.threading_instrumentor is not None:
+            self.threading_instrumentor.uninstrument()
+            self.threading_instrumentor = None
+        self.use_tracer_provider(None)
+        self.capture = None
+        self.max_length = None
+        self.redactor = None
+        self.content_from_env = None
+        self.price_table = None
+        self.price_lookups = {}
+        self.costs = {}
+        self.logged_kinds = set()
+
+    def use_tracer_provider(self, provider: TracerProvider | None) -> None:
+        """Trace through ``provider``; ``None``: through the global provider."""
+        self.tracer_provider = provider
+        if provider is None:
+            self.tracer = trace.get_tracer(NAME, VERSION)
+            self.tracer_proxied = isinstance(self.tracer, trace.ProxyTracer)
+        else:
+            self.tracer = provider.get_tracer(NAME, VERSION)
+            self.tracer_proxied = False
+
+
+STATE: Final = LibraryState()
