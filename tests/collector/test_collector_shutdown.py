@@ -69,7 +69,7 @@ def test_sigterm_finalises_and_flushes_everything(tmp_path: Path, sink: Sink) ->
     log_path = tmp_path / "collector.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "collector", "--config", str(config_path)],
+        [sys.executable, "-m", "llmspans.collector", "--config", str(config_path)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log,

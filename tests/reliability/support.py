@@ -3,7 +3,7 @@
 * :class:`CountingSink`: an OTLP/HTTP trace backend on loopback that counts (and
   keeps) every span it receives; it can be stopped and started again on the same
   port to play a backend that goes down for a while.
-* :class:`CollectorProcess`: the real ``python -m collector --config FILE`` in a
+* :class:`CollectorProcess`: the real ``python -m llmspans.collector --config FILE`` in a
   subprocess, with its Prometheus endpoint parsed and its RSS read from ``/proc``.
 * builders of valid OTLP requests (whole pipeline traces with unique ids) and a
   plain HTTP poster that returns status, headers and body.
@@ -447,7 +447,7 @@ def label_values(
 
 
 class CollectorProcess:
-    """``python -m collector --config FILE`` on free loopback ports.
+    """``python -m llmspans.collector --config FILE`` on free loopback ports.
 
     The ports are chosen (and configured, e.g. in senders) before the collector
     starts; until it starts they stay bound by sockets that never listen, so that
@@ -543,7 +543,7 @@ class CollectorProcess:
         log = self.log_path.open("ab")
         self._release_ports()  # the collector binds them now
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "--config", str(self.config_path)],
+            [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
             cwd=ROOT,
             env=env,
             stdout=log,
