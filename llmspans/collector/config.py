@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmspans.core.model import Thresholds
 
 ENV_PREFIX = "LLMSPANS_COLLECTOR__"
+
+
+class ConfigError(ValueError):
+    """A configuration the collector cannot run with; the message is one line.
+
+    Raised by :func:`load_settings` and by the service when it starts (a port in
+    use, an exporter file that cannot be opened); the command line exits 2 with it.
+    """
 
 
 class _Section(BaseModel):
@@ -30,6 +38,12 @@ class Endpoint(_Section):
     """A listening address, ``host:port``."""
 
     endpoint: str = Field(description="host:port to listen on")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_host_port(value)
+        return value
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -139,6 +153,17 @@ class Auth(_Section):
         default=None, description="when set, both receivers require 'Authorization: Bearer TOKEN'"
     )
 
+    @field_validator("bearer_token")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        # An empty token would let "Authorization: Bearer " through: refused, so
+        # that a variable left unset in a template cannot turn authentication off.
+        if value is not None and not value.strip():
+            raise ValueError("is empty: set a token, or null to turn authentication off")
+        if value is not None and value != value.strip():
+            raise ValueError("has leading or trailing white space")
+        return value
+
 
 class Tls(_Section):
     cert_file: Path | None = None
@@ -193,17 +218,70 @@ class CollectorSettings(BaseSettings):
 
 
 def load_settings(path: str | Path | None = None) -> CollectorSettings:
-    """Read the YAML file at ``path`` (if any), then apply environment overrides."""
+    """Read the YAML file at ``path`` (if any), then apply environment overrides.
+
+    Relative paths in the configuration (the file exporter's ``path``, the TLS
+    files) are resolved against the directory of the file (the working directory
+    when there is none). Every problem raises :class:`ConfigError` with a one-line
+    message.
+    """
     data: dict[str, Any] = {}
+    base = Path.cwd()
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        loaded = yaml.safe_load(text)
+        base = Path(path).resolve().parent
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read: {_reason(error)}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(error)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the configuration must be a YAML mapping")
+            raise ConfigError(f"{path}: the configuration must be a YAML mapping")
         data = loaded
-    return CollectorSettings(**data)
+    try:
+        settings = CollectorSettings(**data)
+    except ValidationError as error:
+        raise ConfigError(_validation_problems(error)) from None
+    except ValueError as error:  # an environment value pydantic-settings could not parse
+        raise ConfigError(" ".join(str(error).split())) from None
+    _resolve_paths(settings, base)
+    return settings
+
+
+def _resolve_paths(settings: CollectorSettings, base: Path) -> None:
+    for exporter in settings.exporters:
+        if isinstance(exporter, FileExporter) and not exporter.path.is_absolute():
+            exporter.path = base / exporter.path
+    tls = settings.tls
+    if tls.cert_file is not None and not tls.cert_file.is_absolute():
+        tls.cert_file = base / tls.cert_file
+    if tls.key_file is not None and not tls.key_file.is_absolute():
+        tls.key_file = base / tls.key_file
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
+
+
+def _validation_problems(error: ValidationError) -> str:
+    """Every problem pydantic found, as ``section.key: message`` on one line."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "configuration"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
 
 
 def split_host_port(endpoint: str) -> tuple[str, int]:
@@ -211,4 +289,6 @@ def split_host_port(endpoint: str) -> tuple[str, int]:
     host, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"endpoint {endpoint!r} is not host:port")
+    if int(port) > 65535:
+        raise ValueError(f"endpoint {endpoint!r}: port {port} is above 65535")
     return host.strip("[]") or "0.0.0.0", int(port)

@@ -36,7 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from llmspans.collector._wire import protobuf_to_json
-from llmspans.collector.config import ExporterConfig, FileExporter, OtlpExporter
+from llmspans.collector.config import ConfigError, ExporterConfig, FileExporter, OtlpExporter
 
 if TYPE_CHECKING:
     from llmspans.collector.metrics import MetricsStore
@@ -435,7 +435,13 @@ class FileWriter(Exporter):
 def make_exporter(config: ExporterConfig, index: int, metrics: MetricsStore) -> Exporter:
     name = config.name or f"{config.protocol}-{index}"
     if isinstance(config, FileExporter):
-        return FileWriter(config, name, metrics)
+        try:
+            return FileWriter(config, name, metrics)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                f"exporters[{index}].path: cannot open {config.path} for appending: {reason}"
+            ) from None
     if config.protocol == "grpc":
         return GrpcExporter(config, name, metrics)
     return HttpExporter(config, name, metrics)

@@ -17,6 +17,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import ssl
 from typing import Final
 
@@ -24,7 +25,7 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from llmspans.collector.config import CollectorSettings, split_host_port
+from llmspans.collector.config import CollectorSettings, ConfigError, split_host_port
 from llmspans.collector.forwarding import Forwarder, make_exporter
 from llmspans.collector.metrics import MetricsStore, otlp_request
 from llmspans.collector.processor import SWEEP_LIMIT, Processor
@@ -76,19 +77,41 @@ class Collector:
         if tls.cert_file is None or tls.key_file is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(
+                f"tls: cannot load {tls.cert_file} / {tls.key_file}: {error}"
+            ) from None
         return context
 
     def _grpc_credentials(self) -> grpc.ServerCredentials | None:
         tls = self.settings.tls
         if tls.cert_file is None or tls.key_file is None:
             return None
-        return grpc.ssl_server_credentials(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
-        )
+        try:
+            pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
+        except OSError as error:
+            raise ConfigError(f"tls: cannot read {error.filename}: {error.strerror}") from None
+        return grpc.ssl_server_credentials([pair])
+
+    def _listeners(self) -> list[tuple[str, str]]:
+        """(config key, endpoint) of every listening socket the settings ask for."""
+        settings = self.settings
+        found = []
+        if settings.receivers.grpc is not None:
+            found.append(("receivers.grpc.endpoint", settings.receivers.grpc.endpoint))
+        if settings.receivers.http is not None:
+            found.append(("receivers.http.endpoint", settings.receivers.http.endpoint))
+        if settings.metrics.prometheus is not None:
+            found.append(("metrics.prometheus.endpoint", settings.metrics.prometheus.endpoint))
+        return found
 
     async def start(self) -> None:
+        """Bind everything; :class:`ConfigError` (one line) when something cannot be."""
         settings = self.settings
+        for key, endpoint in self._listeners():
+            check_can_listen(key, endpoint)
         await self.forwarder.start()
         prometheus = settings.metrics.prometheus
         if prometheus is not None:
@@ -97,7 +120,7 @@ class Collector:
             app.router.add_get("/healthz", self._healthz)
             app.router.add_get("/readyz", self._readyz)
             self._metrics_runner, self.metrics_port = await _serve(
-                app, prometheus.endpoint, None, 5.0
+                app, "metrics.prometheus.endpoint", prometheus.endpoint, None, 5.0
             )
         receivers = settings.receivers
         if receivers.grpc is not None:
@@ -117,7 +140,11 @@ class Collector:
             app = web.Application(client_max_size=settings.limits.max_request_bytes + 1)
             app.router.add_routes(receiver.routes())
             self._http_runner, self.http_port = await _serve(
-                app, receivers.http.endpoint, self._server_ssl(), settings.shutdown.timeout_s
+                app,
+                "receivers.http.endpoint",
+                receivers.http.endpoint,
+                self._server_ssl(),
+                settings.shutdown.timeout_s,
             )
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweep"))
         if settings.metrics.otlp.endpoint is not None:
@@ -209,8 +236,11 @@ class Collector:
 
     # --- stop -------------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """The SIGTERM sequence: stop accepting, finalise, flush, push, close."""
+    async def stop(self, quiet: bool = False) -> None:
+        """The SIGTERM sequence: stop accepting, finalise, flush, push, close.
+
+        ``quiet``: after a start that failed, release what was opened, logging nothing.
+        """
         settings = self.settings
         self._ready = False
         grace = min(5.0, settings.shutdown.timeout_s)
@@ -242,18 +272,50 @@ class Collector:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
-        _log.info("llmspans collector stopped; %d traces finalised at shutdown", finalised)
+        if not quiet:
+            _log.info("llmspans collector stopped; %d traces finalised at shutdown", finalised)
+
+
+def check_can_listen(key: str, endpoint: str) -> None:
+    """Raise :class:`ConfigError` when ``endpoint`` cannot be listened on (in use,
+    an unknown host, a privileged port), before any server starts: one clear line
+    instead of a traceback from deep inside a server library."""
+    host, port = split_host_port(endpoint)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise ConfigError(f"{key} {endpoint}: cannot resolve the host: {error}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The servers set SO_REUSEADDR too: a port left in TIME_WAIT is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"{key} {endpoint}: cannot listen: {reason}") from None
 
 
 async def _serve(
-    app: web.Application, endpoint: str, ssl_context: ssl.SSLContext | None, timeout: float
+    app: web.Application,
+    key: str,
+    endpoint: str,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
 ) -> tuple[web.AppRunner, int]:
     host, port = split_host_port(endpoint)
     # The receiver decompresses bodies itself, streaming and capped (gzip bombs).
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=timeout, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        reason = error.strerror or str(error)
+        raise ConfigError(f"{key} {endpoint}: cannot listen: {reason}") from None
     addresses = runner.addresses
     bound = int(addresses[0][1]) if addresses else port
     return runner, bound
@@ -268,10 +330,9 @@ async def run(settings: CollectorSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await collector.start()
-    except OSError as error:
-        _log.error("cannot start: %s", error)
-        await collector.stop()
-        return 1
+    except ConfigError:
+        await collector.stop(quiet=True)
+        raise
     # Everything allocated during start-up (modules, schemas, servers) lives as
     # long as the process: moved out of the collector's generations, full
     # collections no longer walk it while spans are in flight.

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from llmspans.collector._wire import RequestError, parse_request
+from llmspans.collector.config import ConfigError
 from llmspans.collector.processor import Backpressure, Processor, TooLarge
 from llmspans.collector.receivers import token_matches
 
@@ -79,12 +80,15 @@ class GrpcReceiver:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),)
         )
-        if self.credentials is not None:
-            self.port = server.add_secure_port(self.endpoint, self.credentials)
-        else:
-            self.port = server.add_insecure_port(self.endpoint)
+        try:
+            if self.credentials is not None:
+                self.port = server.add_secure_port(self.endpoint, self.credentials)
+            else:
+                self.port = server.add_insecure_port(self.endpoint)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen for OTLP/gRPC on {self.endpoint}")
+            raise ConfigError(f"receivers.grpc.endpoint {self.endpoint}: cannot listen")
         await server.start()
         self._server = server
 
