@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -106,10 +106,84 @@ class Assembly(_Section):
         return self
 
 
+MiB = 1024 * 1024
+
+#: Shares of ``max_memory_bytes`` for the budgets left at 0 (receive, queue, in flight).
+BUDGET_SHARES: Final = {"receive": 0.25, "queue": 0.35, "inflight": 0.40}
+
+
 class Limits(_Section):
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Per-request and memory bounds (docs/collector.md, "Memory model").
+
+    ``max_memory_bytes`` is one total shared by three byte budgets: request bodies
+    being received and decoded (``max_receive_bytes``), what waits in the exporter
+    queues (``max_queue_bytes``, split evenly between the exporters) and what is held
+    for assembly (``max_inflight_bytes``). A budget left at 0 takes its share of the
+    total (:data:`BUDGET_SHARES`); after validation every budget holds its value.
+    """
+
+    max_request_bytes: int = Field(default=64 * MiB, ge=1024)
     retry_after_s: float = Field(
         default=1.0, gt=0, description="Retry-After / RetryInfo delay suggested under backpressure"
+    )
+    max_memory_bytes: int = Field(
+        default=384 * MiB, ge=4 * MiB, description="total of the three byte budgets"
+    )
+    max_receive_bytes: int = Field(
+        default=0, ge=0, description="request bodies being received and decoded; 0: 25 %"
+    )
+    max_queue_bytes: int = Field(
+        default=0, ge=0, description="serialised spans in all exporter queues; 0: 35 %"
+    )
+    max_inflight_bytes: int = Field(
+        default=0, ge=0, description="spans held for assembly, as estimated; 0: 40 %"
+    )
+    max_ids_per_span: int = Field(
+        default=10_000,
+        ge=1,
+        description="document ids read from one span attribute; the rest are ignored and counted",
+    )
+
+    @model_validator(mode="after")
+    def _budgets(self) -> Limits:
+        total = self.max_memory_bytes
+        if not self.max_receive_bytes:
+            self.max_receive_bytes = int(total * BUDGET_SHARES["receive"])
+        if not self.max_queue_bytes:
+            self.max_queue_bytes = int(total * BUDGET_SHARES["queue"])
+        if not self.max_inflight_bytes:
+            self.max_inflight_bytes = int(total * BUDGET_SHARES["inflight"])
+        used = self.max_receive_bytes + self.max_queue_bytes + self.max_inflight_bytes
+        if used > total:
+            raise ValueError(
+                f"max_receive_bytes + max_queue_bytes + max_inflight_bytes ({used}) "
+                f"exceed max_memory_bytes ({total})"
+            )
+        return self
+
+    @property
+    def request_limit(self) -> int:
+        """The largest body taken: ``max_request_bytes``, or the receive budget if smaller."""
+        return min(self.max_request_bytes, self.max_receive_bytes)
+
+
+class Connections(_Section):
+    """Bounds on the connections of each listener (both receivers, the metrics server)."""
+
+    max_connections: int = Field(
+        default=256, ge=1, description="open connections per listener; more are closed at once"
+    )
+    max_streams: int = Field(
+        default=64, ge=1, description="gRPC calls in progress at once (over all connections)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="from connecting, or the first byte, to a whole header"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest time to receive a whole request body"
+    )
+    idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="an idle keep-alive connection is closed after this"
     )
 
 
@@ -198,6 +272,7 @@ class CollectorSettings(BaseSettings):
     metrics: Metrics = Field(default_factory=Metrics)
     assembly: Assembly = Field(default_factory=Assembly)
     limits: Limits = Field(default_factory=Limits)
+    connections: Connections = Field(default_factory=Connections)
     attribution: Attribution = Field(default_factory=Attribution)
     exporters: list[ExporterConfig] = Field(default_factory=list)
     auth: Auth = Field(default_factory=Auth)

@@ -467,8 +467,12 @@ class CollectorProcess:
         tls: dict[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        open_files: int | None = None,
+        cli_args: Sequence[str] = (),
     ) -> None:
         self.tmp = tmp
+        self.open_files = open_files
+        self.cli_args = list(cli_args)
         self._reserved: list[socket.socket] = []
         self.http_port = self._reserve_port()
         self.grpc_port = self._reserve_port() if grpc else None
@@ -543,12 +547,25 @@ class CollectorProcess:
         log = self.log_path.open("ab")
         self._release_ports()  # the collector binds them now
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "llmspans.collector",
+                "--config",
+                str(self.config_path),
+                *self.cli_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        if self.open_files:
+            # Before the collector opens its sockets (it takes a second to import).
+            import resource
+
+            limit = (self.open_files, self.open_files)
+            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, limit)
         log.close()
         ports = [self.http_port, self.metrics_port]
         if self.grpc_port:
