@@ -106,6 +106,13 @@ BYTE_FAMILIES: Final = (
         "(limit, header_timeout, body_timeout, accept errors).",
         "llmspans.collector.connections_refused",
     ),
+    Family(
+        "llmspans_collector_ids_truncated",
+        "counter",
+        "List elements (document ids, scores) beyond limits.max_ids_per_span, "
+        "ignored by attribution (the span is forwarded whole).",
+        "llmspans.collector.ids_truncated",
+    ),
 )
 
 for _family in BYTE_FAMILIES:

@@ -75,6 +75,10 @@ class Collector:
             exporter.queue_bytes = queue_share
         self.receive_budget = ByteBudget("receive", limits.max_receive_bytes)
         self.processor = Processor(settings, self.metrics, self.forwarder)
+        # The processor's span decoder keeps at most this many ids per list attribute.
+        self._decoder = getattr(self.processor, "_decoder", None)
+        if self._decoder is not None:
+            self._decoder.max_ids = limits.max_ids_per_span
         self._connection_log = OnceLog(_log)
         self._guards: list[ListenerGuard] = []
         self._register_gauges()
@@ -112,6 +116,12 @@ class Collector:
         gauges["llmspans_collector_connections"] = lambda: [
             ((("listener", guard.name),), float(guard.open)) for guard in self._guards
         ]
+
+    def _sync_counters(self) -> None:
+        """Counters kept elsewhere, copied into the store before it is read."""
+        truncated = getattr(self._decoder, "ids_truncated", 0)
+        if truncated:
+            self.metrics.health[("llmspans_collector_ids_truncated", ())] = float(truncated)
 
     def _guard(self, name: str) -> ListenerGuard:
         connections = self.settings.connections
@@ -260,6 +270,7 @@ class Collector:
             ("service.name", "llmspans-collector"),
             ("service.instance.id", self.settings.metrics.service_instance_id),
         )
+        self._sync_counters()
         payload = otlp_request(self.metrics, resource).SerializeToString()
         try:
             if config.protocol == "http":
@@ -296,6 +307,7 @@ class Collector:
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         openmetrics = _OPENMETRICS in request.headers.get("Accept", "")
+        self._sync_counters()
         text = self.metrics.render(openmetrics=openmetrics)
         content_type = (
             f"{_OPENMETRICS}; version=1.0.0; charset=utf-8"

@@ -28,6 +28,7 @@ from .support import (
     CollectorProcess,
     CountingSink,
     Reply,
+    any_value,
     figures,
     get,
     http_exporter,
@@ -592,3 +593,49 @@ def test_sigterm_exits_within_the_shutdown_timeout_whatever_clients_and_backend_
     assert exit_s < timeout_s + 1.5
     assert f"dropping {sent} spans still queued at shutdown" in log
     assert pushed_dropped == sent
+
+
+def test_ids_per_span_are_capped_for_attribution_and_forwarded_whole(
+    collector_factory: Callable[..., CollectorProcess], sink: CountingSink
+) -> None:
+    collector = collector_factory(
+        exporters=[http_exporter(sink)], limits={"max_ids_per_span": 1000}
+    )
+    request, sent = valid_request(1)
+    retrieval = request.resource_spans[0].scope_spans[0].spans[1]
+    ids = [f"doc-{index}" for index in range(50_000)]
+    for attribute in retrieval.attributes:
+        if attribute.key == "llmspans.retrieval.document_ids":
+            del attribute.value.array_value.values[:]
+            attribute.value.array_value.values.extend(any_value(ids).array_value.values)
+        elif attribute.key == "llmspans.retrieval.scores":
+            del attribute.value.array_value.values[:]
+            attribute.value.array_value.values.extend(
+                any_value([0.5] * len(ids)).array_value.values
+            )
+    reply, seconds = timed(lambda: collector.post(request.SerializeToString()))
+    more, more_spans = valid_request(5)
+    assert collector.post(more.SerializeToString()).status == 200
+    total = sent + more_spans
+    assert wait_until(lambda: sink.unique >= total, WAIT_S)
+    truncated = metric_total(collector.samples(), "llmspans_collector_ids_truncated_total")
+    forwarded_ids = max(
+        len(attribute.value.array_value.values)
+        for span in sink.spans()
+        for attribute in span.attributes
+        if attribute.key == "llmspans.retrieval.document_ids"
+    )
+    figures(
+        "ids_per_span",
+        ids=len(ids),
+        max_ids_per_span=1000,
+        seconds=round(seconds, 3),
+        truncated=int(truncated),
+        forwarded_ids=forwarded_ids,
+        spans_sent=total,
+        forwarded=sink.unique,
+        lost=total - sink.unique,
+    )
+    assert reply.status == 200
+    assert truncated == 2 * (len(ids) - 1000)  # ids and scores
+    assert forwarded_ids == len(ids)
