@@ -3,8 +3,8 @@
 ``limits.max_memory_bytes`` is one total shared by three budgets (SPEC section 6):
 
 * **receive**: request bodies being read, decompressed and decoded. The HTTP
-  receiver reserves a body's ``Content-Length`` before reading it (or each chunk as
-  it comes, when the length is not given), and an OTLP/JSON body
+  receiver reserves a body's bytes as they arrive (a declared ``Content-Length``
+  reserves nothing: only what is sent is held), and an OTLP/JSON body
   :data:`JSON_EXPANSION` times its size while it is parsed (Python objects are that
   much larger than the text); the gRPC receiver reserves each message while it is
   decoded. No room: 503 / UNAVAILABLE with a retry delay. A body that could never

@@ -294,12 +294,14 @@ def test_stalled_uploads_hold_no_more_than_the_receive_budget(
         forwarded=sink.unique,
         lost=total - sink.unique,
     )
-    assert statuses[503] >= 15  # refused before their bodies were read
-    assert statuses[408] >= 1  # admitted, then cut off at the body timeout
+    # 20 MB sent in all against an 8 MiB budget: the uploads that would cross it
+    # are refused with a retry delay, the ones held are cut off at the body timeout
+    assert statuses[503] >= 5
+    assert statuses[408] >= 1
     assert held_during <= 8 * MiB
     assert readyz_during == 503
     assert max(rss) - rss_before < 40 * MiB
-    assert metric_total(samples, "llmspans_collector_requests_rejected_total") >= 15
+    assert metric_total(samples, "llmspans_collector_requests_rejected_total") >= 5
 
 
 def test_large_grpc_calls_are_refused_without_memory(

@@ -4,8 +4,7 @@ Served by aiohttp on the collector's event loop (see docs/collector.md for why).
 The body is read in chunks and decompressed in a streaming way with a hard cap, so
 neither a large body nor a gzip bomb ever occupies more than ``max_request_bytes``.
 What is read is held against the collector's receive budget
-(:mod:`llmspans.collector.budget`): the declared length before the first byte is
-read, then the decompressed size as it grows; an OTLP/JSON body is reserved
+(:mod:`llmspans.collector.budget`): the decompressed size as it grows; an OTLP/JSON body is reserved
 :data:`~llmspans.collector.budget.JSON_EXPANSION` times over before it is parsed,
 and parsed on a worker thread when large, so the event loop keeps serving. A body
 must arrive whole within ``body_timeout_s`` (a stalled upload holds nothing longer).
@@ -106,7 +105,7 @@ class HttpReceiver:
         try:
             if is_json and request.content_length:
                 # Refused before it is read when it could never be parsed in the budget.
-                held.grow(request.content_length * JSON_EXPANSION, json_body=True)
+                held.check_fits(request.content_length * JSON_EXPANSION, json_body=True)
             try:
                 async with asyncio.timeout(self.body_timeout_s):
                     body = await self._read_body(request, held)
@@ -158,9 +157,8 @@ class HttpReceiver:
             raise RequestError(
                 413, "too_large", f"request body of {length} bytes exceeds {limit} bytes"
             )
-        # The declared length is reserved before anything is read: uploads that stall
-        # cannot together claim more than the budget.
-        held.grow(length or 0)
+        # Bytes are reserved as they arrive, not as declared: a sender that only
+        # declares a large body holds nothing, one that sends it holds what it sent.
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("", "identity"):
             decompressor = None
@@ -220,6 +218,20 @@ class _Held:
         fit, 503 with a retry delay if they do not fit now."""
         if size <= self.size:
             return
+        self.check_fits(size, json_body)
+        budget = self.budget
+        if not budget.reserve(size - self.size):
+            raise RequestError(
+                503,
+                "memory_limit",
+                f"request bodies in progress hold {budget.used} of {budget.limit} bytes; "
+                "retry later",
+                self.retry_after,
+            )
+        self.size = size
+
+    def check_fits(self, size: int, json_body: bool = False) -> None:
+        """:class:`RequestError` 413 when ``size`` bytes could never be held."""
         budget = self.budget
         if not budget.fits(size):
             what = (
@@ -234,15 +246,6 @@ class _Held:
                 f"{what}, more than the receive budget ({budget.limit} bytes); "
                 "send smaller batches (or protobuf)",
             )
-        if not budget.reserve(size - self.size):
-            raise RequestError(
-                503,
-                "memory_limit",
-                f"request bodies in progress hold {budget.used} of {budget.limit} bytes; "
-                "retry later",
-                self.retry_after,
-            )
-        self.size = size
 
     def release(self) -> None:
         self.budget.release(self.size)
