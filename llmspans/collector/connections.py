@@ -66,9 +66,10 @@ class OnceLog:
             )
             return
         state[0] += 1
-        if now - state[1] >= self.interval:
-            count, state[0], state[1] = state[0], 0.0, now
-            self.logger.warning("%s: %d more in the last %.0f s", kind, count, now - state[1])
+        elapsed = now - state[1]
+        if elapsed >= self.interval:
+            self.logger.warning("%s: %d more in the last %.0f s", kind, state[0], elapsed)
+            state[0], state[1] = 0.0, now
 
 
 class ListenerGuard:

@@ -228,7 +228,7 @@ class Processor:
         metrics = self.metrics
         metrics.count("llmspans_collector_spans_received", total + rejected)
         try:
-            self._admit(total, len(raw) if raw is not None else 0)
+            self._admit(total, len(raw) if raw is not None else request.ByteSize())
         except Backpressure as refusal:
             self.reject(refusal.reason, total + rejected)
             raise

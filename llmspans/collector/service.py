@@ -320,7 +320,7 @@ class Collector:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if not self._ready or self.processor.overloaded:
+        if not self._ready or self.processor.overloaded or self.receive_budget.near:
             return web.Response(status=503, text="not ready\n")
         return web.Response(text="ready\n")
 

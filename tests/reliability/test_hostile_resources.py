@@ -641,3 +641,40 @@ def test_ids_per_span_are_capped_for_attribution_and_forwarded_whole(
     assert reply.status == 200
     assert truncated == 2 * (len(ids) - 1000)  # ids and scores
     assert forwarded_ids == len(ids)
+
+
+def test_header_timeout_applies_to_later_requests_on_a_kept_alive_connection(
+    collector_factory: Callable[..., CollectorProcess], sink: CountingSink
+) -> None:
+    collector = collector_factory(
+        exporters=[http_exporter(sink)], extra={"connections": {"header_timeout_s": 1.0}}
+    )
+    request, sent = valid_request(1)
+    body = request.SerializeToString()
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", collector.http_port), timeout=10) as sock:
+        sock.sendall(head + body)
+        first = sock.recv(4096)
+        started = time.monotonic()
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")  # then nothing
+        sock.settimeout(10)
+        try:
+            rest = sock.recv(4096)
+        except OSError:
+            rest = b""
+        closed_after = time.monotonic() - started
+    assert wait_until(lambda: sink.unique >= sent, WAIT_S)
+    figures(
+        "header_timeout_kept_alive",
+        first_status=first.split(b" ")[1].decode(),
+        closed_after_s=round(closed_after, 2),
+        spans_sent=sent,
+        forwarded=sink.unique,
+        lost=sent - sink.unique,
+    )
+    assert first.startswith(b"HTTP/1.1 200")
+    assert rest == b""
+    assert closed_after < 5.0
