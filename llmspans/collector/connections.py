@@ -231,6 +231,9 @@ class GuardedSite(web.TCPSite):
         def factory() -> _Guarded:
             return _Guarded(guard, server())
 
+        # A TLS handshake counts as header time: the guard sees a connection only
+        # once its handshake is done.
+        handshake = guard.header_timeout_s if self._ssl_context is not None else None
         self._server = await loop.create_server(
             factory,
             self._host,
@@ -239,6 +242,7 @@ class GuardedSite(web.TCPSite):
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
+            ssl_handshake_timeout=handshake,
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
