@@ -124,6 +124,17 @@ def test_an_unwritable_exporter_file_exits_2_with_one_line(tmp_path: Path) -> No
     assert_refused(run_collector(config), "exporters[0].path", "cannot open")
 
 
+def test_missing_tls_files_exit_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    tls = {"cert_file": "missing-cert.pem", "key_file": "missing-key.pem"}
+    config.write_text(yaml.safe_dump(config_text(tls=tls)))
+    assert_refused(run_collector(config), "tls", "missing-")
+
+
+def test_a_missing_config_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    assert_refused(run_collector(tmp_path / "nowhere.yaml"), "nowhere.yaml", "cannot read")
+
+
 def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
     # A configuration error after the options were taken: the option itself passed.
     config = tmp_path / "c.yaml"
