@@ -31,13 +31,20 @@ __all__ = [
 
 
 class RequestError(Exception):
-    """A request the collector refuses as a whole; ``status`` is the HTTP status."""
+    """A request the collector refuses as a whole; ``status`` is the HTTP status.
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    ``retry_after`` (seconds) when the sender should try again later (a byte budget
+    is full right now): answered with ``Retry-After`` / gRPC UNAVAILABLE and ``RetryInfo``.
+    """
+
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
 def parse_request(body: bytes) -> ExportTraceServiceRequest:

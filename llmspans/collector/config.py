@@ -11,15 +11,23 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmspans.core.model import Thresholds
 
 ENV_PREFIX = "LLMSPANS_COLLECTOR__"
+
+
+class ConfigError(ValueError):
+    """A configuration the collector cannot run with; the message is one line.
+
+    Raised by :func:`load_settings` and by the service when it starts (a port in
+    use, an exporter file that cannot be opened); the command line exits 2 with it.
+    """
 
 
 class _Section(BaseModel):
@@ -30,6 +38,12 @@ class Endpoint(_Section):
     """A listening address, ``host:port``."""
 
     endpoint: str = Field(description="host:port to listen on")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_host_port(value)
+        return value
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -110,10 +124,84 @@ class Assembly(_Section):
         return self
 
 
+MiB = 1024 * 1024
+
+#: Shares of ``max_memory_bytes`` for the budgets left at 0 (receive, queue, in flight).
+BUDGET_SHARES: Final = {"receive": 0.25, "queue": 0.35, "inflight": 0.40}
+
+
 class Limits(_Section):
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Per-request and memory bounds (docs/collector.md, "Memory model").
+
+    ``max_memory_bytes`` is one total shared by three byte budgets: request bodies
+    being received and decoded (``max_receive_bytes``), what waits in the exporter
+    queues (``max_queue_bytes``, split evenly between the exporters) and what is held
+    for assembly (``max_inflight_bytes``). A budget left at 0 takes its share of the
+    total (:data:`BUDGET_SHARES`); after validation every budget holds its value.
+    """
+
+    max_request_bytes: int = Field(default=64 * MiB, ge=1024)
     retry_after_s: float = Field(
         default=1.0, gt=0, description="Retry-After / RetryInfo delay suggested under backpressure"
+    )
+    max_memory_bytes: int = Field(
+        default=384 * MiB, ge=4 * MiB, description="total of the three byte budgets"
+    )
+    max_receive_bytes: int = Field(
+        default=0, ge=0, description="request bodies being received and decoded; 0: 25 %"
+    )
+    max_queue_bytes: int = Field(
+        default=0, ge=0, description="serialised spans in all exporter queues; 0: 35 %"
+    )
+    max_inflight_bytes: int = Field(
+        default=0, ge=0, description="spans held for assembly, as estimated; 0: 40 %"
+    )
+    max_ids_per_span: int = Field(
+        default=10_000,
+        ge=1,
+        description="document ids read from one span attribute; the rest are ignored and counted",
+    )
+
+    @model_validator(mode="after")
+    def _budgets(self) -> Limits:
+        total = self.max_memory_bytes
+        if not self.max_receive_bytes:
+            self.max_receive_bytes = int(total * BUDGET_SHARES["receive"])
+        if not self.max_queue_bytes:
+            self.max_queue_bytes = int(total * BUDGET_SHARES["queue"])
+        if not self.max_inflight_bytes:
+            self.max_inflight_bytes = int(total * BUDGET_SHARES["inflight"])
+        used = self.max_receive_bytes + self.max_queue_bytes + self.max_inflight_bytes
+        if used > total:
+            raise ValueError(
+                f"max_receive_bytes + max_queue_bytes + max_inflight_bytes ({used}) "
+                f"exceed max_memory_bytes ({total})"
+            )
+        return self
+
+    @property
+    def request_limit(self) -> int:
+        """The largest body taken: ``max_request_bytes``, or the receive budget if smaller."""
+        return min(self.max_request_bytes, self.max_receive_bytes)
+
+
+class Connections(_Section):
+    """Bounds on the connections of each listener (both receivers, the metrics server)."""
+
+    max_connections: int = Field(
+        default=256, ge=1, description="open connections per listener; more are closed at once"
+    )
+    max_streams: int = Field(
+        default=64, ge=1, description="gRPC calls in progress at once (over all connections)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="from connecting, or the first byte, to a whole header"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest time to receive a whole request body"
+    )
+    idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="an idle keep-alive connection is closed after this"
     )
 
 
@@ -157,6 +245,17 @@ class Auth(_Section):
         default=None, description="when set, both receivers require 'Authorization: Bearer TOKEN'"
     )
 
+    @field_validator("bearer_token")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        # An empty token would let "Authorization: Bearer " through: refused, so
+        # that a variable left unset in a template cannot turn authentication off.
+        if value is not None and not value.strip():
+            raise ValueError("is empty: set a token, or null to turn authentication off")
+        if value is not None and value != value.strip():
+            raise ValueError("has leading or trailing white space")
+        return value
+
 
 class Tls(_Section):
     cert_file: Path | None = None
@@ -191,6 +290,7 @@ class CollectorSettings(BaseSettings):
     metrics: Metrics = Field(default_factory=Metrics)
     assembly: Assembly = Field(default_factory=Assembly)
     limits: Limits = Field(default_factory=Limits)
+    connections: Connections = Field(default_factory=Connections)
     attribution: Attribution = Field(default_factory=Attribution)
     exporters: list[ExporterConfig] = Field(default_factory=list)
     auth: Auth = Field(default_factory=Auth)
@@ -211,17 +311,70 @@ class CollectorSettings(BaseSettings):
 
 
 def load_settings(path: str | Path | None = None) -> CollectorSettings:
-    """Read the YAML file at ``path`` (if any), then apply environment overrides."""
+    """Read the YAML file at ``path`` (if any), then apply environment overrides.
+
+    Relative paths in the configuration (the file exporter's ``path``, the TLS
+    files) are resolved against the directory of the file (the working directory
+    when there is none). Every problem raises :class:`ConfigError` with a one-line
+    message.
+    """
     data: dict[str, Any] = {}
+    base = Path.cwd()
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        loaded = yaml.safe_load(text)
+        base = Path(path).resolve().parent
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read: {_reason(error)}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(error)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the configuration must be a YAML mapping")
+            raise ConfigError(f"{path}: the configuration must be a YAML mapping")
         data = loaded
-    return CollectorSettings(**data)
+    try:
+        settings = CollectorSettings(**data)
+    except ValidationError as error:
+        raise ConfigError(_validation_problems(error)) from None
+    except ValueError as error:  # an environment value pydantic-settings could not parse
+        raise ConfigError(" ".join(str(error).split())) from None
+    _resolve_paths(settings, base)
+    return settings
+
+
+def _resolve_paths(settings: CollectorSettings, base: Path) -> None:
+    for exporter in settings.exporters:
+        if isinstance(exporter, FileExporter) and not exporter.path.is_absolute():
+            exporter.path = base / exporter.path
+    tls = settings.tls
+    if tls.cert_file is not None and not tls.cert_file.is_absolute():
+        tls.cert_file = base / tls.cert_file
+    if tls.key_file is not None and not tls.key_file.is_absolute():
+        tls.key_file = base / tls.key_file
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
+
+
+def _validation_problems(error: ValidationError) -> str:
+    """Every problem pydantic found, as ``section.key: message`` on one line."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "configuration"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
 
 
 def split_host_port(endpoint: str) -> tuple[str, int]:
@@ -229,4 +382,6 @@ def split_host_port(endpoint: str) -> tuple[str, int]:
     host, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"endpoint {endpoint!r} is not host:port")
+    if int(port) > 65535:
+        raise ValueError(f"endpoint {endpoint!r}: port {port} is above 65535")
     return host.strip("[]") or "0.0.0.0", int(port)

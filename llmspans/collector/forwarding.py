@@ -1,7 +1,8 @@
 """Forwarding: every span goes on to every configured exporter.
 
 Each exporter owns a bounded queue of serialised ``ExportTraceServiceRequest``
-payloads, counted in spans. Workers take several queued payloads at once and send
+payloads, counted in spans (``queue_size``) and in bytes (``queue_bytes``, its share
+of ``limits.max_queue_bytes``). Workers take several queued payloads at once and send
 them as one request: serialised protobuf messages concatenate into their merge,
 so joining payloads is a byte join, not a re-encoding. OTLP exporters (HTTP or
 gRPC) retry with exponential backoff, honour ``Retry-After`` and gRPC
@@ -36,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from llmspans.collector._wire import protobuf_to_json
-from llmspans.collector.config import ExporterConfig, FileExporter, OtlpExporter
+from llmspans.collector.config import ConfigError, ExporterConfig, FileExporter, OtlpExporter
 
 if TYPE_CHECKING:
     from llmspans.collector.metrics import MetricsStore
@@ -61,6 +62,8 @@ _RETRYABLE_GRPC: Final = frozenset(
 _BACKOFF_START_S: Final = 0.1
 _BACKOFF_MAX_S: Final = 5.0
 _MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
+#: Seconds between two summaries of an outage in the log.
+OUTAGE_SUMMARY_S: Final = 30.0
 #: Upper bound of the jitter added to a server-requested retry delay.
 _MAX_RETRY_JITTER_S: Final = 1.0
 
@@ -109,21 +112,35 @@ class Exporter(abc.ABC):
         self.queued_spans = 0
         # spans taken off the queue and being sent right now
         self.sending_spans = 0
+        # the same in bytes of payload, against ``queue_bytes``
+        self.queue_bytes = 2**62
+        self.queued_bytes = 0
+        self.sending_bytes = 0
         self._queue: deque[tuple[bytes, int]] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        # monotonic time the current outage began (None: the backend takes batches)
+        self.outage_since: float | None = None
+        self.outage_dropped = 0
+        self._outage_logged = 0.0
+        self._outage_failures = 0
 
-    def room(self, spans: int) -> bool:
-        """Whether ``spans`` more fit; spans being sent or retried still count."""
-        return self.queued_spans + self.sending_spans + spans <= self.queue_size
+    def room(self, spans: int, size: int = 0) -> bool:
+        """Whether ``spans`` more (``size`` bytes) fit; what is being sent or retried
+        still counts."""
+        return (
+            self.queued_spans + self.sending_spans + spans <= self.queue_size
+            and self.queued_bytes + self.sending_bytes + size <= self.queue_bytes
+        )
 
     def submit(self, payload: bytes, spans: int) -> None:
         """Queue one payload (already admitted: the bound is checked by :meth:`room`)."""
         self._queue.append((payload, spans))
         self.queued_spans += spans
+        self.queued_bytes += len(payload)
         self._idle.clear()
         self._wakeup.set()
 
@@ -159,6 +176,7 @@ class Exporter(abc.ABC):
                 await worker
         self._queue.clear()
         self.queued_spans = 0
+        self.queued_bytes = 0
         if lost:
             self.metrics.count("llmspans_collector_spans_dropped", lost, exporter=self.name)
             _log.error("exporter %s: dropping %d spans still queued at shutdown", self.name, lost)
@@ -186,6 +204,8 @@ class Exporter(abc.ABC):
             size += len(payload)
         self.queued_spans -= spans
         self.sending_spans += spans
+        self.queued_bytes -= size
+        self.sending_bytes += size
         return (parts[0] if len(parts) == 1 else b"".join(parts)), spans
 
     async def _work(self) -> None:
@@ -197,10 +217,12 @@ class Exporter(abc.ABC):
                 await self._wakeup.wait()
                 continue
             payload, spans = self._take()
+            size = len(payload)
             try:
                 delivered = await self._deliver(payload, spans)
             finally:
                 self.sending_spans -= spans
+                self.sending_bytes -= size
             if delivered:
                 self.metrics.count("llmspans_collector_spans_forwarded", spans, exporter=self.name)
             else:
@@ -212,16 +234,18 @@ class Exporter(abc.ABC):
         """Send with retries; True when the backend took the batch."""
         try:
             await self._send(payload)
-            return True
         except _Permanent as error:
             _log.error("exporter %s: dropping %d spans: %s", self.name, spans, error)
             return False
-        except _Retry:
-            pass
+        except _Retry as error:
+            self._failing(error)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _log.warning("exporter %s: %s", self.name, error)
+            self._failing(error)
+        else:
+            self._recovered()
+            return True
         return await self._retry(payload, spans)
 
     async def _retry(self, payload: bytes, spans: int) -> bool:
@@ -232,6 +256,7 @@ class Exporter(abc.ABC):
         while True:
             wait = retry_wait(delay, backoff)
             if time.monotonic() + wait > deadline:
+                self.outage_dropped += spans
                 _log.error(
                     "exporter %s: dropping %d spans after %.0f s of retries",
                     self.name,
@@ -243,17 +268,64 @@ class Exporter(abc.ABC):
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
             try:
                 await self._send(payload)
-                return True
             except _Permanent as error:
                 _log.error("exporter %s: dropping %d spans: %s", self.name, spans, error)
                 return False
             except _Retry as error:
                 delay = error.delay
+                self._failing(error)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                _log.warning("exporter %s: %s", self.name, error)
                 delay = None
+                self._failing(error)
+            else:
+                self._recovered()
+                return True
+
+    # --- outages: one line when one starts, a summary while it lasts, one when it ends ---
+
+    def _failing(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = self._outage_logged = now
+            self._outage_failures = 1
+            self.outage_dropped = 0
+            _log.warning(
+                "exporter %s: backend failing (%s); retrying, %d spans wait in the queue "
+                "(summary every %.0f s until it recovers)",
+                self.name,
+                error,
+                self.queued_spans + self.sending_spans,
+                OUTAGE_SUMMARY_S,
+            )
+            return
+        self._outage_failures += 1
+        if now - self._outage_logged >= OUTAGE_SUMMARY_S:
+            self._outage_logged = now
+            _log.warning(
+                "exporter %s: backend still failing after %.0f s (%s): %d attempts failed, "
+                "%d spans queued, %d dropped so far",
+                self.name,
+                now - self.outage_since,
+                error,
+                self._outage_failures,
+                self.queued_spans + self.sending_spans,
+                self.outage_dropped,
+            )
+
+    def _recovered(self) -> None:
+        if self.outage_since is None:
+            return
+        _log.warning(
+            "exporter %s: backend back after %.1f s: %d attempts had failed, %d spans dropped "
+            "meanwhile",
+            self.name,
+            time.monotonic() - self.outage_since,
+            self._outage_failures,
+            self.outage_dropped,
+        )
+        self.outage_since = None
 
     def _max_elapsed(self) -> float:
         return 60.0
@@ -435,7 +507,13 @@ class FileWriter(Exporter):
 def make_exporter(config: ExporterConfig, index: int, metrics: MetricsStore) -> Exporter:
     name = config.name or f"{config.protocol}-{index}"
     if isinstance(config, FileExporter):
-        return FileWriter(config, name, metrics)
+        try:
+            return FileWriter(config, name, metrics)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                f"exporters[{index}].path: cannot open {config.path} for appending: {reason}"
+            ) from None
     if config.protocol == "grpc":
         return GrpcExporter(config, name, metrics)
     return HttpExporter(config, name, metrics)
@@ -447,8 +525,8 @@ class Forwarder:
     def __init__(self, exporters: list[Exporter]) -> None:
         self.exporters = exporters
 
-    def room(self, spans: int) -> bool:
-        return all(exporter.room(spans) for exporter in self.exporters)
+    def room(self, spans: int, size: int = 0) -> bool:
+        return all(exporter.room(spans, size) for exporter in self.exporters)
 
     def submit(self, payload: bytes, spans: int) -> None:
         if spans <= 0:

@@ -50,6 +50,10 @@ _MAX_ERROR_EXAMPLES: Final = 5
 #: Traces finalised per sweep step: a burst of due traces is worked off in steps,
 #: with the receivers served in between.
 SWEEP_LIMIT: Final = 2000
+#: Refusals that ask the sender to come back later (``/readyz`` turns 503 meanwhile).
+_BACKPRESSURE_REASONS: Final = frozenset(
+    {"inflight_limit", "inflight_bytes", "queue_full", "memory_limit"}
+)
 
 
 class Backpressure(Exception):
@@ -115,6 +119,8 @@ class Processor:
             assembly.finalized_cache_size,
             max_trace_spans=assembly.max_trace_spans,
         )
+        self.max_inflight_bytes = settings.limits.max_inflight_bytes
+        self._refused_at = -math.inf
         self.thresholds: Thresholds = settings.attribution.thresholds()
         self.engine = Engine(self.thresholds, metrics.store, self.assembler)
         self.max_inflight_spans = assembly.max_inflight_spans
@@ -122,20 +128,22 @@ class Processor:
         self._sweep_interval = assembly.sweep_interval_s
         self._last_sweep = clock()
         self.closing = False
-        self._decoder = SlimDecoder()
+        self._decoder = SlimDecoder(max_ids=settings.limits.max_ids_per_span)
         metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
             ((), float(self.assembler.inflight_traces))
         ]
         metrics.gauges["llmspans_collector_spans_inflight"] = lambda: [
             ((), float(self.assembler.inflight_spans))
         ]
-        metrics.gauges["llmspans_collector_bytes_inflight"] = lambda: [
-            ((), float(self.assembler.inflight_bytes))
-        ]
         metrics.gauges["llmspans_collector_forward_queue_spans"] = lambda: [
             ((("exporter", e.name),), float(e.queued_spans + e.sending_spans))
             for e in forwarder.exporters
         ]
+
+    @property
+    def ids_truncated(self) -> int:
+        """List elements the decoder left out of attribution (``max_ids_per_span``)."""
+        return self._decoder.ids_truncated
 
     # --- admission -------------------------------------------------------------------
 
@@ -146,6 +154,9 @@ class Processor:
             self.closing
             or self.assembler.inflight_spans >= self.max_inflight_spans
             or not self.forwarder.room(1)
+            # Refusing requests right now (a bound nearly reached: a small request
+            # still fits, a full batch does not): not ready either.
+            or self.clock() - self._refused_at < max(self.retry_after, 1.0)
         )
 
     def reject(self, reason: str, spans: int = 0) -> None:
@@ -153,8 +164,10 @@ class Processor:
         self.metrics.count("llmspans_collector_requests_rejected", reason=reason)
         if spans:
             self.metrics.count("llmspans_collector_spans_rejected", spans, reason=reason)
+        if reason in _BACKPRESSURE_REASONS:
+            self._refused_at = self.clock()
 
-    def _admit(self, spans: int) -> None:
+    def _admit(self, spans: int, size: int = 0) -> None:
         if self.closing:
             raise Backpressure(503, "shutting_down", "the collector is shutting down", 1.0)
         if spans > self.max_inflight_spans:
@@ -163,10 +176,11 @@ class Processor:
                 f"({self.max_inflight_spans})"
             )
         for exporter in self.forwarder.exporters:
-            if spans > exporter.queue_size:
+            if spans > exporter.queue_size or size > exporter.queue_bytes:
                 raise TooLarge(
-                    f"the request holds {spans} spans, more than the queue of exporter "
-                    f"{exporter.name} ({exporter.queue_size})"
+                    f"the request holds {spans} spans ({size} bytes), more than the queue "
+                    f"of exporter {exporter.name} ({exporter.queue_size} spans, "
+                    f"{exporter.queue_bytes} bytes)"
                 )
         if self.assembler.inflight_spans + spans > self.max_inflight_spans:
             raise Backpressure(
@@ -176,7 +190,17 @@ class Processor:
                 f"{self.max_inflight_spans}",
                 self.retry_after,
             )
-        if not self.forwarder.room(spans):
+        # The assembler's own estimate of what it holds, once it keeps one; the
+        # request's size stands in for what its spans will add.
+        inflight_bytes: int = self.assembler.inflight_bytes
+        if inflight_bytes and inflight_bytes + size > self.max_inflight_bytes:
+            raise Backpressure(
+                429,
+                "inflight_bytes",
+                f"{inflight_bytes} bytes held in flight; the bound is {self.max_inflight_bytes}",
+                self.retry_after,
+            )
+        if not self.forwarder.room(spans, size):
             raise Backpressure(
                 503, "queue_full", "an exporter queue is full; retry later", self.retry_after
             )
@@ -213,7 +237,7 @@ class Processor:
         metrics = self.metrics
         metrics.count("llmspans_collector_spans_received", total + rejected)
         try:
-            self._admit(total)
+            self._admit(total, len(raw) if raw is not None else request.ByteSize())
         except Backpressure as refusal:
             self.reject(refusal.reason, total + rejected)
             raise

@@ -5,9 +5,10 @@ HTTP receivers, the finalising sweep, the exporters' workers, the ``/metrics``
 server and the optional OTLP metrics push. The processor's state is touched only
 from that loop, so it needs no locks.
 
-SIGTERM (and SIGINT): stop accepting (listeners close; calls in progress finish),
-finalise every in-flight trace, flush the exporters (up to ``shutdown.timeout_s``),
-push metrics a last time, exit 0.
+SIGTERM (and SIGINT): stop accepting (listeners close; calls in progress get a
+short grace), finalise every in-flight trace, flush the exporters, count what they
+could not deliver, push metrics a last time, exit 0: all within
+``shutdown.timeout_s`` in total.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import ssl
+from collections.abc import Awaitable
 from typing import Final
 
 import aiohttp
 import grpc
 from aiohttp import web
 
-from llmspans.collector.config import CollectorSettings, split_host_port
+from llmspans.collector.budget import ByteBudget
+from llmspans.collector.config import CollectorSettings, ConfigError, split_host_port
+from llmspans.collector.connections import (
+    ConnectionErrors,
+    GuardedSite,
+    ListenerGuard,
+    OnceLog,
+    guard_middleware,
+)
 from llmspans.collector.forwarding import Forwarder, make_exporter
 from llmspans.collector.metrics import MetricsStore, otlp_request
 from llmspans.collector.processor import SWEEP_LIMIT, Processor
@@ -65,7 +76,15 @@ class Collector:
                 for index, config in enumerate(settings.exporters)
             ]
         )
+        limits = settings.limits
+        queue_share = limits.max_queue_bytes // max(1, len(self.forwarder.exporters))
+        for exporter in self.forwarder.exporters:
+            exporter.queue_bytes = queue_share
+        self.receive_budget = ByteBudget("receive", limits.max_receive_bytes)
         self.processor = Processor(settings, self.metrics, self.forwarder)
+        self._connection_log = OnceLog(_log)
+        self._guards: list[ListenerGuard] = []
+        self._register_gauges()
         self.grpc: GrpcReceiver | None = None
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -76,6 +95,49 @@ class Collector:
         self._push_session: aiohttp.ClientSession | None = None
         self._push_channel: grpc.aio.Channel | None = None
 
+    def _register_gauges(self) -> None:
+        limits = self.settings.limits
+        gauges = self.metrics.gauges
+        processor = self.processor
+        gauges["llmspans_collector_receive_bytes"] = lambda: [((), float(self.receive_budget.used))]
+        gauges["llmspans_collector_forward_queue_bytes"] = lambda: [
+            ((("exporter", e.name),), float(e.queued_bytes + e.sending_bytes))
+            for e in self.forwarder.exporters
+        ]
+        gauges["llmspans_collector_inflight_bytes"] = lambda: [
+            ((), float(processor.assembler.inflight_bytes))
+        ]
+        budgets = (
+            ("receive", limits.max_receive_bytes),
+            ("queue", limits.max_queue_bytes),
+            ("inflight", limits.max_inflight_bytes),
+            ("total", limits.max_memory_bytes),
+        )
+        gauges["llmspans_collector_memory_limit_bytes"] = lambda: [
+            ((("budget", name),), float(value)) for name, value in budgets
+        ]
+        gauges["llmspans_collector_connections"] = lambda: [
+            ((("listener", guard.name),), float(guard.open)) for guard in self._guards
+        ]
+
+    def _sync_counters(self) -> None:
+        """Counters kept elsewhere, copied into the store before it is read."""
+        truncated = self.processor.ids_truncated
+        if truncated:
+            self.metrics.health[("llmspans_collector_ids_truncated", ())] = float(truncated)
+
+    def _guard(self, name: str) -> ListenerGuard:
+        connections = self.settings.connections
+        guard = ListenerGuard(
+            name,
+            self.metrics,
+            connections.max_connections,
+            connections.header_timeout_s,
+            self._connection_log,
+        )
+        self._guards.append(guard)
+        return guard
+
     # --- start ------------------------------------------------------------------------
 
     def _server_ssl(self) -> ssl.SSLContext | None:
@@ -83,48 +145,97 @@ class Collector:
         if tls.cert_file is None or tls.key_file is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(
+                f"tls: cannot load {tls.cert_file} / {tls.key_file}: {error}"
+            ) from None
         return context
 
     def _grpc_credentials(self) -> grpc.ServerCredentials | None:
         tls = self.settings.tls
         if tls.cert_file is None or tls.key_file is None:
             return None
-        return grpc.ssl_server_credentials(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())]
-        )
+        try:
+            pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
+        except OSError as error:
+            raise ConfigError(f"tls: cannot read {error.filename}: {error.strerror}") from None
+        return grpc.ssl_server_credentials([pair])
+
+    def _listeners(self) -> list[tuple[str, str]]:
+        """(config key, endpoint) of every listening socket the settings ask for."""
+        settings = self.settings
+        found = []
+        if settings.receivers.grpc is not None:
+            found.append(("receivers.grpc.endpoint", settings.receivers.grpc.endpoint))
+        if settings.receivers.http is not None:
+            found.append(("receivers.http.endpoint", settings.receivers.http.endpoint))
+        if settings.metrics.prometheus is not None:
+            found.append(("metrics.prometheus.endpoint", settings.metrics.prometheus.endpoint))
+        return found
 
     async def start(self) -> None:
+        """Bind everything; :class:`ConfigError` (one line) when something cannot be."""
         settings = self.settings
+        for key, endpoint in self._listeners():
+            check_can_listen(key, endpoint)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(ConnectionErrors(self.metrics, self._connection_log))
         await self.forwarder.start()
+        connections = settings.connections
+        request_limit = settings.limits.request_limit
+        grace = _grace(settings.shutdown.timeout_s)
         prometheus = settings.metrics.prometheus
         if prometheus is not None:
-            app = web.Application()
+            guard = self._guard("metrics")
+            app = web.Application(middlewares=[guard_middleware(guard)])
             app.router.add_get("/metrics", self._metrics_handler)
             app.router.add_get("/healthz", self._healthz)
             app.router.add_get("/readyz", self._readyz)
             self._metrics_runner, self.metrics_port = await _serve(
-                app, prometheus.endpoint, None, 5.0
+                app,
+                "metrics.prometheus.endpoint",
+                prometheus.endpoint,
+                ssl_context=None,
+                timeout=grace,
+                guard=guard,
+                idle_timeout_s=connections.idle_timeout_s,
             )
         receivers = settings.receivers
         if receivers.grpc is not None:
             self.grpc = GrpcReceiver(
                 self.processor,
                 receivers.grpc.endpoint,
-                settings.limits.max_request_bytes,
+                request_limit,
                 settings.auth.bearer_token,
                 self._grpc_credentials(),
+                budget=self.receive_budget,
+                connections=connections,
             )
             await self.grpc.start()
         if receivers.http is not None:
             receiver = HttpReceiver(
-                self.processor, settings.limits.max_request_bytes, settings.auth.bearer_token
+                self.processor,
+                request_limit,
+                settings.auth.bearer_token,
+                budget=self.receive_budget,
+                body_timeout_s=connections.body_timeout_s,
             )
+            guard = self._guard("http")
             # The receiver reads and caps bodies itself; aiohttp's own cap stays out of it.
-            app = web.Application(client_max_size=settings.limits.max_request_bytes + 1)
+            app = web.Application(
+                client_max_size=request_limit + 1, middlewares=[guard_middleware(guard)]
+            )
             app.router.add_routes(receiver.routes())
             self._http_runner, self.http_port = await _serve(
-                app, receivers.http.endpoint, self._server_ssl(), settings.shutdown.timeout_s
+                app,
+                "receivers.http.endpoint",
+                receivers.http.endpoint,
+                ssl_context=self._server_ssl(),
+                timeout=grace,
+                guard=guard,
+                idle_timeout_s=connections.idle_timeout_s,
             )
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweep"))
         if settings.metrics.otlp.endpoint is not None:
@@ -162,6 +273,7 @@ class Collector:
             ("service.name", "llmspans-collector"),
             ("service.instance.id", self.settings.metrics.service_instance_id),
         )
+        self._sync_counters()
         payload = otlp_request(self.metrics, resource).SerializeToString()
         try:
             if config.protocol == "http":
@@ -198,6 +310,7 @@ class Collector:
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         openmetrics = _OPENMETRICS in request.headers.get("Accept", "")
+        self._sync_counters()
         text = self.metrics.render(openmetrics=openmetrics)
         content_type = (
             f"{_OPENMETRICS}; version=1.0.0; charset=utf-8"
@@ -210,21 +323,36 @@ class Collector:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if not self._ready or self.processor.overloaded:
+        if not self._ready or self.processor.overloaded or self.receive_budget.near:
             return web.Response(status=503, text="not ready\n")
         return web.Response(text="ready\n")
 
     # --- stop -------------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """The SIGTERM sequence: stop accepting, finalise, flush, push, close."""
+    async def stop(self, quiet: bool = False) -> None:
+        """The SIGTERM sequence: stop accepting, finalise, flush, close, push.
+
+        All of it within ``shutdown.timeout_s`` in total, whatever the backend and
+        slow clients do: calls in progress get :func:`_grace` seconds, the exporters
+        what is left but a reserve for the last metrics push. Spans the exporters
+        could not deliver by then are counted in ``spans_dropped_total`` and logged
+        (``Exporter.close``) *before* that push, so the push carries them.
+
+        ``quiet``: after a start that failed, release what was opened, logging nothing.
+        """
         settings = self.settings
+        loop = asyncio.get_running_loop()
+        timeout = settings.shutdown.timeout_s
+        deadline = loop.time() + timeout
+        pushing = settings.metrics.otlp.endpoint is not None
+        # kept for the last push and the closing steps after the flush
+        reserve = min(timeout / 5, settings.metrics.otlp.timeout_s if pushing else 1.0)
         self._ready = False
-        grace = min(5.0, settings.shutdown.timeout_s)
+        grace = _grace(timeout)
         if self.grpc is not None:
-            await self.grpc.stop(grace)
+            await _bounded(self.grpc.stop(grace), grace + 1.0, "closing the gRPC receiver")
         if self._http_runner is not None:
-            await self._http_runner.cleanup()
+            await _bounded(self._http_runner.cleanup(), grace + 1.0, "closing the HTTP receiver")
             self._http_runner = None
         self.processor.closing = True
         for task in self._tasks:
@@ -234,33 +362,93 @@ class Collector:
                 await task
         self._tasks = []
         finalised = self.processor.drain()
-        flushed = await self.forwarder.flush(settings.shutdown.timeout_s)
+        flush_for = max(0.0, deadline - reserve - loop.time())
+        flushed = await self.forwarder.flush(flush_for)
         if not flushed:
             _log.error(
-                "shutdown: exporters did not flush within %.0f s", settings.shutdown.timeout_s
+                "shutdown: exporters did not flush within %.1f s (shutdown.timeout_s %.0f s)",
+                flush_for,
+                timeout,
             )
-        if settings.metrics.otlp.endpoint is not None:
-            await self.push_metrics()
-        await self.forwarder.close()
+        await _bounded(self.forwarder.close(), max(0.5, reserve / 2), "closing the exporters")
+        if pushing:
+            await _bounded(
+                self.push_metrics(), max(0.1, deadline - loop.time()), "the last metrics push"
+            )
         if self._push_session is not None:
             await self._push_session.close()
         if self._push_channel is not None:
             await self._push_channel.close()
         if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+            await _bounded(self._metrics_runner.cleanup(), 1.0, "closing the metrics server")
             self._metrics_runner = None
-        _log.info("llmspans collector stopped; %d traces finalised at shutdown", finalised)
+        if not quiet:
+            _log.info("llmspans collector stopped; %d traces finalised at shutdown", finalised)
+
+
+async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
+    """Await one shutdown step for at most ``seconds``; log when it is cut short."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        _log.error("shutdown: %s took longer than %.1f s; cut short", what, seconds)
+
+
+def check_can_listen(key: str, endpoint: str) -> None:
+    """Raise :class:`ConfigError` when ``endpoint`` cannot be listened on (in use,
+    an unknown host, a privileged port), before any server starts: one clear line
+    instead of a traceback from deep inside a server library."""
+    host, port = split_host_port(endpoint)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise ConfigError(f"{key} {endpoint}: cannot resolve the host: {error}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The servers set SO_REUSEADDR too: a port left in TIME_WAIT is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"{key} {endpoint}: cannot listen: {reason}") from None
+
+
+def _grace(timeout_s: float) -> float:
+    """Seconds calls in progress get to finish when the listeners close at SIGTERM:
+    a fifth of ``shutdown.timeout_s`` (at most 5 s), the rest is for flushing."""
+    return min(5.0, timeout_s / 5)
 
 
 async def _serve(
-    app: web.Application, endpoint: str, ssl_context: ssl.SSLContext | None, timeout: float
+    app: web.Application,
+    key: str,
+    endpoint: str,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    guard: ListenerGuard,
+    idle_timeout_s: float,
 ) -> tuple[web.AppRunner, int]:
     host, port = split_host_port(endpoint)
     # The receiver decompresses bodies itself, streaming and capped (gzip bombs).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=timeout, auto_decompress=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=timeout,
+        auto_decompress=False,
+        keepalive_timeout=idle_timeout_s,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
+    site = GuardedSite(runner, guard, host=host, port=port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        reason = error.strerror or str(error)
+        raise ConfigError(f"{key} {endpoint}: cannot listen: {reason}") from None
     addresses = runner.addresses
     bound = int(addresses[0][1]) if addresses else port
     return runner, bound
@@ -275,10 +463,9 @@ async def run(settings: CollectorSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await collector.start()
-    except OSError as error:
-        _log.error("cannot start: %s", error)
-        await collector.stop()
-        return 1
+    except ConfigError:
+        await collector.stop(quiet=True)
+        raise
     # Everything allocated during start-up (modules, schemas, servers) lives as
     # long as the process: moved out of the collector's generations, full
     # collections no longer walk it while spans are in flight.

@@ -228,12 +228,43 @@ COLLECTOR_HEALTH: Final[tuple[Metric, ...]] = (
     _health("traces_inflight", "gauge", "Traces being assembled."),
     _health("spans_inflight", "gauge", "Spans held for trace assembly."),
     _health(
-        "bytes_inflight",
-        "gauge",
-        "Bytes held for trace assembly (an estimate from the spans' encoded size).",
+        "forward_queue_spans", "gauge", "Spans waiting in an exporter's queue.", ("exporter",)
     ),
     _health(
-        "forward_queue_spans", "gauge", "Spans waiting in an exporter's queue.", ("exporter",)
+        "receive_bytes",
+        "gauge",
+        "Bytes of request bodies being received and decoded (the receive budget).",
+    ),
+    _health(
+        "forward_queue_bytes",
+        "gauge",
+        "Bytes of serialised spans queued or being sent, per exporter.",
+        ("exporter",),
+    ),
+    _health(
+        "inflight_bytes",
+        "gauge",
+        "Bytes held for trace assembly: each span's share of its request plus its id lists.",
+    ),
+    _health(
+        "memory_limit_bytes",
+        "gauge",
+        "The byte budgets, by budget (receive, queue, inflight, total).",
+        ("budget",),
+    ),
+    _health("connections", "gauge", "Open connections, per listener.", ("listener",)),
+    _health(
+        "connections_refused",
+        "counter",
+        "Connections closed by the collector, by listener and reason "
+        "(limit, header_timeout, body_timeout, accept errors).",
+        ("listener", "reason"),
+    ),
+    _health(
+        "ids_truncated",
+        "counter",
+        "List elements (document ids, scores) beyond limits.max_ids_per_span, "
+        "ignored by attribution (the span is forwarded whole).",
     ),
 )
 

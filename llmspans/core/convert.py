@@ -518,10 +518,16 @@ class SlimDecoder:
     across spans (span names, stage and pipeline names, document ids) are interned,
     so the records of in-flight spans share them. One decoder per collector; not
     thread-safe.
+
+    ``max_ids``: a list attribute (ids, scores) longer than this keeps its first
+    ``max_ids`` elements, so that what a span holds and what attribution does with
+    it stay bounded; the elements left out are counted in ``ids_truncated``.
     """
 
-    def __init__(self, cache_size: int = 65_536) -> None:
+    def __init__(self, cache_size: int = 65_536, max_ids: int | None = None) -> None:
         self.cache_size = cache_size
+        self.max_ids = max_ids
+        self.ids_truncated = 0
         # encoded KeyValue -> (record field, typed value or _BAD); field "" for keys
         # the core does not read
         self._cache: dict[bytes, tuple[str, object]] = {}
@@ -584,6 +590,9 @@ class SlimDecoder:
             if value is _BAD:
                 bad += 1
             else:
+                if type(value) is tuple and self.max_ids is not None and len(value) > self.max_ids:
+                    self.ids_truncated += len(value) - self.max_ids
+                    value = value[: self.max_ids]
                 setattr(record, field, value)
         if bad:
             record.bad_attributes = bad

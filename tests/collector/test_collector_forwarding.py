@@ -176,3 +176,47 @@ def _protobuf_ids(value: Any) -> Any:
     if isinstance(value, list):
         return [_protobuf_ids(item) for item in value]
     return value
+
+
+async def test_an_outage_is_logged_when_it_starts_while_it_lasts_and_when_it_ends(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    import logging
+
+    from aiohttp import web
+
+    from llmspans.collector import forwarding
+
+    monkeypatch.setattr(forwarding, "OUTAGE_SUMMARY_S", 0.3)
+    healthy = asyncio.Event()
+
+    async def traces(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200 if healthy.is_set() else 503)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    metrics = MetricsStore()
+    config = OtlpExporter(
+        protocol="http", endpoint=f"http://127.0.0.1:{port}/v1/traces", concurrency=1
+    )
+    exporter = HttpExporter(config, "flaky", metrics)
+    with caplog.at_level(logging.WARNING, logger="llmspans.collector.forwarding"):
+        await exporter.start()
+        exporter.submit(_payload(4), 4)
+        await asyncio.sleep(1.5)  # many failed attempts: 0.1 s backoff doubling
+        healthy.set()
+        assert await exporter.flush(10.0)
+        await exporter.close()
+    await runner.cleanup()
+    lines = [r.getMessage() for r in caplog.records if "flaky" in r.getMessage()]
+    assert sum("backend failing" in line for line in lines) == 1
+    assert sum("backend still failing" in line for line in lines) >= 1
+    assert sum("backend back after" in line for line in lines) == 1
+    assert len(lines) <= 8  # a summary per interval, not a line per attempt
+    assert metrics.health_value("llmspans_collector_spans_forwarded", exporter="flaky") == 4

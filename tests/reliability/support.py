@@ -3,7 +3,7 @@
 * :class:`CountingSink`: an OTLP/HTTP trace backend on loopback that counts (and
   keeps) every span it receives; it can be stopped and started again on the same
   port to play a backend that goes down for a while.
-* :class:`CollectorProcess`: the real ``python -m collector --config FILE`` in a
+* :class:`CollectorProcess`: the real ``python -m llmspans.collector --config FILE`` in a
   subprocess, with its Prometheus endpoint parsed and its RSS read from ``/proc``.
 * builders of valid OTLP requests (whole pipeline traces with unique ids) and a
   plain HTTP poster that returns status, headers and body.
@@ -447,7 +447,7 @@ def label_values(
 
 
 class CollectorProcess:
-    """``python -m collector --config FILE`` on free loopback ports.
+    """``python -m llmspans.collector --config FILE`` on free loopback ports.
 
     The ports are chosen (and configured, e.g. in senders) before the collector
     starts; until it starts they stay bound by sockets that never listen, so that
@@ -467,8 +467,12 @@ class CollectorProcess:
         tls: dict[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        open_files: int | None = None,
+        cli_args: Sequence[str] = (),
     ) -> None:
         self.tmp = tmp
+        self.open_files = open_files
+        self.cli_args = list(cli_args)
         self._reserved: list[socket.socket] = []
         self.http_port = self._reserve_port()
         self.grpc_port = self._reserve_port() if grpc else None
@@ -543,12 +547,25 @@ class CollectorProcess:
         log = self.log_path.open("ab")
         self._release_ports()  # the collector binds them now
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmspans.collector", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "llmspans.collector",
+                "--config",
+                str(self.config_path),
+                *self.cli_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        if self.open_files:
+            # Before the collector opens its sockets (it takes a second to import).
+            import resource
+
+            limit = (self.open_files, self.open_files)
+            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, limit)
         log.close()
         ports = [self.http_port, self.metrics_port]
         if self.grpc_port:

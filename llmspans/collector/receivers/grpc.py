@@ -10,12 +10,19 @@ taken out. Backpressure answers UNAVAILABLE with a ``RetryInfo`` delay, both in
 
 The method is registered as a client-streaming handler (the wire format of a unary
 call is the same: one message, then half-close). That way the handler runs even
-when the gRPC runtime refuses the message for its size (above twice
+when the gRPC runtime refuses the message for its size (above
 ``max_request_bytes``, checked on the message's length prefix before its body is
 read): the runtime answers RESOURCE_EXHAUSTED itself and the handler sees a call
 without a message, which it counts as ``too_large``. A unary OTLP client always
 sends exactly one message, so a call without one is such a refusal (or a client
 that is not an OTLP exporter: it is refused too).
+
+Connections and memory: the runtime caps the connections (``max_connections``), the
+calls in progress (``max_streams``; more get RESOURCE_EXHAUSTED from the runtime),
+the handshake (``header_timeout_s``) and idle connections (``idle_timeout_s``).
+A message, once received, is held against the receive budget while it is decoded
+(no room: UNAVAILABLE with ``RetryInfo``). What the runtime buffers while a message
+arrives is outside that count: at most ``max_streams`` x ``max_request_bytes``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from llmspans.collector._wire import RequestError, parse_request
+from llmspans.collector.budget import ByteBudget
+from llmspans.collector.config import ConfigError, Connections
 from llmspans.collector.processor import Backpressure, Processor, TooLarge
 from llmspans.collector.receivers import token_matches
 
@@ -53,8 +62,13 @@ class GrpcReceiver:
         max_request_bytes: int,
         bearer_token: str | None = None,
         credentials: grpc.ServerCredentials | None = None,
+        *,
+        budget: ByteBudget | None = None,
+        connections: Connections | None = None,
     ) -> None:
         self.processor = processor
+        self.budget = budget if budget is not None else ByteBudget("receive", 2**62)
+        self.connections = connections if connections is not None else Connections()
         self.endpoint = endpoint
         self.max_request_bytes = max_request_bytes
         self.bearer_token = bearer_token
@@ -63,15 +77,20 @@ class GrpcReceiver:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        # Requests up to twice the limit reach the handler and are refused there
-        # with the collector's message; larger ones the gRPC runtime refuses by
-        # itself without reading them (the handler still counts them, see _receive).
-        receive_limit = min(_INT32_MAX, self.max_request_bytes * 2)
+        # Larger requests the gRPC runtime refuses by itself, on their length prefix,
+        # without reading them (the handler still counts them, see _receive).
+        receive_limit = min(_INT32_MAX, self.max_request_bytes)
+        connections = self.connections
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", receive_limit),
                 ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.max_allowed_incoming_connections", connections.max_connections),
+                ("grpc.max_concurrent_streams", connections.max_streams),
+                ("grpc.server_handshake_timeout_ms", int(connections.header_timeout_s * 1000)),
+                ("grpc.max_connection_idle_ms", int(connections.idle_timeout_s * 1000)),
+            ],
+            maximum_concurrent_rpcs=connections.max_streams,
         )
         handler = grpc.stream_unary_rpc_method_handler(
             self._export, request_deserializer=None, response_serializer=None
@@ -79,12 +98,15 @@ class GrpcReceiver:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),)
         )
-        if self.credentials is not None:
-            self.port = server.add_secure_port(self.endpoint, self.credentials)
-        else:
-            self.port = server.add_insecure_port(self.endpoint)
+        try:
+            if self.credentials is not None:
+                self.port = server.add_secure_port(self.endpoint, self.credentials)
+            else:
+                self.port = server.add_insecure_port(self.endpoint)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen for OTLP/gRPC on {self.endpoint}")
+            raise ConfigError(f"receivers.grpc.endpoint {self.endpoint}: cannot listen")
         await server.start()
         self._server = server
 
@@ -115,7 +137,7 @@ class GrpcReceiver:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "no request message arrived: larger than the receive limit of "
-                f"{self.max_request_bytes * 2} bytes, or none was sent",
+                f"{self.max_request_bytes} bytes, or none was sent",
             )
             raise AssertionError("abort raises")  # pragma: no cover
         return body
@@ -134,11 +156,23 @@ class GrpcReceiver:
                     grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
                 )
         body = await self._receive(messages, context)
-        if len(body) > self.max_request_bytes:
+        size = len(body)
+        if size > self.max_request_bytes:
             self.processor.reject("too_large")
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {len(body)} bytes exceeds {self.max_request_bytes} bytes",
+                f"request of {size} bytes exceeds {self.max_request_bytes} bytes",
+            )
+        if not self.budget.reserve(size):
+            self.processor.reject("memory_limit")
+            message = (
+                f"requests in progress hold {self.budget.used} of {self.budget.limit} bytes; "
+                "retry later"
+            )
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                message,
+                trailing_metadata=_retry_metadata(message, self.processor.retry_after),
             )
         try:
             accepted = self.processor.accept(parse_request(body), body)
@@ -157,6 +191,8 @@ class GrpcReceiver:
             # The boundary for faults of ours: counted, logged once per kind, answered.
             self.processor.internal_error("receive_grpc", error)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+        finally:
+            self.budget.release(size)
         self.processor.sweep_if_overdue()
         response = ExportTraceServiceResponse()
         if accepted.rejected or accepted.message:

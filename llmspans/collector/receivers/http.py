@@ -3,6 +3,11 @@
 Served by aiohttp on the collector's event loop (see docs/collector.md for why).
 The body is read in chunks and decompressed in a streaming way with a hard cap, so
 neither a large body nor a gzip bomb ever occupies more than ``max_request_bytes``.
+What is read is held against the collector's receive budget
+(:mod:`llmspans.collector.budget`): the decompressed size as it grows; an OTLP/JSON body is reserved
+:data:`~llmspans.collector.budget.JSON_EXPANSION` times over before it is parsed,
+and parsed on a worker thread when large, so the event loop keeps serving. A body
+must arrive whole within ``body_timeout_s`` (a stalled upload holds nothing longer).
 
 Answers follow the OTLP/HTTP specification: 200 with an
 ``ExportTraceServiceResponse`` (partial success when some spans were refused),
@@ -12,6 +17,7 @@ Answers follow the OTLP/HTTP specification: 200 with an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
@@ -25,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from llmspans.collector._wire import RequestError, json_to_protobuf, parse_request
+from llmspans.collector.budget import JSON_EXPANSION, ByteBudget
 from llmspans.collector.processor import (
     Accepted,
     Backpressure,
@@ -41,9 +48,12 @@ _log = logging.getLogger("llmspans.collector.receivers.http")
 TRACES_PATH: Final = "/v1/traces"
 _PROTOBUF: Final = "application/x-protobuf"
 _JSON: Final = "application/json"
+#: OTLP/JSON bodies larger than this are parsed on a worker thread.
+_JSON_INLINE_BYTES: Final = 256 * 1024
 _GRPC_CODES: Final = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
+    408: code_pb2.DEADLINE_EXCEEDED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     429: code_pb2.UNAVAILABLE,
@@ -55,10 +65,20 @@ _GRPC_CODES: Final = {
 class HttpReceiver:
     """The aiohttp handler of ``POST /v1/traces``."""
 
-    def __init__(self, processor: Processor, max_request_bytes: int, bearer_token: str | None):
+    def __init__(
+        self,
+        processor: Processor,
+        max_request_bytes: int,
+        bearer_token: str | None,
+        *,
+        budget: ByteBudget | None = None,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.processor = processor
         self.max_request_bytes = max_request_bytes
         self.bearer_token = bearer_token
+        self.budget = budget if budget is not None else ByteBudget("receive", 2**62)
+        self.body_timeout_s = body_timeout_s
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(TRACES_PATH, self.handle)]
@@ -81,25 +101,40 @@ class HttpReceiver:
                 f"{_PROTOBUF} or {_JSON}",
                 True,  # neither protobuf nor JSON was asked for: answer readable JSON
             )
+        held = _Held(self.budget, self.processor.retry_after)
         try:
-            body = await self._read_body(request)
+            if is_json and request.content_length:
+                # Refused before it is read when it could never be parsed in the budget.
+                held.check_fits(request.content_length * JSON_EXPANSION, json_body=True)
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await self._read_body(request, held)
+            except TimeoutError:
+                raise RequestError(
+                    408,
+                    "body_timeout",
+                    f"the request body did not arrive within {self.body_timeout_s:g} s",
+                ) from None
             if is_json:
-                try:
-                    document = json.loads(body)
-                except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                    raise RequestError(400, "malformed", f"malformed JSON: {error}") from None
-                except RecursionError:
-                    raise RequestError(
-                        400, "malformed", "malformed JSON: nested too deeply"
-                    ) from None
-                raw, rejected, errors = json_to_protobuf(document)
+                # Refused before parsing when it could never fit, retried when not now.
+                held.grow(len(body) * JSON_EXPANSION, json_body=True)
+                if len(body) > _JSON_INLINE_BYTES:
+                    raw, rejected, errors = await asyncio.to_thread(_decode_json, body)
+                else:
+                    raw, rejected, errors = _decode_json(body)
                 message = ExportTraceServiceRequest.FromString(raw)
                 accepted = self.processor.accept(message, None, rejected=rejected, errors=errors)
             else:
                 accepted = self.processor.accept(parse_request(body), body)
         except RequestError as error:
             self.processor.reject(error.reason)
-            return _error(error.status, error.message, is_json)
+            response = _error(error.status, error.message, is_json)
+            if error.retry_after is not None:
+                response.headers["Retry-After"] = retry_after_header(error.retry_after)
+            if error.status in (408, 413, 503):
+                # The rest of the body is not worth reading (nor waiting for).
+                response.force_close()
+            return response
         except TooLarge as error:
             return _error(413, str(error), is_json)
         except Backpressure as refusal:
@@ -110,16 +145,20 @@ class HttpReceiver:
             # The boundary for faults of ours: counted, logged once per kind, answered.
             self.processor.internal_error("receive_http", error)
             return _error(500, f"internal error: {type(error).__name__}", is_json)
+        finally:
+            held.release()
         self.processor.sweep_if_overdue()
         return _success(accepted, is_json)
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.Request, held: _Held) -> bytes:
         limit = self.max_request_bytes
         length = request.content_length
         if length is not None and length > limit:
             raise RequestError(
                 413, "too_large", f"request body of {length} bytes exceeds {limit} bytes"
             )
+        # Bytes are reserved as they arrive, not as declared: a sender that only
+        # declares a large body holds nothing, one that sends it holds what it sent.
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding in ("", "identity"):
             decompressor = None
@@ -142,6 +181,7 @@ class HttpReceiver:
                 if decompressor is None:
                     parts.append(chunk)
                     size += len(chunk)
+                    held.grow(size)
                 else:
                     data = chunk
                     while data:
@@ -150,6 +190,7 @@ class HttpReceiver:
                         size += len(out)
                         if size > limit:
                             break
+                        held.grow(size)
                         data = decompressor.unconsumed_tail
                 if size > limit:
                     raise RequestError(
@@ -160,6 +201,67 @@ class HttpReceiver:
         except zlib.error as error:
             raise RequestError(400, "malformed", f"invalid {encoding} body: {error}") from None
         return b"".join(parts)
+
+
+class _Held:
+    """The bytes one request holds in the receive budget; grown as it is read."""
+
+    __slots__ = ("budget", "retry_after", "size")
+
+    def __init__(self, budget: ByteBudget, retry_after: float) -> None:
+        self.budget = budget
+        self.size = 0
+        self.retry_after = retry_after
+
+    def grow(self, size: int, json_body: bool = False) -> None:
+        """Hold ``size`` bytes in all; :class:`RequestError` 413 if they could never
+        fit, 503 with a retry delay if they do not fit now."""
+        if size <= self.size:
+            return
+        self.check_fits(size, json_body)
+        budget = self.budget
+        if not budget.reserve(size - self.size):
+            raise RequestError(
+                503,
+                "memory_limit",
+                f"request bodies in progress hold {budget.used} of {budget.limit} bytes; "
+                "retry later",
+                self.retry_after,
+            )
+        self.size = size
+
+    def check_fits(self, size: int, json_body: bool = False) -> None:
+        """:class:`RequestError` 413 when ``size`` bytes could never be held."""
+        budget = self.budget
+        if not budget.fits(size):
+            what = (
+                f"an OTLP/JSON body of {size // JSON_EXPANSION} bytes needs about {size} "
+                "bytes to parse"
+                if json_body
+                else f"a request body of {size} bytes"
+            )
+            raise RequestError(
+                413,
+                "too_large",
+                f"{what}, more than the receive budget ({budget.limit} bytes); "
+                "send smaller batches (or protobuf)",
+            )
+
+    def release(self) -> None:
+        self.budget.release(self.size)
+        self.size = 0
+
+
+def _decode_json(body: bytes) -> tuple[bytes, int, list[str]]:
+    """OTLP/JSON body -> (protobuf bytes, rejected spans, messages); pure, so it can
+    run on a worker thread."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RequestError(400, "malformed", f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed", "malformed JSON: nested too deeply") from None
+    return json_to_protobuf(document)
 
 
 def _success(accepted: Accepted, is_json: bool) -> web.Response:
