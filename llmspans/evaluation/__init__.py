@@ -9,13 +9,16 @@ into metrics with the same core code.
 
 from llmspans.core.judging import Document, Judgment, should_sample
 from llmspans.core.judging import EvaluatedRun as Run
+from llmspans.evaluation._llm_judge import JudgeError, LLMJudge
 from llmspans.evaluation._runner import EvaluationRunner, Evaluator, Outcome, load_evaluator
 
 __all__ = [
     "Document",
     "EvaluationRunner",
     "Evaluator",
+    "JudgeError",
     "Judgment",
+    "LLMJudge",
     "Outcome",
     "Run",
     "load_evaluator",
