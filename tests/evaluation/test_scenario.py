@@ -152,3 +152,14 @@ def test_the_store_gives_the_same_numbers(tracing: Tracing) -> None:
         'llmspans_evaluations_total{pipeline="support",evaluator="code",verdict="incorrect"} 7'
         in text
     )
+
+
+def test_the_docs_evaluation_table_is_the_catalogue() -> None:
+    from llmspans.core.catalogue import EVALUATION, markdown_table
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text("utf-8")
+    start = text.index("## Evaluation metrics")
+    table = text.index("| Prometheus name |", start)
+    assert text[table:] == markdown_table(EVALUATION), (
+        "paste markdown_table(EVALUATION) from llmspans.core.catalogue under 'Evaluation metrics'"
+    )
