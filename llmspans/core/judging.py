@@ -282,9 +282,11 @@ def sampled_run(run: Run, verdict: Verdict) -> EvaluatedRun | None:
 
 def _known(ids: Sequence[str] | None, allowed: frozenset[str]) -> tuple[str, ...] | None:
     """Judged ids restricted to the ids the run has (a judge may name others)."""
-    if ids is None:
-        return None
-    return tuple(dict.fromkeys(doc for doc in ids if isinstance(doc, str) and doc in allowed))
+    if not isinstance(ids, list | tuple):
+        return None  # None, or not a list of ids at all: not judged
+    # A judge cannot name more distinct ids than the run has; a longer list is cut.
+    bounded = ids[: 10 * MAX_RUN_DOCUMENTS]
+    return tuple(dict.fromkeys(doc for doc in bounded if isinstance(doc, str) and doc in allowed))
 
 
 def clean_judgment(judgment: Judgment, evaluated: EvaluatedRun) -> Judgment:

@@ -241,3 +241,32 @@ def test_agreement_with_the_apps_labels() -> None:
     assert sink.counter(A.METRIC_JUDGE_AGREEMENT, aspect="relevance", agree="true") == 2
     assert sink.counter(A.METRIC_JUDGE_AGREEMENT, aspect="relevance", agree="false") == 1
     assert sink.counter(A.METRIC_JUDGE_AGREEMENT, aspect="correctness", agree="false") == 1
+
+
+def test_a_judgment_of_the_wrong_types_is_not_judged() -> None:
+    odd = Judgment(
+        relevant_ids=5,  # type: ignore[arg-type]
+        supported_citations="a",  # type: ignore[arg-type]
+        unsupported_citations=[["a"], None, "a"],  # type: ignore[list-item]
+        explanation="x" * 10_000_000,
+    )
+    clean = clean_judgment(odd, RUN)
+    assert clean.relevant_ids is None
+    assert clean.supported_citations is None
+    assert clean.unsupported_citations == ("a",)
+
+
+def test_the_collector_reads_its_evaluators_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmspans.collector.config import load_settings
+    from llmspans.collector.evaluation import evaluators_of
+
+    monkeypatch.setenv(
+        "LLMSPANS_COLLECTOR__EVALUATION__EVALUATORS", '["tests.evaluation.judges:judge"]'
+    )
+    settings = load_settings()
+    assert settings.evaluation.evaluators == ["tests.evaluation.judges:judge"]
+    assert settings.evaluation.forward_content is False
+    ((name, evaluator),) = evaluators_of(settings.evaluation)
+    assert name == "tests.evaluation.judges:judge" and callable(evaluator)
