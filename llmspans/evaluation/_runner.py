@@ -11,15 +11,16 @@ under its own lock, so the core stays free of threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import logging
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -115,6 +116,54 @@ class _Budget:
             self.spent.append((self.clock(), cost))
 
 
+class _DaemonPool:
+    """``size`` daemon threads calling sync evaluators: a hung evaluator holds one of
+    them (bounded) and never holds up the process at exit, unlike an executor's
+    worker, which the interpreter joins."""
+
+    def __init__(self, size: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name="llmspans-evaluator", daemon=True)
+            for _ in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def call(
+        self, loop: asyncio.AbstractEventLoop, function: Evaluator, run: EvaluatedRun
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((loop, future, function, run))
+        return future
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            loop, future, function, run = job
+            try:
+                result, error = function(run), None
+            except BaseException as raised:  # handed to the awaiting call as it is
+                result, error = None, raised
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return  # timed out and cancelled meanwhile
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class EvaluationRunner(Generic[T]):
     """Runs evaluators on sampled runs in a background thread, within bounds.
 
@@ -149,8 +198,9 @@ class EvaluationRunner(Generic[T]):
         self._budget = _Budget(calls_per_minute, usd_per_hour, clock)
         self._busy = 0
         self._closed = False
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="llmspans-evaluator")
+        self._pool = _DaemonPool(self.concurrency)
         self._loop = asyncio.new_event_loop()
+        self._ready: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._serve, name="llmspans-evaluation", daemon=True)
         self._thread.start()
 
@@ -167,8 +217,13 @@ class EvaluationRunner(Generic[T]):
                 self._drop(DROP_QUEUE_FULL)
                 return False
             self._queue.append((context, run))
-            self._wake.notify()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: close() ran
+            self._loop.call_soon_threadsafe(self._signal)
         return True
+
+    def _signal(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
 
     def take(self) -> tuple[list[Outcome[T]], dict[str, int]]:
         """The outcomes and drops (by reason) since the last call."""
@@ -197,8 +252,10 @@ class EvaluationRunner(Generic[T]):
                 self._drop(DROP_SHUTDOWN)
             self._queue.clear()
             self._wake.notify_all()
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._signal)
         self._thread.join(timeout_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.stop()
 
     # --- the worker's side -----------------------------------------------------------
 
@@ -213,25 +270,32 @@ class EvaluationRunner(Generic[T]):
     async def _main(self) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
+        ready = self._ready = asyncio.Event()
         while True:
-            item = await asyncio.to_thread(self._next)
-            if item is None:
-                break
             await slots.acquire()
+            ready.clear()
+            item, closed = self._next()
+            if item is None:
+                slots.release()
+                if closed:
+                    break
+                # Woken by submit() and close(); the timeout is a safety net only.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), 0.5)
+                continue
             task = asyncio.create_task(self._evaluate(item, slots))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks, timeout=self.timeout_s)
 
-    def _next(self) -> tuple[T, EvaluatedRun] | None:
+    def _next(self) -> tuple[tuple[T, EvaluatedRun] | None, bool]:
+        """The next queued run (counted busy), or None and whether the runner closed."""
         with self._lock:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._wake.wait(0.1)
+            if not self._queue:
+                return None, self._closed
             self._busy += 1
-            return self._queue.popleft()
+            return self._queue.popleft(), False
 
     async def _evaluate(self, item: tuple[T, EvaluatedRun], slots: asyncio.Semaphore) -> None:
         context, run = item
@@ -260,7 +324,7 @@ class EvaluationRunner(Generic[T]):
             if inspect.iscoroutinefunction(evaluator):
                 pending: Awaitable[Any] = evaluator(run)
             else:
-                pending = self._loop.run_in_executor(self._pool, evaluator, run)
+                pending = self._pool.call(self._loop, evaluator, run)
             found = await asyncio.wait_for(pending, self.timeout_s)
             if inspect.isawaitable(found):
                 found = await asyncio.wait_for(found, self.timeout_s)

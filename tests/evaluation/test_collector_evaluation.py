@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -84,3 +85,42 @@ async def test_the_collector_counts_the_judged_failures(tracing: Tracing, tmp_pa
     for key in (A.RETRIEVAL_DOCUMENTS_CONTENT, A.GEN_AI_OUTPUT_MESSAGES, A.GENERATION_CLAIMS):
         assert key not in text
     assert A.RETRIEVAL_DOCUMENT_IDS in text
+
+
+async def test_a_hanging_judge_never_slows_ingestion(tracing: Tracing, tmp_path: Path) -> None:
+    provider, exporter = tracing
+    scenario.record_runs(provider.get_tracer("t"))
+    data = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    metrics = MetricsStore()
+    output = tmp_path / "forwarded.jsonl"
+    writer = FileWriter(FileExporter(protocol="file", path=output), "file", metrics)
+    clock = [100.0]
+    settings = CollectorSettings(
+        evaluation=Evaluation(
+            evaluators=["tests.evaluation.judges:hangs"],
+            concurrency=1,
+            queue_size=2,
+            timeout_s=0.2,
+            forward_content=True,
+        )
+    )
+    processor = Processor(settings, metrics, Forwarder([writer]), clock=lambda: clock[0])
+    await writer.start()
+    processor.accept(ExportTraceServiceRequest.FromString(data), data)
+    clock[0] += 1000.0
+    started = time.monotonic()
+    assert processor.sweep() == len(scenario.RUNS)
+    assert time.monotonic() - started < 1.0
+    assert processor.evaluation is not None
+    assert processor.evaluation.runner.drain(10.0)
+    processor.collect_evaluations()
+    processor.drain()
+    assert await writer.flush(5.0)
+    await writer.close()
+    store = metrics.store
+    dropped = store.counter(A.METRIC_EVALUATION_DROPPED, reason="queue_full")
+    timed_out = store.counter(A.METRIC_EVALUATIONS, verdict="timeout")
+    assert dropped >= len(scenario.RUNS) - 3
+    assert dropped + timed_out == len(scenario.RUNS)
+    # forward_content: true keeps the sampled content on the forwarded spans
+    assert A.RETRIEVAL_DOCUMENTS_CONTENT in output.read_text()

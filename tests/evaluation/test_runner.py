@@ -270,3 +270,23 @@ def test_the_collector_reads_its_evaluators_from_the_environment(
     assert settings.evaluation.forward_content is False
     ((name, evaluator),) = evaluators_of(settings.evaluation)
     assert name == "tests.evaluation.judges:judge" and callable(evaluator)
+
+
+def test_an_evaluator_hung_for_good_never_holds_up_the_process_exit() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "from llmspans.evaluation import EvaluationRunner, Run\n"
+        "runner = EvaluationRunner([('h', lambda run: time.sleep(3600))], timeout_s=0.2)\n"
+        "runner.submit(0, Run(pipeline='p'))\n"
+        "assert runner.drain(5)\n"
+        "print(runner.take()[0][0].status)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "timeout"
+    assert time.monotonic() - started < 30
