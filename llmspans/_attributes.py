@@ -133,6 +133,7 @@ REASON_INVALID_OUTPUT: Final = "invalid_output"
 REASON_VERIFICATION_FAILED: Final = "verification_failed"
 REASON_TASK_INCOMPLETE: Final = "task_incomplete"
 
+
 # --- span names (SPEC section 2) ------------------------------------------------
 def span_name(stage: str, detail: str | None) -> str:
     """The span name of a stage span: ``"{operation} {detail}"``, or the operation alone."""
@@ -208,3 +209,35 @@ RETRIEVAL_CHUNK_IDS: Final = "llmspans.retrieval.chunk_ids"
 #: The framework whose top-level invocation opened a pipeline root (``langchain``,
 #: ``llama_index``) when no decorated ``@pipeline`` enclosed it.
 PIPELINE_FRAMEWORK: Final = "llmspans.pipeline.framework"
+
+# --- continuous evaluation (docs/evaluation.md) ----------------------------------------
+#: On a pipeline root: this run was sampled for evaluation and records the content a
+#: judge needs (see docs/evaluation.md for where each piece lives).
+EVALUATION_SAMPLED: Final = "llmspans.evaluation.sampled"
+#: On a generation span: a JSON object, cited document id -> the claim it is cited for.
+GENERATION_CLAIMS: Final = "llmspans.generation.claims"
+#: On an ``evaluate {pipeline}`` span: the evaluator, its verdict and the judged figures.
+EVALUATION_EVALUATOR: Final = "llmspans.evaluation.evaluator"
+EVALUATION_VERDICT: Final = "llmspans.evaluation.verdict"
+EVALUATION_RELEVANT_IDS: Final = "llmspans.evaluation.relevant_ids"
+EVALUATION_SUPPORTED: Final = "llmspans.evaluation.supported_citations"
+EVALUATION_UNSUPPORTED: Final = "llmspans.evaluation.unsupported_citations"
+EVALUATION_CORRECT: Final = "llmspans.evaluation.correct"
+EVALUATION_SCORE: Final = "llmspans.evaluation.score"
+EVALUATION_EXPLANATION: Final = "llmspans.evaluation.explanation"
+EVALUATION_COST_USD: Final = "llmspans.evaluation.cost_usd"
+EVALUATION_FAILURE_STAGE: Final = "llmspans.evaluation.failure_stage"
+EVALUATION_FAILURE_REASON: Final = "llmspans.evaluation.failure_reason"
+STAGE_EVALUATION: Final = "evaluation"
+OP_EVALUATE: Final = "evaluate"
+REASON_INCORRECT_ANSWER: Final = "incorrect_answer"
+#: the ``basis`` label of judged-or-labelled metrics
+BASIS_LABELS: Final = "labels"
+BASIS_JUDGE: Final = "judge"
+BASIS_OUTCOME: Final = "outcome"
+METRIC_CITATION_SUPPORT: Final = "llmspans.generation.citation_support"
+METRIC_JUDGED_FAILURES: Final = "llmspans.judged.failures"  # llmspans_judged_failures_total
+METRIC_EVALUATIONS: Final = "llmspans.evaluations"  # llmspans_evaluations_total
+METRIC_EVALUATION_COST: Final = "llmspans.evaluation.cost_usd"
+METRIC_EVALUATION_DROPPED: Final = "llmspans.evaluation.dropped"
+METRIC_JUDGE_AGREEMENT: Final = "llmspans.judge.agreement"

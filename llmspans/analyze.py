@@ -28,13 +28,23 @@ import json
 import math
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final, TextIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Final, TextIO
 
 from llmspans.core.convert import iter_otlp_json_lines
 from llmspans.core.engine import Assembler, Engine
-from llmspans.core.model import Thresholds, TraceResult
+from llmspans.core.judging import (
+    EvaluatedRun,
+    accumulate_judgment,
+    count_unjudged,
+    record_dropped,
+    sampled_runs,
+    summarise,
+)
+from llmspans.core.metrics import Aggregates
+from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
 from llmspans.core.report import Report, ReportBuilder
+from llmspans.evaluation import EvaluationRunner, Evaluator, load_evaluator
 
 __all__ = ["EXIT_STATUS", "add_arguments", "analyze_lines", "run"]
 
@@ -83,9 +93,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generation fails as unsupported_citation below this citation precision "
         "(default: 1.0)",
     )
+    parser.add_argument(
+        "--evaluator",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="judge the sampled runs (llmspans.evaluation.sampled) with this evaluator, "
+        "package.module:function; repeatable (docs/evaluation.md)",
+    )
+    parser.add_argument(
+        "--evaluation-timeout",
+        type=float,
+        default=60.0,
+        help="seconds one evaluator call may take (default: 60)",
+    )
 
 
-def analyze_lines(lines: Iterable[str], thresholds: Thresholds) -> Report:
+def analyze_lines(
+    lines: Iterable[str],
+    thresholds: Thresholds,
+    evaluators: Sequence[tuple[str, Evaluator]] = (),
+    *,
+    evaluation_timeout_s: float = 60.0,
+    evaluation_concurrency: int = 4,
+) -> Report:
     """The report over OTLP JSON lines; unreadable lines are listed in ``skipped_lines``.
 
     The engine every mode runs assembles the spans by trace (a file holds whole
@@ -101,13 +132,65 @@ def analyze_lines(lines: Iterable[str], thresholds: Thresholds) -> Report:
     for record in iter_otlp_json_lines(lines, lambda line, error: skipped.append((line, error))):
         add(record, 0.0)
     builder = ReportBuilder()
+    sampled: list[tuple[Run, Verdict, EvaluatedRun]] = []
     for trace, _ in engine.assembler.drain():
         result = engine.attribute(trace) or TraceResult(
             bad_attributes=sum(record.bad_attributes for record in trace.records)
         )
         builder.add(result, spans=len(trace.records) + trace.truncated)
+        if evaluators:
+            sampled.extend(sampled_runs(result))
     builder.report.skipped_lines = skipped
+    if evaluators:
+        builder.report.evaluation = _evaluate(
+            sampled, evaluators, thresholds, evaluation_timeout_s, evaluation_concurrency
+        )
     return builder.report
+
+
+def _evaluate(
+    sampled: Sequence[tuple[Run, Verdict, EvaluatedRun]],
+    evaluators: Sequence[tuple[str, Evaluator]],
+    thresholds: Thresholds,
+    timeout_s: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    """Every evaluator over every sampled run of the file; the judged figures.
+
+    The runner is the collector's, with a queue as long as the file's sampled runs
+    (offline nothing is dropped for room) and no budget.
+    """
+    judged = Aggregates()
+    runner: EvaluationRunner[tuple[Run, Verdict]] = EvaluationRunner(
+        evaluators,
+        concurrency=concurrency,
+        queue_size=max(1, len(sampled)),
+        timeout_s=timeout_s,
+    )
+    try:
+        for run, verdict, evaluated in sampled:
+            runner.submit((run, verdict), evaluated)
+        runner.drain()
+    finally:
+        runner.close(timeout_s=1.0)
+    outcomes, dropped = runner.take()
+    for outcome in outcomes:
+        run, verdict = outcome.context
+        if outcome.judgment is None:
+            count_unjudged(run, outcome.evaluator, outcome.status, judged)
+        else:
+            accumulate_judgment(
+                run,
+                verdict,
+                outcome.run,
+                outcome.judgment,
+                evaluator=outcome.evaluator,
+                thresholds=thresholds,
+                sink=judged,
+            )
+    for reason, count in dropped.items():
+        record_dropped(judged, reason, count)
+    return summarise(judged, len(sampled))
 
 
 def _report_skipped(report: Report, stderr: TextIO) -> None:
@@ -169,21 +252,32 @@ def run(args: argparse.Namespace) -> int:
         min_score=args.min_score, min_citation_precision=args.min_citation_precision
     )
 
+    try:
+        evaluators = [(spec, load_evaluator(spec)) for spec in args.evaluator]
+    except ValueError as error:
+        print(f"llmspans analyze: {error}", file=sys.stderr)
+        return 2
+
+    def analyze(lines: Iterable[str]) -> Report:
+        return analyze_lines(
+            lines, thresholds, evaluators, evaluation_timeout_s=args.evaluation_timeout
+        )
+
     def warn_break(message: str) -> None:
         print(f"llmspans analyze: warning: {args.file}: {message}", file=sys.stderr)
 
     try:
         if args.file == "-":
             stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-            report = analyze_lines(stdin, thresholds)
+            report = analyze(stdin)
         elif args.file.endswith(".gz"):
             with open(args.file, "rb") as raw:
-                report = analyze_lines(_gzip_lines(raw, warn_break), thresholds)
+                report = analyze(_gzip_lines(raw, warn_break))
         else:
             # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
             # reported as unreadable, instead of ending the whole analysis.
             with open(args.file, encoding="utf-8", errors="replace") as lines:
-                report = analyze_lines(lines, thresholds)
+                report = analyze(lines)
     except (OSError, _Unreadable) as error:
         reason = getattr(error, "strerror", None) or str(error)
         print(f"llmspans analyze: cannot read {args.file}: {reason}", file=sys.stderr)

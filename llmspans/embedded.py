@@ -50,9 +50,16 @@ from llmspans._metrics_endpoint import MetricsPusher, MetricsServer
 from llmspans.core import exposition
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.engine import Assembler, Engine, Trace
-from llmspans.core.model import Thresholds
+from llmspans.core.judging import (
+    accumulate_judgment,
+    count_unjudged,
+    record_dropped,
+    sampled_runs,
+)
+from llmspans.core.model import Run, Thresholds, Verdict
 from llmspans.core.records import SpanRecord
 from llmspans.core.store import MetricStore
+from llmspans.evaluation import EvaluationRunner, Evaluator, load_evaluator
 
 __all__ = ["EmbeddedProcessor"]
 
@@ -92,6 +99,12 @@ class EmbeddedProcessor(SpanProcessor):
         metrics_headers: Mapping[str, str] | None = None,
         push_interval_s: float = 60.0,
         resource: Sequence[tuple[str, str]] = (),
+        evaluators: Sequence[str | Evaluator] = (),
+        evaluation_concurrency: int = 2,
+        evaluation_queue_size: int = 1000,
+        evaluation_timeout_s: float = 60.0,
+        evaluation_calls_per_minute: float | None = None,
+        evaluation_usd_per_hour: float | None = None,
     ) -> None:
         self.trace_timeout_s = trace_timeout_s
         self._max_inflight_traces = max(1, max_inflight_traces)
@@ -107,6 +120,20 @@ class EmbeddedProcessor(SpanProcessor):
                 late_by_parent=True,
                 max_trace_spans=max_trace_spans,
             ),
+        )
+        #: continuous evaluation (docs/evaluation.md): sampled runs are judged in the
+        #: runner's threads, their judgments recorded on each sweep; None when off
+        self.evaluation: EvaluationRunner[tuple[Run, Verdict]] | None = (
+            EvaluationRunner(
+                [_named(evaluator) for evaluator in evaluators],
+                concurrency=evaluation_concurrency,
+                queue_size=evaluation_queue_size,
+                timeout_s=evaluation_timeout_s,
+                calls_per_minute=evaluation_calls_per_minute,
+                usd_per_hour=evaluation_usd_per_hour,
+            )
+            if evaluators
+            else None
         )
         # _lock guards the engine (its assembler and store), _sweeper and _closed.
         self._lock = threading.Lock()
@@ -161,6 +188,9 @@ class EmbeddedProcessor(SpanProcessor):
             sweeper, self._sweeper = self._sweeper, None
             waiting = self.engine.assembler.drain()
         self._evaluate(trace for trace, _ in waiting)
+        if self.evaluation is not None:
+            self.evaluation.close(timeout_s=5.0)
+            self.collect_evaluations()
         self._stop.set()
         if sweeper is not None and sweeper is not threading.current_thread():
             sweeper.join(timeout=5)
@@ -213,12 +243,43 @@ class EmbeddedProcessor(SpanProcessor):
                 if result is not None:
                     with self._lock:
                         self.store.record(result, trace.trace_id)
+                    if self.evaluation is not None:
+                        for run, verdict, evaluated in sampled_runs(result):
+                            self.evaluation.submit((run, verdict), evaluated)
             except Exception as error:
                 log_internal_error("embedded.evaluate", error)
+
+    def collect_evaluations(self) -> int:
+        """Record the judgments that came back so far; how many there were."""
+        if self.evaluation is None:
+            return 0
+        outcomes, dropped = self.evaluation.take()
+        store = self.store
+        thresholds = self.engine.thresholds
+        with self._lock:
+            for reason, count in dropped.items():
+                record_dropped(store, reason, count)
+            for outcome in outcomes:
+                run, verdict = outcome.context
+                if outcome.judgment is None:
+                    count_unjudged(run, outcome.evaluator, outcome.status, store, store.labeler)
+                else:
+                    accumulate_judgment(
+                        run,
+                        verdict,
+                        outcome.run,
+                        outcome.judgment,
+                        evaluator=outcome.evaluator,
+                        thresholds=thresholds,
+                        sink=store,
+                        labeler=store.labeler,
+                    )
+        return len(outcomes)
 
     def sweep(self) -> None:
         """Finalise the traces that have waited ``trace_timeout_s``."""
         try:
+            self.collect_evaluations()
             with self._lock:
                 due = self.engine.assembler.due(time.monotonic())
             self._evaluate(trace for trace, _ in due)
@@ -239,6 +300,14 @@ class EmbeddedProcessor(SpanProcessor):
             self._sweeper.start()
         finally:
             otel_context.detach(token)
+
+
+def _named(evaluator: str | Evaluator) -> tuple[str, Evaluator]:
+    """An evaluator with its ``evaluator`` label: the spec it was loaded from, or its name."""
+    if isinstance(evaluator, str):
+        return evaluator, load_evaluator(evaluator)
+    name = getattr(evaluator, "__name__", None) or type(evaluator).__name__
+    return f"{getattr(evaluator, '__module__', '')}:{name}".lstrip(":"), evaluator
 
 
 def _alone(record: SpanRecord) -> Trace:

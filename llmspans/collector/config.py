@@ -276,6 +276,33 @@ class Shutdown(_Section):
     timeout_s: float = Field(default=30.0, gt=0, description="longest wait to flush on SIGTERM")
 
 
+class LLMJudgeEntry(_Section):
+    """An LLM judge over an OpenAI-compatible endpoint (docs/evaluation.md)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="variable holding the key")
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    max_documents: int = Field(default=20, ge=1, description="documents sent per run")
+
+
+class Evaluation(_Section):
+    """Continuous evaluation of sampled runs (docs/evaluation.md); off without evaluators."""
+
+    evaluators: list[str | LLMJudgeEntry] = Field(
+        default_factory=list, description="package.module:function strings or LLM judges"
+    )
+    concurrency: int = Field(default=4, ge=1, description="evaluator calls at once")
+    queue_size: int = Field(default=1000, ge=1, description="sampled runs waiting at most")
+    timeout_s: float = Field(default=60.0, gt=0, description="longest evaluator call")
+    calls_per_minute: float | None = Field(default=None, gt=0)
+    usd_per_hour: float | None = Field(default=None, ge=0)
+    forward_content: bool = Field(
+        default=False, description="forward sampled runs' content to the exporters (else stripped)"
+    )
+
+
 class CollectorSettings(BaseSettings):
     """The whole configuration (collector.example.yaml documents every key)."""
 
@@ -296,6 +323,7 @@ class CollectorSettings(BaseSettings):
     auth: Auth = Field(default_factory=Auth)
     tls: Tls = Field(default_factory=Tls)
     shutdown: Shutdown = Field(default_factory=Shutdown)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
 
     @classmethod
     def settings_customise_sources(

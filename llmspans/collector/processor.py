@@ -32,6 +32,11 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from llmspans import _attributes as A
 from llmspans.collector.config import CollectorSettings
+from llmspans.collector.evaluation import (
+    CollectorEvaluation,
+    request_without_content,
+    without_content,
+)
 from llmspans.collector.forwarding import Forwarder
 from llmspans.collector.metrics import MetricsStore
 from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
@@ -129,6 +134,18 @@ class Processor:
         self._last_sweep = clock()
         self.closing = False
         self._decoder = SlimDecoder(max_ids=settings.limits.max_ids_per_span)
+        #: continuous evaluation of sampled runs (docs/evaluation.md); None when off
+        self.evaluation = (
+            CollectorEvaluation(settings.evaluation, metrics.store, self.thresholds, forwarder)
+            if settings.evaluation.evaluators
+            else None
+        )
+        #: With evaluation on, the content attributes sampled runs record are stripped
+        #: from every forwarded span unless evaluation.forward_content: a stage span is
+        #: forwarded before its root says whether the run was sampled.
+        self._strip_content = (
+            self.evaluation is not None and not settings.evaluation.forward_content
+        )
         metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
             ((), float(self.assembler.inflight_traces))
         ]
@@ -333,6 +350,8 @@ class Processor:
         forward = total - taken_out
         if forward:
             payload = raw if raw is not None and not taken_out else slim.SerializeToString()
+            if self._strip_content:
+                payload = request_without_content(payload)
             self.forwarder.submit(payload, forward)
         return Accepted(total + rejected, invalid + rejected, "; ".join(messages))
 
@@ -360,6 +379,7 @@ class Processor:
 
     def safe_sweep(self) -> int:
         """:meth:`sweep`, with a fault of ours counted and logged instead of raised."""
+        self.collect_evaluations()
         try:
             return self.sweep()
         except Exception as error:
@@ -373,6 +393,8 @@ class Processor:
         done = self.assembler.drain()
         if done:
             self._finalise(done)
+        if self.evaluation is not None:
+            self.evaluation.close(self.settings.shutdown.timeout_s / 2)
         return len(done)
 
     def _finalise(self, done: list[tuple[Trace, Finalised]]) -> None:
@@ -405,11 +427,14 @@ class Processor:
             if result is not None:
                 for run, verdict in result.runs:
                     verdicts[run.root.span_id] = verdict
+            if result is not None and self.evaluation is not None:
+                self._offer_for_evaluation(result)
             for item in trace.held or ():
                 if not isinstance(item, _Held):
                     continue
                 key = (item.resource, item.resource_schema, item.scope, item.scope_schema)
-                outgoing.setdefault(key, []).append((item.span, verdicts.get(item.span_id)))
+                span = without_content(item.span) if self._strip_content else item.span
+                outgoing.setdefault(key, []).append((span, verdicts.get(item.span_id)))
                 held_spans += 1
         if last_why is not None:
             counts[last_why] = counts.get(last_why, 0) + run_length
@@ -425,6 +450,27 @@ class Processor:
                 return
             # Held spans were admitted with their requests: they never wait for room.
             self.forwarder.submit(payload, held_spans)
+
+    # --- continuous evaluation (llmspans/collector/evaluation.py) ----------------------
+
+    def _offer_for_evaluation(self, result: TraceResult) -> None:
+        """Hand a finalised trace's sampled runs to the evaluation runner (never waiting)."""
+        if self.evaluation is None:
+            return
+        try:
+            self.evaluation.offer(result)
+        except Exception as error:
+            self.internal_error("evaluation", error)
+
+    def collect_evaluations(self) -> int:
+        """Record the judgments that came back and forward their spans."""
+        if self.evaluation is None:
+            return 0
+        try:
+            return self.evaluation.collect()
+        except Exception as error:
+            self.internal_error("evaluation", error)
+            return 0
 
     def internal_error(self, kind: str, error: Exception) -> None:
         self.metrics.count("llmspans_collector_internal_errors", kind=kind)

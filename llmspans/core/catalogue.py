@@ -19,6 +19,7 @@ __all__ = [
     "CATALOGUE",
     "COLLECTOR_HEALTH",
     "DURATION_BUCKETS",
+    "EVALUATION",
     "RATIO_BUCKETS",
     "RUN_LABELS",
     "Metric",
@@ -109,16 +110,19 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         A.METRIC_CONTEXT_PRECISION,
         "llmspans_retrieval_context_precision",
         "histogram",
-        "Rank-weighted context precision, per run with relevance labels and retrieved ids.",
-        RUN_LABELS,
+        "Rank-weighted context precision, per run with relevance labels and retrieved ids, "
+        "by basis (labels from the app, judge from an evaluator).",
+        (*RUN_LABELS, "basis"),
         buckets=RATIO_BUCKETS,
     ),
     Metric(
         A.METRIC_CONTEXT_RECALL,
         "llmspans_retrieval_context_recall",
         "histogram",
-        "Context recall, per run with relevance labels and retrieved ids.",
-        RUN_LABELS,
+        "Context recall, per run with relevance labels and retrieved ids, by basis (labels: "
+        "share of the labelled relevant ids retrieved; judge: 1 when the retrieved context "
+        "was judged sufficient, else 0).",
+        (*RUN_LABELS, "basis"),
         buckets=RATIO_BUCKETS,
     ),
     Metric(
@@ -149,15 +153,16 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         A.METRIC_CALIBRATION_RUNS,
         "llmspans_calibration_runs",
         "counter",
-        "Runs with a confidence: +1 per run, by confidence bin and correctness.",
-        (*RUN_LABELS, "bin", "correct"),
+        "Runs with a confidence: +1 per run, by confidence bin and correctness, and the "
+        "basis of correctness (labels, outcome, judge).",
+        (*RUN_LABELS, "basis", "bin", "correct"),
     ),
     Metric(
         A.METRIC_CALIBRATION_CONFIDENCE,
         "llmspans_calibration_confidence",
         "counter",
-        "Sum of the confidences of the runs in each confidence bin.",
-        (*RUN_LABELS, "bin"),
+        "Sum of the confidences of the runs in each confidence bin, by basis of correctness.",
+        (*RUN_LABELS, "basis", "bin"),
     ),
     Metric(
         A.METRIC_CALIBRATION_ECE,
@@ -165,6 +170,59 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         "gauge",
         "Expected calibration error over the last ece_window runs with a confidence, per pipeline.",
         ("pipeline",),
+    ),
+)
+
+
+#: The metrics of continuous evaluation (docs/evaluation.md), measured by
+#: :func:`llmspans.core.judging.accumulate_judgment`; rendered after :data:`CATALOGUE`.
+EVALUATION: Final[tuple[Metric, ...]] = (
+    Metric(
+        A.METRIC_CITATION_SUPPORT,
+        "llmspans_generation_citation_support",
+        "histogram",
+        "Share of judged citations whose document supports the claim it is cited for, "
+        "per judged generation.",
+        RUN_LABELS,
+        buckets=RATIO_BUCKETS,
+    ),
+    Metric(
+        A.METRIC_JUDGED_FAILURES,
+        "llmspans_judged_failures",
+        "counter",
+        "Root causes of judged runs that failed once the judged labels are applied: +1 per "
+        "judged run that failed, for its root cause only.",
+        (*RUN_LABELS, "stage", "reason"),
+    ),
+    Metric(
+        A.METRIC_EVALUATIONS,
+        "llmspans_evaluations",
+        "counter",
+        "Evaluator calls on sampled runs, by verdict (correct, incorrect, judged, error, timeout).",
+        ("pipeline", "evaluator", "verdict"),
+    ),
+    Metric(
+        A.METRIC_EVALUATION_COST,
+        "llmspans_evaluation_cost_usd",
+        "counter",
+        "Cost in US dollars of evaluator calls, as the evaluators report it.",
+        ("pipeline", "evaluator"),
+    ),
+    Metric(
+        A.METRIC_EVALUATION_DROPPED,
+        "llmspans_evaluation_dropped",
+        "counter",
+        "Sampled runs not evaluated, by reason (queue_full, budget_calls, budget_usd, "
+        "shutdown, no_content).",
+        ("reason",),
+    ),
+    Metric(
+        A.METRIC_JUDGE_AGREEMENT,
+        "llmspans_judge_agreement",
+        "counter",
+        "Judged facts checked against the app's own labels: +1 per retrieved document "
+        "(relevance) and per run (correctness), by agreement.",
+        ("evaluator", "aspect", "agree"),
     ),
 )
 
@@ -268,9 +326,11 @@ COLLECTOR_HEALTH: Final[tuple[Metric, ...]] = (
     ),
 )
 
-_BY_OTEL: Final = {metric.otel_name: metric for metric in (*CATALOGUE, *COLLECTOR_HEALTH)}
+_BY_OTEL: Final = {
+    metric.otel_name: metric for metric in (*CATALOGUE, *EVALUATION, *COLLECTOR_HEALTH)
+}
 _BY_PROMETHEUS: Final = {
-    metric.prometheus_name: metric for metric in (*CATALOGUE, *COLLECTOR_HEALTH)
+    metric.prometheus_name: metric for metric in (*CATALOGUE, *EVALUATION, *COLLECTOR_HEALTH)
 }
 
 

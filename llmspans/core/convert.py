@@ -38,7 +38,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
-from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord, ValueKind
+from llmspans.core.records import (
+    ATTRIBUTE_FIELDS,
+    CONTENT_FIELDS,
+    MAX_CONTENT_CHARS,
+    SpanRecord,
+    ValueKind,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
@@ -93,6 +99,8 @@ _STR_CHOICES: Final[dict[str, frozenset[str]]] = {
 
 
 def _check_str(field: str, value: str) -> object:
+    if field in CONTENT_FIELDS:
+        return value[:MAX_CONTENT_CHARS] if len(value) > MAX_CONTENT_CHARS else value
     choices = _STR_CHOICES.get(field)
     if choices is not None and value not in choices:
         return _BAD
@@ -189,7 +197,7 @@ _STR, _STR_CHOICE, _BOOL, _FLOAT, _FLOAT_CHECKED, _INT, _STR_LIST, _FLOAT_LIST =
 
 def _proto_code(field: str, kind: ValueKind) -> int:
     if kind is ValueKind.STR:
-        return _STR_CHOICE if field in _STR_CHOICES else _STR
+        return _STR_CHOICE if field in _STR_CHOICES or field in CONTENT_FIELDS else _STR
     if kind is ValueKind.FLOAT:
         return _FLOAT_CHECKED if field in _FLOAT_CHECKS else _FLOAT
     return {

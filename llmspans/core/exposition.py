@@ -22,7 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from llmspans import _attributes as A
-from llmspans.core.catalogue import CATALOGUE, Metric, by_otel_name
+from llmspans.core.catalogue import CATALOGUE, EVALUATION, Metric, by_otel_name
 from llmspans.core.metrics import HistogramData, Labels
 from llmspans.core.store import MetricStore, Stamp
 
@@ -41,7 +41,9 @@ def render(store: MetricStore, health: Sequence[Metric] = (), openmetrics: bool 
     histograms: dict[str, list[tuple[Labels, HistogramData]]] = {}
     for (instrument, labels), data in store.aggregates.histograms.items():
         histograms.setdefault(instrument, []).append((labels, data))
-    for metric in CATALOGUE:
+    # Evaluation families appear once something was judged (docs/evaluation.md).
+    judged = [row for row in EVALUATION if row.otel_name in counters or row.otel_name in histograms]
+    for metric in (*CATALOGUE, *judged):
         name = metric.otel_name
         if metric.kind == "counter":
             _counter(lines, store, metric, name, counters.get(name, ()), openmetrics)

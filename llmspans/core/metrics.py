@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol
 
 from llmspans import _attributes as A
-from llmspans.core.catalogue import CALIBRATION_BINS, CATALOGUE
+from llmspans.core.catalogue import CALIBRATION_BINS, CATALOGUE, EVALUATION
 from llmspans.core.model import Run, TraceResult, Verdict
 from llmspans.core.records import SpanRecord
 from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context_set
@@ -63,7 +63,9 @@ _MAX_DURATION_NS: Final = int(MAX_DURATION_S * 1e9)
 
 #: Explicit bucket boundaries per histogram instrument, from the catalogue.
 HISTOGRAM_BOUNDARIES: Final[dict[str, tuple[float, ...]]] = {
-    metric.otel_name: metric.buckets for metric in CATALOGUE if metric.kind == "histogram"
+    metric.otel_name: metric.buckets
+    for metric in (*CATALOGUE, *EVALUATION)
+    if metric.kind == "histogram"
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -399,10 +401,11 @@ def _run_metrics(run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink) -
             retrieved = retrieved_ids(run)
             precision = context_precision(retrieved, labels)
             recall = context_recall(retrieved, labels)
+            by_labels = (*by_run, _BASIS_LABELS)
             if precision is not None:
-                sink.observe(A.METRIC_CONTEXT_PRECISION, by_run, precision)
+                sink.observe(A.METRIC_CONTEXT_PRECISION, by_labels, precision)
             if recall is not None:
-                sink.observe(A.METRIC_CONTEXT_RECALL, by_run, recall)
+                sink.observe(A.METRIC_CONTEXT_RECALL, by_labels, recall)
 
     generations = stages.get(A.STAGE_GENERATION)
     if generations:
@@ -417,10 +420,13 @@ def _run_metrics(run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink) -
 
         confidence = run_confidence(run)
         if confidence is not None:
-            sink.calibrate(by_run, confidence, run_correct(run, verdict))
+            basis = _BASIS_OUTCOME if run.root.task_correct is None else _BASIS_LABELS
+            sink.calibrate((*by_run, basis), confidence, run_correct(run, verdict))
 
 
 _BIN_LABELS: Final = tuple(str(index) for index in range(CALIBRATION_BINS))
+_BASIS_LABELS: Final = ("basis", A.BASIS_LABELS)
+_BASIS_OUTCOME: Final = ("basis", A.BASIS_OUTCOME)
 #: run labels passed through unbounded (the report, tests)
 _UNBOUNDED: Final = Labeler(bounded=False)
 

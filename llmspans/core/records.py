@@ -53,7 +53,22 @@ ATTRIBUTE_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
     A.ERROR_TYPE: ("error_type", ValueKind.STR),
     A.SEGMENT: ("segment", ValueKind.STR),
     A.RUN_SOURCE: ("source", ValueKind.STR),
+    # content a judge needs, read for evaluation only (cut to MAX_CONTENT_CHARS)
+    A.EVALUATION_SAMPLED: ("evaluation_sampled", ValueKind.BOOL),
+    A.RETRIEVAL_QUERY: ("query", ValueKind.STR),
+    A.RETRIEVAL_DOCUMENTS_CONTENT: ("documents_content", ValueKind.STR),
+    A.GEN_AI_INPUT_MESSAGES: ("input_messages", ValueKind.STR),
+    A.GEN_AI_OUTPUT_MESSAGES: ("output_messages", ValueKind.STR),
+    A.GENERATION_CLAIMS: ("claims", ValueKind.STR),
 }
+
+#: Record fields holding content for evaluation: each value is cut to
+#: :data:`MAX_CONTENT_CHARS` characters when converted (docs/evaluation.md).
+CONTENT_FIELDS: Final = frozenset(
+    ("query", "documents_content", "input_messages", "output_messages", "claims")
+)
+#: The longest content value a record keeps, in characters.
+MAX_CONTENT_CHARS: Final = 1 << 20
 
 
 @dataclass(slots=True)
@@ -97,6 +112,14 @@ class SpanRecord:
     links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored
     bad_attributes: int = 0
+    #: evaluation (docs/evaluation.md): the root's sampling flag and the content a
+    #: judge reads, kept only for what the app recorded (None costs nothing)
+    evaluation_sampled: bool | None = None
+    query: str | None = None
+    documents_content: str | None = None
+    input_messages: str | None = None
+    output_messages: str | None = None
+    claims: str | None = None
 
     @property
     def duration_s(self) -> float:

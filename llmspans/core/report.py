@@ -122,6 +122,8 @@ class Report:
     bad_attributes: int = 0
     #: (line number, message) of input lines that could not be read
     skipped_lines: list[tuple[int, str]] = field(default_factory=list)
+    #: the judged figures when evaluators ran (:func:`llmspans.core.judging.summarise`)
+    evaluation: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``llmspans analyze --json``)."""
@@ -133,11 +135,12 @@ class Report:
             "pipelines": {
                 name: _pipeline_json(pipeline) for name, pipeline in sorted(self.pipelines.items())
             },
-        }
+        } | ({} if self.evaluation is None else {"evaluation": self.evaluation})
 
     def render(self) -> str:
         """A readable terminal table."""
-        return _render(self)
+        text = _render(self)
+        return text if self.evaluation is None else text + _render_evaluation(self.evaluation)
 
 
 class ReportBuilder:
@@ -379,4 +382,33 @@ def _render(report: Report) -> str:
                 "  feedback "
                 + ", ".join(f"{kind} {count}" for kind, count in sorted(pipeline.feedback.items()))
             )
+    return "\n".join(lines) + "\n"
+
+
+def _render_evaluation(summary: dict[str, Any]) -> str:
+    """The judged figures after the report (``llmspans analyze --evaluator``)."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = ["", f"evaluation: {summary['sampled_runs']} sampled runs"]
+    if summary["dropped"]:
+        dropped = ", ".join(f"{reason} {count}" for reason, count in summary["dropped"].items())
+        lines.append(f"  dropped: {dropped}")
+    for name, entry in summary["evaluators"].items():
+        verdicts = ", ".join(
+            f"{verdict} {count}" for verdict, count in sorted(entry["verdicts"].items())
+        )
+        lines.append(f"  evaluator {name}: {verdicts}; cost ${entry['cost_usd']:.4f}")
+        for aspect, counts in sorted(entry["agreement"].items()):
+            total = counts["agree"] + counts["disagree"]
+            lines.append(f"    agreement with labels, {aspect}: {counts['agree']}/{total}")
+    for name, entry in summary["pipelines"].items():
+        lines.append(
+            f"  pipeline {name}: {entry['judged_runs']} judged runs; judged context precision "
+            f"{number(entry['context_precision'])}, recall {number(entry['context_recall'])}, "
+            f"citation support {number(entry['citation_support'])}"
+        )
+        for cause, count in sorted(entry["judged_failures"].items()):
+            lines.append(f"    judged failure {cause}: {count}")
     return "\n".join(lines) + "\n"

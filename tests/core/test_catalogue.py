@@ -9,7 +9,13 @@ from pathlib import Path
 
 from llmspans import _attributes as A
 from llmspans.core import exposition
-from llmspans.core.catalogue import CATALOGUE, COLLECTOR_HEALTH, by_otel_name, markdown_table
+from llmspans.core.catalogue import (
+    CATALOGUE,
+    COLLECTOR_HEALTH,
+    EVALUATION,
+    by_otel_name,
+    markdown_table,
+)
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import HISTOGRAM_BOUNDARIES, observations
 from llmspans.core.model import Thresholds
@@ -78,7 +84,7 @@ def test_every_measurement_carries_exactly_its_catalogue_labels() -> None:
     measured = {row.otel_name for row in CATALOGUE if row.kind != "gauge"}
     assert seen == measured
     assert {name for name, _ in HISTOGRAM_BOUNDARIES.items()} == {
-        row.otel_name for row in CATALOGUE if row.kind == "histogram"
+        row.otel_name for row in (*CATALOGUE, *EVALUATION) if row.kind == "histogram"
     }
 
 

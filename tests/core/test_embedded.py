@@ -155,6 +155,8 @@ def test_embedded_and_analyze_give_the_same_numbers(
             (A.METRIC_CITATION_PRECISION, "citation_precision"),
         ]:
             run_labels = (("pipeline", name), ("segment", "none"), ("source", "production"))
+            if instrument != A.METRIC_CITATION_PRECISION:
+                run_labels = (("basis", "labels"), *run_labels)
             point = metrics.get(instrument, {}).get(run_labels)
             count = pipeline[key].get("runs", pipeline[key].get("generations"))
             if count:

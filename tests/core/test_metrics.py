@@ -179,12 +179,15 @@ def test_observations_of_one_run() -> None:
     assert values(A.METRIC_STAGE_FAILURES) == []
     ((_, cost),) = values(A.METRIC_TASK_COST)
     assert cost == pytest.approx(0.021)
-    assert values(A.METRIC_CONTEXT_PRECISION) == [(RAG, 0.5)]
-    assert values(A.METRIC_CONTEXT_RECALL) == [(RAG, 0.5)]
+    labelled = (*RAG, ("basis", "labels"))
+    assert values(A.METRIC_CONTEXT_PRECISION) == [(labelled, 0.5)]
+    assert values(A.METRIC_CONTEXT_RECALL) == [(labelled, 0.5)]
     assert values(A.METRIC_CITATION_PRECISION) == [(RAG, 0.5)]
     # the last generation's confidence (0.35, bin 3); accuracy from task.correct=False
-    assert values(A.METRIC_CALIBRATION_RUNS) == [((*RAG, ("bin", "3"), ("correct", "false")), 1.0)]
-    assert values(A.METRIC_CALIBRATION_CONFIDENCE) == [((*RAG, ("bin", "3")), 0.35)]
+    assert values(A.METRIC_CALIBRATION_RUNS) == [
+        ((*labelled, ("bin", "3"), ("correct", "false")), 1.0)
+    ]
+    assert values(A.METRIC_CALIBRATION_CONFIDENCE) == [((*labelled, ("bin", "3")), 0.35)]
 
 
 def test_failed_run_observes_exactly_one_failure() -> None:
@@ -313,6 +316,7 @@ def test_histogram_boundaries_cover_every_histogram() -> None:
         A.METRIC_CONTEXT_PRECISION,
         A.METRIC_CONTEXT_RECALL,
         A.METRIC_CITATION_PRECISION,
+        A.METRIC_CITATION_SUPPORT,
     }
     for boundaries in HISTOGRAM_BOUNDARIES.values():
         assert list(boundaries) == sorted(set(boundaries))

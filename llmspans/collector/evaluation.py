@@ -1,0 +1,192 @@
+"""Continuous evaluation in the collector (docs/evaluation.md).
+
+Sampled runs of finalised traces go to an :class:`~llmspans.evaluation.EvaluationRunner`
+(a bounded queue: ingestion never waits for a judge, drops are counted). On each
+sweep the outcomes are recorded into the shared store by the core's
+:func:`~llmspans.core.judging.accumulate_judgment`, and each becomes an
+``evaluate {pipeline}`` span in a trace of its own, linked to the run's root,
+forwarded like any span. Runs on the event loop thread, like the processor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Final
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from llmspans.collector.config import Evaluation, LLMJudgeEntry
+from llmspans.collector.forwarding import Forwarder
+from llmspans.core.convert import SLIM_EXPORT_REQUEST
+from llmspans.core.judging import (
+    EvaluatedRun,
+    accumulate_judgment,
+    count_unjudged,
+    record_dropped,
+    sampled_runs,
+)
+from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
+from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS
+from llmspans.core.store import MetricStore
+from llmspans.evaluation import EvaluationRunner, Evaluator, LLMJudge, load_evaluator
+from llmspans.evaluation._spans import AttributeValue, evaluation_attributes, evaluation_span_name
+
+__all__ = ["CollectorEvaluation", "evaluators_of", "request_without_content", "without_content"]
+
+#: encoded key prefixes of the content attributes stripped before forwarding
+_CONTENT_PREFIXES: Final = tuple(
+    b"\x0a" + bytes([len(key.encode())]) + key.encode()
+    for key, (field, _) in ATTRIBUTE_FIELDS.items()
+    if field in CONTENT_FIELDS
+)
+
+
+def evaluators_of(settings: Evaluation) -> list[tuple[str, Evaluator]]:
+    """The configured evaluators, loaded (a ``ValueError`` for one that cannot be)."""
+    found: list[tuple[str, Evaluator]] = []
+    for entry in settings.evaluators:
+        if isinstance(entry, LLMJudgeEntry):
+            judge = LLMJudge(
+                entry.base_url,
+                entry.model,
+                api_key_env=entry.api_key_env,
+                timeout_s=entry.timeout_s,
+                retries=entry.retries,
+                max_documents=entry.max_documents,
+            )
+            found.append((judge.__name__, judge))
+        else:
+            found.append((entry, load_evaluator(entry)))
+    return found
+
+
+def without_content(span: bytes) -> bytes:
+    """An encoded slim span without the content attributes of sampled runs."""
+    if not any(prefix in span for prefix in _CONTENT_PREFIXES):
+        return span
+    request = SLIM_EXPORT_REQUEST()
+    slim = request.resource_spans.add().scope_spans.add().spans.add()
+    slim.ParseFromString(span)
+    attributes = slim.attributes
+    for index in reversed(range(len(attributes))):
+        if attributes[index].startswith(_CONTENT_PREFIXES):
+            del attributes[index]
+    stripped: bytes = slim.SerializeToString()
+    return stripped
+
+
+def request_without_content(payload: bytes) -> bytes:
+    """An encoded export request without the content attributes of sampled runs (the
+    same bytes when it holds none)."""
+    if not any(prefix in payload for prefix in _CONTENT_PREFIXES):
+        return payload
+    request = SLIM_EXPORT_REQUEST.FromString(payload)
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = span.attributes
+                for index in reversed(range(len(attributes))):
+                    if attributes[index].startswith(_CONTENT_PREFIXES):
+                        del attributes[index]
+    stripped: bytes = request.SerializeToString()
+    return stripped
+
+
+def _any_value(value: AttributeValue) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    found = AnyValue()
+    found.array_value.values.extend(AnyValue(string_value=item) for item in value)
+    return found
+
+
+class CollectorEvaluation:
+    """The collector's evaluation: submit sampled runs, record and forward outcomes."""
+
+    def __init__(
+        self,
+        settings: Evaluation,
+        store: MetricStore,
+        thresholds: Thresholds,
+        forwarder: Forwarder,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.thresholds = thresholds
+        self.forwarder = forwarder
+        self.runner: EvaluationRunner[tuple[Run, Verdict]] = EvaluationRunner(
+            evaluators_of(settings),
+            concurrency=settings.concurrency,
+            queue_size=settings.queue_size,
+            timeout_s=settings.timeout_s,
+            calls_per_minute=settings.calls_per_minute,
+            usd_per_hour=settings.usd_per_hour,
+        )
+
+    def offer(self, result: TraceResult) -> bool:
+        """Hand the trace's sampled runs to the runner; whether it had any."""
+        found = sampled_runs(result)
+        for run, verdict, evaluated in found:
+            self.runner.submit((run, verdict), evaluated)
+        return bool(found)
+
+    def collect(self) -> int:
+        """Record the outcomes so far and forward their spans; how many there were."""
+        outcomes, dropped = self.runner.take()
+        store = self.store
+        for reason, count in dropped.items():
+            record_dropped(store, reason, count)
+        if not outcomes:
+            return 0
+        request = ExportTraceServiceRequest()
+        scope_spans = request.resource_spans.add().scope_spans.add()
+        scope_spans.scope.name = "llmspans.evaluation"
+        for outcome in outcomes:
+            run, verdict = outcome.context
+            judged: Verdict | None = None
+            if outcome.judgment is None:
+                count_unjudged(run, outcome.evaluator, outcome.status, store, store.labeler)
+            else:
+                judged = accumulate_judgment(
+                    run,
+                    verdict,
+                    outcome.run,
+                    outcome.judgment,
+                    evaluator=outcome.evaluator,
+                    thresholds=self.thresholds,
+                    sink=store,
+                    labeler=store.labeler,
+                )
+            attributes = evaluation_attributes(
+                outcome.run, outcome.evaluator, outcome.judgment, outcome.status, judged
+            )
+            scope_spans.spans.append(_span(run, outcome.run, attributes))
+        self.forwarder.submit(request.SerializeToString(), len(outcomes))
+        return len(outcomes)
+
+    def close(self, timeout_s: float) -> None:
+        """Let queued runs finish within ``timeout_s``, then record what came out."""
+        self.runner.close(timeout_s)
+        self.collect()
+
+
+def _span(run: Run, evaluated: EvaluatedRun, attributes: dict[str, AttributeValue]) -> Span:
+    now = time.time_ns()
+    span = Span(
+        trace_id=os.urandom(16),
+        span_id=os.urandom(8),
+        name=evaluation_span_name(evaluated),
+        kind=Span.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now,
+    )
+    span.links.add(trace_id=run.root.trace_id, span_id=run.root.span_id)
+    span.attributes.extend(KeyValue(key=key, value=_any_value(v)) for key, v in attributes.items())
+    return span
