@@ -13,6 +13,11 @@ Three sources, one record:
   ``ExportTraceServiceRequest`` per line, as the OpenTelemetry file exporters write
   it (offline analysis).
 
+Every converter also reads the few keys of the other conventions (OpenTelemetry
+``gen_ai.*``, OpenInference, OpenLLMetry) that :mod:`llmspans.core.conventions`
+lists, and lets :func:`~llmspans.core.conventions.apply` fill the record from them;
+a span without those keys pays nothing for it.
+
 Structural problems (an id that is not hex, a span that is not an object) raise
 ``ValueError`` naming the path of the bad value. A *known attribute* with a value
 of the wrong type (a string where a bool belongs, a NaN confidence, a mixed array)
@@ -38,6 +43,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
+from llmspans.core.conventions import (
+    FOREIGN_FIELDS,
+    INDEXED_STARTS,
+    Collected,
+    apply,
+    indexed_key,
+)
 from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord, ValueKind
 
 if TYPE_CHECKING:
@@ -156,6 +168,7 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
         ),
     )
     attributes = span.attributes
+    collected: Collected | None = None
     if attributes:
         bad = 0
         # One pass over the span's own attributes: a membership test per known key
@@ -164,6 +177,8 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
         for key in attributes:
             spec = fields.get(key)
             if spec is None:
+                if key in FOREIGN_FIELDS or key.startswith(INDEXED_STARTS):
+                    collected = _collect_python(collected, key, attributes[key])
                 continue
             field, kind = spec
             value = _python_value(field, kind, attributes[key])
@@ -172,7 +187,31 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
             else:
                 setattr(record, field, value)
         record.bad_attributes = bad
+    if collected is not None or (record.stage is None and record.operation is not None):
+        apply(record, collected)
     return record
+
+
+def _collect_python(collected: Collected | None, key: str, value: object) -> Collected | None:
+    """Add one attribute of another convention (a Python value) to ``collected``."""
+    spec = FOREIGN_FIELDS.get(key)
+    if spec is not None:
+        slot, kind = spec
+        typed = _python_value(slot, kind, value)
+        if collected is None:
+            collected = Collected()
+        if typed is _BAD:
+            collected.bad += 1
+        else:
+            collected.add(slot, typed)
+        return collected
+    found = indexed_key(key)
+    if found is None:
+        return collected
+    if collected is None:
+        collected = Collected()
+    collected.document(*found, value)
+    return collected
 
 
 # --- OTLP protobuf -----------------------------------------------------------------
@@ -280,9 +319,15 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
     )
     fields = _PROTO_FIELDS
     bad = 0
+    collected: Collected | None = None
     for key_value in span.attributes:
-        spec = fields.get(key_value.key)
+        key = key_value.key
+        spec = fields.get(key)
         if spec is None:
+            if key in _FOREIGN_CODES or key.startswith(INDEXED_STARTS):
+                found = _proto_foreign(key, key_value.value)
+                if found is not None:
+                    collected = found.into(collected)
             continue
         field, code = spec
         value = _proto_value(field, code, key_value.value)
@@ -294,7 +339,63 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
         record.bad_attributes = bad
     if span.links:
         record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+    if collected is not None or (record.stage is None and record.operation is not None):
+        apply(record, collected)
     return record
+
+
+#: key of another convention -> (slot, decoding code)
+_FOREIGN_CODES: Final[dict[str, tuple[str, int]]] = {
+    key: (slot, _proto_code(slot, kind)) for key, (slot, kind) in FOREIGN_FIELDS.items()
+}
+
+
+class _Foreign:
+    """One decoded attribute of another convention: a slot of
+    :class:`~llmspans.core.conventions.Collected` and its value, or an indexed
+    document attribute. Immutable, so the slim decoder may cache it."""
+
+    __slots__ = ("index", "is_id", "slot", "value")
+
+    def __init__(self, slot: str, value: object, index: int = -1, is_id: bool = False) -> None:
+        self.slot = slot
+        self.value = value
+        self.index = index
+        self.is_id = is_id
+
+    def into(self, collected: Collected | None) -> Collected:
+        if collected is None:
+            collected = Collected()
+        if self.index >= 0:
+            collected.document(self.slot, self.index, self.is_id, self.value)
+        elif self.value is _BAD:
+            collected.bad += 1
+        else:
+            collected.add(self.slot, self.value)
+        return collected
+
+
+_SCALAR_FIELDS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def _proto_foreign(key: str, value: Any) -> _Foreign | None:
+    """The decoded attribute of another convention, or ``None`` for a key not read."""
+    spec = _FOREIGN_CODES.get(key)
+    if spec is not None:
+        slot, code = spec
+        decoded = _proto_value(slot, code, value)
+        if isinstance(decoded, str):
+            decoded = intern(decoded)
+        return _Foreign(slot, decoded)
+    found = indexed_key(key)
+    if found is None:
+        return None
+    group, index, is_id = found
+    which = value.WhichOneof("value")
+    scalar = getattr(value, which) if which in _SCALAR_FIELDS else _BAD
+    if isinstance(scalar, str):
+        scalar = intern(scalar)
+    return _Foreign(group, scalar, index, is_id)
 
 
 # --- OTLP protobuf, slim schema -----------------------------------------------------
@@ -386,11 +487,14 @@ def _build_slim_request() -> type[Message]:
 SLIM_EXPORT_REQUEST: Final[Any] = _build_slim_request()
 
 #: encoded ``KeyValue`` key prefix (tag 0x0A, one length byte, the key) of known keys
+#: (llmspans' own and the other conventions' scalar keys)
 _KNOWN_PREFIXES: Final[frozenset[bytes]] = frozenset(
     b"\x0a" + bytes([len(key.encode())]) + key.encode()
-    for key in _PROTO_FIELDS
+    for key in (*_PROTO_FIELDS, *_FOREIGN_CODES)
     if len(key.encode()) < 0x80
 )
+#: the encoded starts of the indexed document keys (after tag and length)
+_INDEXED_WIRE_STARTS: Final = tuple(start.encode() for start in INDEXED_STARTS)
 #: encoded key prefix of each known key -> (record field, decoding code)
 _FIELDS_BY_PREFIX: Final[dict[bytes, tuple[str, int]]] = {
     b"\x0a" + bytes([len(key.encode())]) + key.encode(): spec
@@ -523,10 +627,10 @@ class SlimDecoder:
     def __init__(self, cache_size: int = 65_536) -> None:
         self.cache_size = cache_size
         # encoded KeyValue -> (record field, typed value or _BAD); field "" for keys
-        # the core does not read
-        self._cache: dict[bytes, tuple[str, object]] = {}
+        # the core does not read, with a _Foreign value for those of another convention
+        self._cache: dict[bytes, tuple[str, Any]] = {}
 
-    def _decode(self, raw: bytes) -> tuple[str, object]:
+    def _decode(self, raw: bytes) -> tuple[str, Any]:
         if raw[0] == 0x0A and raw[1] < 0x80:
             prefix = 2 + raw[1]
             spec = _FIELDS_BY_PREFIX.get(raw[:prefix])
@@ -535,8 +639,14 @@ class SlimDecoder:
                 if value is not None:
                     return spec[0], value
         key_value = KeyValue.FromString(raw)
-        spec = _PROTO_FIELDS.get(key_value.key)
+        key = key_value.key
+        spec = _PROTO_FIELDS.get(key)
         if spec is None:
+            # ("", None) for a key the core does not read; ("", _Foreign) for one of
+            # another convention: the record loop looks at it only after the test
+            # that skips unknown keys, so a span without any costs nothing more.
+            if key in _FOREIGN_CODES or key.startswith(INDEXED_STARTS):
+                return "", _proto_foreign(key, key_value.value)
             return "", None
         field, code = spec
         decoded = _proto_value(field, code, key_value.value)
@@ -560,6 +670,7 @@ class SlimDecoder:
         )
         cache = self._cache
         bad = 0
+        collected: Collected | None = None
         for raw in span.attributes:
             if len(raw) <= _CACHED_BYTES:
                 found = cache.get(raw)
@@ -572,7 +683,12 @@ class SlimDecoder:
                         if len(cache) >= self.cache_size:
                             cache.clear()
                         cache[raw] = found
-            elif raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
+            elif (
+                raw[0] == 0x0A
+                and raw[1] < 0x80
+                and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES
+                and not raw.startswith(_INDEXED_WIRE_STARTS, 2)
+            ):
                 # A long attribute the core does not read (content, payloads): only
                 # its key is looked at.
                 continue
@@ -580,6 +696,8 @@ class SlimDecoder:
                 found = self._decode(raw)
             field, value = found
             if not field:
+                if value is not None:
+                    collected = value.into(collected)
                 continue
             if value is _BAD:
                 bad += 1
@@ -589,6 +707,8 @@ class SlimDecoder:
             record.bad_attributes = bad
         if span.links:
             record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+        if collected is not None or (record.stage is None and record.operation is not None):
+            apply(record, collected)
         return record
 
 
@@ -797,6 +917,7 @@ def _json_span(span: Any, path: str) -> SpanRecord:
         raise ValueError(f"{path}.name: expected a string, got {type(name).__name__}")
     record.name = name
     bad = 0
+    collected: Collected | None = None
     for index, item in enumerate(_expect_list(span.get("attributes"), f"{path}.attributes")):
         attribute_path = f"{path}.attributes[{index}]"
         attribute = _expect_object(item, attribute_path)
@@ -805,6 +926,14 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             raise ValueError(f"{attribute_path}.key: expected a string")
         spec = ATTRIBUTE_FIELDS.get(key)
         if spec is None:
+            if key in FOREIGN_FIELDS or key.startswith(INDEXED_STARTS):
+                raw = attribute.get("value")
+                decoded = _BAD if raw is None else _json_any_value(raw, f"{attribute_path}.value")
+                if decoded is _BAD:
+                    collected = collected or Collected()
+                    collected.bad += 1
+                else:
+                    collected = _collect_python(collected, key, decoded)
             continue
         field, kind = spec
         raw = attribute.get("value")
@@ -828,6 +957,8 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             )
         )
     record.links = tuple(links)
+    if collected is not None or (record.stage is None and record.operation is not None):
+        apply(record, collected)
     return record
 
 

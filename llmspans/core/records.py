@@ -5,6 +5,9 @@ typed. SDK ``ReadableSpan`` objects (in process), OTLP protobuf spans (the
 collector) and OTLP JSON spans (offline files) all convert into it, so the rules
 in :mod:`llmspans.core.attribution` see one shape whatever the source.
 
+Spans written with other conventions (OpenTelemetry ``gen_ai.*``, OpenInference,
+OpenLLMetry) are read into the same fields by :mod:`llmspans.core.conventions`.
+
 Attribute values of the wrong type are not an error: the converter skips them and
 counts them in :attr:`SpanRecord.bad_attributes`.
 """
@@ -53,6 +56,7 @@ ATTRIBUTE_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
     A.ERROR_TYPE: ("error_type", ValueKind.STR),
     A.SEGMENT: ("segment", ValueKind.STR),
     A.RUN_SOURCE: ("source", ValueKind.STR),
+    A.GEN_AI_OPERATION_NAME: ("operation", ValueKind.STR),
 }
 
 
@@ -97,6 +101,12 @@ class SpanRecord:
     links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored
     bad_attributes: int = 0
+    #: ``gen_ai.operation.name``: what the span does, in the semantic conventions' words
+    operation: str | None = None
+    #: a span of another convention that opens a run (a workflow, chain or agent) and
+    #: has a parent: it starts a run only where no run encloses it
+    #: (:mod:`llmspans.core.conventions`, :func:`llmspans.core.runs.assemble`)
+    opens_run: bool = False
 
     @property
     def duration_s(self) -> float:
