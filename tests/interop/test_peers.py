@@ -1,0 +1,149 @@
+"""Each peer's own instrumentation of the real OpenAI client, sent to a real collector.
+
+OpenInference (``openinference-instrumentation-openai``), OpenLLMetry
+(``opentelemetry-instrumentation-openai``) and the official OpenTelemetry
+instrumentation (``opentelemetry-instrumentation-openai-v2``) instrument the real
+``openai`` client against a loopback fake of the API; their spans go through the
+real OTLP/HTTP exporter to a collector on loopback, and the collector's
+``/metrics`` must show the right stage and reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import llmspans
+from llmspans._tracing import use_tracer_provider
+from tests.collector.collector_support import RunningCollector, wait_until
+
+from .fake_api import FAILING_MODEL, REFUSING_MODEL, FakeOpenAI
+
+
+def _openinference() -> Any:
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+
+    return OpenAIInstrumentor()
+
+
+def _openllmetry() -> Any:
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    return OpenAIInstrumentor()
+
+
+def _official() -> Any:
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    return OpenAIInstrumentor()
+
+
+PEERS: dict[str, Callable[[], Any]] = {
+    "openinference": _openinference,
+    "openllmetry": _openllmetry,
+    "openai-v2": _official,
+}
+
+
+class Peer:
+    """A peer instrumentor exporting to a collector, and a client it instruments."""
+
+    def __init__(self, collector: RunningCollector, api: FakeOpenAI, make: Callable[[], Any]):
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=collector.http_url))
+        )
+        self.instrumentor = make()
+        self.instrumentor.instrument(tracer_provider=self.provider)
+        self.client = openai.OpenAI(base_url=api.url, api_key="test", max_retries=0)
+
+    def ask(self, model: str) -> str | None:
+        answer = self.client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "refund?"}]
+        )
+        return answer.choices[0].message.content
+
+    def close(self) -> None:
+        self.instrumentor.uninstrument()
+        self.provider.shutdown()
+
+
+@pytest.fixture(params=sorted(PEERS))
+def peer(
+    request: pytest.FixtureRequest,
+    start_collector: Callable[..., RunningCollector],
+    fake_openai: FakeOpenAI,
+) -> Iterator[tuple[Peer, RunningCollector]]:
+    collector = start_collector()
+    instrumented = Peer(collector, fake_openai, PEERS[request.param])
+    previous = use_tracer_provider(instrumented.provider)
+    yield instrumented, collector
+    use_tracer_provider(previous)
+    instrumented.close()
+
+
+def _outcomes(collector: RunningCollector) -> float:
+    return collector.metric("llmspans_task_outcomes_total")
+
+
+def test_an_error_of_the_peers_call_is_a_generation_error(
+    peer: tuple[Peer, RunningCollector],
+) -> None:
+    instrumented, collector = peer
+
+    @llmspans.pipeline("support")
+    def answer() -> str | None:
+        return instrumented.ask(FAILING_MODEL)
+
+    with pytest.raises(openai.InternalServerError):
+        answer()
+    wait_until(lambda: _outcomes(collector) == 1, what="one run")
+    assert collector.metric(
+        "llmspans_stage_failures_total", pipeline="support", stage="generation", reason="error"
+    ) == 1
+    assert collector.metric(
+        "llmspans_stage_calls_total", pipeline="support", stage="generation", status="error"
+    ) == 1
+
+
+def test_a_refusal_of_the_peers_call_is_a_generation_refusal(
+    peer: tuple[Peer, RunningCollector],
+) -> None:
+    instrumented, collector = peer
+
+    @llmspans.pipeline("support")
+    def answer() -> str | None:
+        return instrumented.ask(REFUSING_MODEL)
+
+    assert answer() is None
+    wait_until(lambda: _outcomes(collector) == 1, what="one run")
+    assert collector.metric(
+        "llmspans_stage_failures_total", pipeline="support", stage="generation", reason="refused"
+    ) == 1
+    assert collector.metric(
+        "llmspans_stage_calls_total", pipeline="support", stage="generation", status="ok"
+    ) == 1
+
+
+def test_a_good_answer_is_counted_and_unverified(peer: tuple[Peer, RunningCollector]) -> None:
+    instrumented, collector = peer
+
+    @llmspans.pipeline("support")
+    def answer() -> str | None:
+        return instrumented.ask("gpt-4o-mini")
+
+    assert answer() == "The answer is 42."
+    wait_until(lambda: _outcomes(collector) == 1, what="one run")
+    assert collector.metric(
+        "llmspans_task_outcomes_total", pipeline="support", outcome="unverified"
+    ) == 1
+    assert collector.metric("llmspans_stage_failures_total") == 0
+    assert collector.metric(
+        "llmspans_stage_calls_total", pipeline="support", stage="generation", status="ok"
+    ) == 1
