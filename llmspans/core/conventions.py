@@ -58,8 +58,13 @@ INDEXED_PREFIXES: Final[dict[str, str]] = {
 }
 #: the starts of every indexed key, for a cheap ``str.startswith`` test
 INDEXED_STARTS: Final = tuple(INDEXED_PREFIXES)
-_ID_SUFFIX: Final = ".document.id"
-_SCORE_SUFFIX: Final = ".document.score"
+_DOCUMENT_INFIX: Final = ".document."
+#: the part of a document an indexed key holds: its id, its score, anything else
+#: (content, metadata: only tells that the document exists, its value is not read)
+PART_ID: Final = 0
+PART_SCORE: Final = 1
+PART_OTHER: Final = 2
+_PARTS: Final = {"id": PART_ID, "score": PART_SCORE}
 
 #: Documents read per indexed list (and from ``gen_ai.retrieval.documents``); the
 #: rest is ignored and counted as one bad attribute.
@@ -77,6 +82,9 @@ _BY_OPERATION: Final[dict[str, str]] = {
     A.OP_GENERATE_CONTENT: A.STAGE_GENERATION,
     A.OP_EXECUTE_TOOL: A.STAGE_ACTION,
     A.OP_RETRIEVAL: A.STAGE_RETRIEVAL,
+    # not a semantic-conventions value: what OpenLLMetry's LangChain and vector-store
+    # instrumentations write for a retriever
+    "vector_db_retrieve": A.STAGE_RETRIEVAL,
     A.OP_INVOKE_WORKFLOW: _ROOT,
     A.OP_INVOKE_AGENT: _ROOT,
 }
@@ -99,21 +107,15 @@ _REFUSALS: Final = frozenset({A.FINISH_CONTENT_FILTER, A.FINISH_REFUSAL})
 _OPERATION_PREFIXES: Final = (A.OP_INVOKE_WORKFLOW + " ", A.OP_INVOKE_AGENT + " ")
 
 
-def indexed_key(key: str) -> tuple[str, int, bool] | None:
-    """``(list, index, is_id)`` of an OpenInference indexed document key
-    (``retrieval.documents.3.document.id`` -> ``("retrieved", 3, True)``), else ``None``."""
+def indexed_key(key: str) -> tuple[str, int, int] | None:
+    """``(list, index, part)`` of an OpenInference indexed document key
+    (``retrieval.documents.3.document.id`` -> ``("retrieved", 3, PART_ID)``), else ``None``."""
     for prefix, group in INDEXED_PREFIXES.items():
         if key.startswith(prefix):
-            rest = key[len(prefix) :]
-            if rest.endswith(_ID_SUFFIX):
-                number, is_id = rest[: -len(_ID_SUFFIX)], True
-            elif rest.endswith(_SCORE_SUFFIX):
-                number, is_id = rest[: -len(_SCORE_SUFFIX)], False
-            else:
+            number, infix, name = key[len(prefix) :].partition(_DOCUMENT_INFIX)
+            if not infix or not number.isdigit() or len(number) > 9:
                 return None
-            if not number.isdigit() or len(number) > 9:
-                return None
-            return group, int(number), is_id
+            return group, int(number), _PARTS.get(name, PART_OTHER)
     return None
 
 
@@ -132,15 +134,16 @@ class Collected:
         """A typed value of a :data:`FOREIGN_FIELDS` key."""
         self.values[slot] = value
 
-    def document(self, group: str, index: int, is_id: bool, value: object) -> None:
-        """One indexed document attribute, a plain Python scalar as decoded."""
-        if is_id:
+    def document(self, group: str, index: int, part: int, value: object) -> None:
+        """One indexed document attribute, a plain Python scalar as decoded (not read
+        for :data:`PART_OTHER`)."""
+        if part == PART_ID:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             elif not isinstance(value, str):
                 self.bad += 1
                 return
-        else:
+        elif part == PART_SCORE:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.bad += 1
                 return
@@ -155,11 +158,13 @@ class Collected:
                 documents[-1] = [None, None]  # marks the cap as bitten, counted once
                 return
             entry = documents[index] = [None, None]
-        entry[0 if is_id else 1] = value
+        if part != PART_OTHER:
+            entry[part] = value
 
 
 def _ranked(documents: dict[int, list[object]] | None) -> tuple[list[str], list[float]] | None:
-    """Ids and scores in index order; scores only when every document has one."""
+    """Ids and scores in index order (scores only when every document has one);
+    ``None`` when a document has no id (its ids are unknown, not empty)."""
     if not documents:
         return None
     ids: list[str] = []
@@ -168,10 +173,11 @@ def _ranked(documents: dict[int, list[object]] | None) -> tuple[list[str], list[
         if index < 0:
             continue
         document_id, score = documents[index]
-        if isinstance(document_id, str):
-            ids.append(document_id)
-            if isinstance(score, float):
-                scores.append(score)
+        if not isinstance(document_id, str):
+            return None
+        ids.append(document_id)
+        if isinstance(score, float):
+            scores.append(score)
     return ids, scores if len(scores) == len(ids) else []
 
 
@@ -305,7 +311,7 @@ def _retrieved(record: SpanRecord, values: dict[str, object], collected: Collect
         documents = collected.documents
         found = _ranked(documents.get("retrieved"))
         _count_caps(record, documents)
-        if found is None and values.get("openinference_kind") == "RETRIEVER":
+        if not documents.get("retrieved") and values.get("openinference_kind") == "RETRIEVER":
             # OpenInference writes no attribute at all for an empty result.
             found = [], []
     elif found is None and values.get("openinference_kind") == "RETRIEVER":

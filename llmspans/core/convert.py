@@ -46,6 +46,7 @@ from llmspans import _attributes as A
 from llmspans.core.conventions import (
     FOREIGN_FIELDS,
     INDEXED_STARTS,
+    PART_OTHER,
     Collected,
     apply,
     indexed_key,
@@ -355,19 +356,19 @@ class _Foreign:
     :class:`~llmspans.core.conventions.Collected` and its value, or an indexed
     document attribute. Immutable, so the slim decoder may cache it."""
 
-    __slots__ = ("index", "is_id", "slot", "value")
+    __slots__ = ("index", "part", "slot", "value")
 
-    def __init__(self, slot: str, value: object, index: int = -1, is_id: bool = False) -> None:
+    def __init__(self, slot: str, value: object, index: int = -1, part: int = PART_OTHER) -> None:
         self.slot = slot
         self.value = value
         self.index = index
-        self.is_id = is_id
+        self.part = part
 
     def into(self, collected: Collected | None) -> Collected:
         if collected is None:
             collected = Collected()
         if self.index >= 0:
-            collected.document(self.slot, self.index, self.is_id, self.value)
+            collected.document(self.slot, self.index, self.part, self.value)
         elif self.value is _BAD:
             collected.bad += 1
         else:
@@ -390,12 +391,14 @@ def _proto_foreign(key: str, value: Any) -> _Foreign | None:
     found = indexed_key(key)
     if found is None:
         return None
-    group, index, is_id = found
+    group, index, part = found
+    if part == PART_OTHER:
+        return _Foreign(group, None, index, part)
     which = value.WhichOneof("value")
     scalar = getattr(value, which) if which in _SCALAR_FIELDS else _BAD
     if isinstance(scalar, str):
         scalar = intern(scalar)
-    return _Foreign(group, scalar, index, is_id)
+    return _Foreign(group, scalar, index, part)
 
 
 # --- OTLP protobuf, slim schema -----------------------------------------------------
@@ -638,6 +641,17 @@ class SlimDecoder:
                 value = _wire_list(raw, prefix, spec[1])
                 if value is not None:
                     return spec[0], value
+            elif spec is None and raw.startswith(_INDEXED_WIRE_STARTS, 2):
+                # An indexed document attribute: its key alone says whether its value
+                # is read (id, score) or only tells that the document exists (content).
+                try:
+                    found = indexed_key(raw[2:prefix].decode())
+                except UnicodeDecodeError:
+                    found = None
+                if found is None:
+                    return "", None
+                if found[2] == PART_OTHER:
+                    return "", _Foreign(found[0], None, found[1], PART_OTHER)
         key_value = KeyValue.FromString(raw)
         key = key_value.key
         spec = _PROTO_FIELDS.get(key)
