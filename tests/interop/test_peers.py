@@ -18,6 +18,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import llmspans
 from llmspans._tracing import use_tracer_provider
@@ -147,3 +148,56 @@ def test_a_good_answer_is_counted_and_unverified(peer: tuple[Peer, RunningCollec
     assert collector.metric(
         "llmspans_stage_calls_total", pipeline="support", stage="generation", status="ok"
     ) == 1
+
+
+def test_a_trace_of_all_three_peers_is_one_attributed_run(
+    start_collector: Callable[..., RunningCollector], fake_openai: FakeOpenAI
+) -> None:
+    """OpenInference's own tracer opens a CHAIN and a RETRIEVER; the chat calls are
+    instrumented by the three peers at once, as happens when teams mix them."""
+    from openinference.instrumentation import OITracer, TraceConfig
+    from openinference.semconv.trace import DocumentAttributes, SpanAttributes
+
+    collector = start_collector()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=collector.http_url)))
+    sent = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(sent))
+    instrumentors = [make() for make in PEERS.values()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    client = openai.OpenAI(base_url=fake_openai.url, api_key="test", max_retries=0)
+    tracer = OITracer(provider.get_tracer("app"), config=TraceConfig())
+    try:
+        with tracer.start_as_current_span("answer", openinference_span_kind="chain"):
+            with tracer.start_as_current_span("kb", openinference_span_kind="retriever") as kb:
+                prefix = SpanAttributes.RETRIEVAL_DOCUMENTS
+                for index, (doc, score) in enumerate((("kb-1", 0.9), ("kb-2", 0.4))):
+                    kb.set_attribute(f"{prefix}.{index}.{DocumentAttributes.DOCUMENT_ID}", doc)
+                    kb.set_attribute(
+                        f"{prefix}.{index}.{DocumentAttributes.DOCUMENT_SCORE}", score
+                    )
+            for model in ("gpt-4o-mini", REFUSING_MODEL):
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "refund?"}]
+                )
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+        provider.shutdown()
+    wait_until(lambda: _outcomes(collector) == 1, what="one run")
+    assert collector.metric(
+        "llmspans_stage_failures_total", pipeline="answer", stage="generation", reason="refused"
+    ) == 1
+    assert collector.metric("llmspans_stage_calls_total", pipeline="answer", stage="retrieval") == 1
+    # each peer writes spans of its own for each call, and each one is counted
+    model_calls = [
+        span
+        for span in sent.get_finished_spans()
+        if (span.attributes or {}).get("openinference.span.kind") == "LLM"
+        or (span.attributes or {}).get("gen_ai.operation.name") == "chat"
+    ]
+    assert len(model_calls) >= 6  # 3 peers x 2 calls
+    assert collector.metric(
+        "llmspans_stage_calls_total", pipeline="answer", stage="generation"
+    ) == len(model_calls)
