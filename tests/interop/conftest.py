@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.collector.collector_support import loop_thread, start_collector
+from tests.collector.collector_support import loop_thread, sink, start_collector
 
 from .fake_api import FakeOpenAI
 
-__all__ = ["fake_openai", "loop_thread", "start_collector"]
+__all__ = ["fake_openai", "loop_thread", "sink", "start_collector"]
 
 
 @pytest.fixture(scope="module")

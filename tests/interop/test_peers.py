@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import llmspans
 from llmspans._tracing import use_tracer_provider
-from tests.collector.collector_support import RunningCollector, wait_until
+from tests.collector.collector_support import RunningCollector, Sink, attributes, wait_until
 
 from .fake_api import FAILING_MODEL, REFUSING_MODEL, FakeOpenAI
 
@@ -201,3 +201,30 @@ def test_a_trace_of_all_three_peers_is_one_attributed_run(
     assert collector.metric(
         "llmspans_stage_calls_total", pipeline="answer", stage="generation"
     ) == len(model_calls)
+
+
+def test_the_peers_root_is_forwarded_with_the_verdict(
+    start_collector: Callable[..., RunningCollector], sink: Sink, fake_openai: FakeOpenAI
+) -> None:
+    """A top CHAIN is held back like an llmspans pipeline span and enriched."""
+    collector = start_collector(exporters=[{"protocol": "http", "endpoint": sink.url}])
+    instrumented = Peer(collector, fake_openai, _openinference)
+    from openinference.instrumentation import OITracer, TraceConfig
+
+    tracer = OITracer(instrumented.provider.get_tracer("app"), config=TraceConfig())
+    try:
+        with (
+            tracer.start_as_current_span("answer", openinference_span_kind="chain"),
+            pytest.raises(openai.InternalServerError),
+        ):
+            instrumented.ask(FAILING_MODEL)
+    finally:
+        instrumented.close()
+    wait_until(lambda: len(sink.spans()) == 2, what="both spans forwarded")
+    root = next(span for span in sink.spans() if span.name == "answer")
+    found = attributes(root)
+    assert found["llmspans.outcome"] == "failure"
+    assert (found["llmspans.failure.stage"], found["llmspans.failure.reason"]) == (
+        "generation",
+        "error",
+    )
