@@ -103,6 +103,7 @@ _BY_TRACELOOP_KIND: Final[dict[str, str]] = {
     "workflow": _ROOT,
     "agent": _ROOT,
 }
+_DOCUMENT_KINDS: Final = frozenset({"RETRIEVER", "RERANKER"})
 _REFUSALS: Final = frozenset({A.FINISH_CONTENT_FILTER, A.FINISH_REFUSAL})
 _OPERATION_PREFIXES: Final = (A.OP_INVOKE_WORKFLOW + " ", A.OP_INVOKE_AGENT + " ")
 
@@ -129,6 +130,13 @@ class Collected:
         #: list -> index -> [id, score]
         self.documents: dict[str, dict[int, list[object]]] = {}
         self.bad = 0
+
+    def wants_documents(self) -> bool:
+        """Whether the span is an OpenInference retriever or reranker, the only spans
+        whose indexed document attributes are read. Converters that walk attributes
+        cheaply twice read those in a second pass, so other spans never test their
+        keys against :data:`INDEXED_STARTS`."""
+        return self.values.get("openinference_kind") in _DOCUMENT_KINDS
 
     def add(self, slot: str, value: object) -> None:
         """A typed value of a :data:`FOREIGN_FIELDS` key."""
@@ -307,7 +315,7 @@ def _retrieved(record: SpanRecord, values: dict[str, object], collected: Collect
         found = _semconv_documents(text)
         if found is None:
             record.bad_attributes += 1
-    if found is None and collected is not None:
+    if found is None and collected is not None and collected.wants_documents():
         documents = collected.documents
         found = _ranked(documents.get("retrieved"))
         _count_caps(record, documents)

@@ -178,7 +178,7 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
         for key in attributes:
             spec = fields.get(key)
             if spec is None:
-                if key in FOREIGN_FIELDS or key.startswith(INDEXED_STARTS):
+                if key in FOREIGN_FIELDS:
                     collected = _collect_python(collected, key, attributes[key])
                 continue
             field, kind = spec
@@ -188,6 +188,10 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
             else:
                 setattr(record, field, value)
         record.bad_attributes = bad
+        if collected is not None and record.stage is None and collected.wants_documents():
+            for key in attributes:
+                if key.startswith(INDEXED_STARTS):
+                    _collect_python(collected, key, attributes[key])
     if collected is not None or (record.stage is None and record.operation is not None):
         apply(record, collected)
     return record
@@ -325,7 +329,7 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
         key = key_value.key
         spec = fields.get(key)
         if spec is None:
-            if key in _FOREIGN_CODES or key.startswith(INDEXED_STARTS):
+            if key in _FOREIGN_CODES:
                 found = _proto_foreign(key, key_value.value)
                 if found is not None:
                     collected = found.into(collected)
@@ -340,6 +344,13 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
         record.bad_attributes = bad
     if span.links:
         record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+    if collected is not None and record.stage is None and collected.wants_documents():
+        for key_value in span.attributes:
+            key = key_value.key
+            if key.startswith(INDEXED_STARTS):
+                found = _proto_foreign(key, key_value.value)
+                if found is not None:
+                    found.into(collected)
     if collected is not None or (record.stage is None and record.operation is not None):
         apply(record, collected)
     return record

@@ -379,3 +379,28 @@ def test_semconv_documents_that_are_not_a_list_are_bad(tracing: Tracing) -> None
     (record,) = _evaluate(tracing)[0].values()
     assert record.stage == A.STAGE_RETRIEVAL and record.document_ids is None
     assert record.bad_attributes == 1
+
+
+def test_indexed_documents_are_read_on_openinference_retrievers_only(tracing: Tracing) -> None:
+    with _span(
+        tracing,
+        "retrieval x",
+        **{"gen_ai.operation.name": "retrieval", "retrieval.documents.0.document.id": "a"},
+    ):
+        pass
+    (record,) = _evaluate(tracing)[0].values()  # every converter agrees
+    assert record.stage == A.STAGE_RETRIEVAL and record.document_ids is None
+
+
+def test_documents_without_ids_are_unknown_not_empty(tracing: Tracing) -> None:
+    with _span(
+        tracing,
+        "retriever",
+        **{
+            "openinference.span.kind": "RETRIEVER",
+            "retrieval.documents.0.document.content": "Refunds take 5 days. " * 10,
+        },
+    ):
+        pass
+    (record,) = _evaluate(tracing)[0].values()
+    assert record.stage == A.STAGE_RETRIEVAL and record.document_ids is None
