@@ -75,6 +75,7 @@ MAX_DOCUMENTS_JSON_BYTES: Final = 1 << 20
 # --- stage and run roots --------------------------------------------------------------
 
 _ROOT: Final = "root"
+_AGENT: Final = "agent"
 #: gen_ai.operation.name -> stage (or a run root)
 _BY_OPERATION: Final[dict[str, str]] = {
     A.OP_CHAT: A.STAGE_GENERATION,
@@ -86,7 +87,7 @@ _BY_OPERATION: Final[dict[str, str]] = {
     # instrumentations write for a retriever
     "vector_db_retrieve": A.STAGE_RETRIEVAL,
     A.OP_INVOKE_WORKFLOW: _ROOT,
-    A.OP_INVOKE_AGENT: _ROOT,
+    A.OP_INVOKE_AGENT: _AGENT,
 }
 #: openinference.span.kind -> stage (or a run root)
 _BY_OPENINFERENCE_KIND: Final[dict[str, str]] = {
@@ -95,13 +96,13 @@ _BY_OPENINFERENCE_KIND: Final[dict[str, str]] = {
     "RERANKER": A.STAGE_CONTEXT_SELECTION,
     "TOOL": A.STAGE_ACTION,
     "CHAIN": _ROOT,
-    "AGENT": _ROOT,
+    "AGENT": _AGENT,
 }
 #: traceloop.span.kind -> stage (or a run root); ``task`` is a step of no stage
 _BY_TRACELOOP_KIND: Final[dict[str, str]] = {
     "tool": A.STAGE_ACTION,
     "workflow": _ROOT,
-    "agent": _ROOT,
+    "agent": _AGENT,
 }
 _DOCUMENT_KINDS: Final = frozenset({"RETRIEVER", "RERANKER"})
 _REFUSALS: Final = frozenset({A.FINISH_CONTENT_FILTER, A.FINISH_REFUSAL})
@@ -123,13 +124,15 @@ def indexed_key(key: str) -> tuple[str, int, int] | None:
 class Collected:
     """The foreign values one converter found on one span (bounded)."""
 
-    __slots__ = ("bad", "documents", "values")
+    __slots__ = ("bad", "bad_documents", "documents", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
         #: list -> index -> [id, score]
         self.documents: dict[str, dict[int, list[object]]] = {}
         self.bad = 0
+        #: indexed document values of the wrong type (counted where documents are read)
+        self.bad_documents = 0
 
     def wants_documents(self) -> bool:
         """Whether the span is an OpenInference retriever or reranker, the only spans
@@ -149,15 +152,15 @@ class Collected:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             elif not isinstance(value, str):
-                self.bad += 1
+                self.bad_documents += 1
                 return
         elif part == PART_SCORE:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                self.bad += 1
+                self.bad_documents += 1
                 return
             value = float(value)
             if math.isnan(value) or math.isinf(value):
-                self.bad += 1
+                self.bad_documents += 1
                 return
         documents = self.documents.setdefault(group, {})
         entry = documents.get(index)
@@ -258,25 +261,28 @@ def apply(record: SpanRecord, collected: Collected | None) -> None:
     """Fill the fields of ``record`` that the other conventions give and llmspans'
     own attributes left empty (see the module docstring for the precedence).
 
-    Sets ``stage`` (a working stage; ``pipeline`` for a run root without parent) or
-    ``opens_run`` (a run root with a parent: it starts a run only where no run
-    encloses it, decided in :func:`llmspans.core.runs.assemble`), the pipeline name,
-    retrieved and reranked ids and scores, and ``refused``.
+    Sets ``stage`` (a working stage; ``pipeline`` for a run root without parent), or
+    for a run root with a parent ``operation`` (``invoke_workflow`` or
+    ``invoke_agent``, what makes :attr:`SpanRecord.opens_run` true: it starts a run
+    only where no run encloses it, decided in :func:`llmspans.core.runs.assemble`),
+    the pipeline name, retrieved and reranked ids and scores, and ``refused``.
     """
     if collected is not None and collected.bad:
         record.bad_attributes += collected.bad
     if record.stage is not None:
         return
+    if collected is not None and collected.bad_documents and collected.wants_documents():
+        record.bad_attributes += collected.bad_documents
     values = collected.values if collected is not None else {}
     kind = _kind(record, values)
     if kind is None:
         return
-    if kind == _ROOT:
+    if kind in (_ROOT, _AGENT):
         if record.pipeline is None:
             record.pipeline = _run_name(record, values)
-        if record.parent_span_id:
-            record.opens_run = True
-        else:
+        if record.operation not in _BY_OPERATION:
+            record.operation = A.OP_INVOKE_AGENT if kind == _AGENT else A.OP_INVOKE_WORKFLOW
+        if not record.parent_span_id:
             record.stage = A.STAGE_PIPELINE
         return
     record.stage = kind

@@ -101,12 +101,10 @@ class SpanRecord:
     links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored
     bad_attributes: int = 0
-    #: ``gen_ai.operation.name``: what the span does, in the semantic conventions' words
+    #: ``gen_ai.operation.name``: what the span does, in the semantic conventions'
+    #: words (also given to spans of other conventions that open a workflow or an
+    #: agent, see :mod:`llmspans.core.conventions`)
     operation: str | None = None
-    #: a span of another convention that opens a run (a workflow, chain or agent) and
-    #: has a parent: it starts a run only where no run encloses it
-    #: (:mod:`llmspans.core.conventions`, :func:`llmspans.core.runs.assemble`)
-    opens_run: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -116,3 +114,14 @@ class SpanRecord:
     @property
     def is_root(self) -> bool:
         return not self.parent_span_id
+
+    @property
+    def opens_run(self) -> bool:
+        """A span without llmspans stage that opens a workflow or an agent (a chain,
+        a workflow, an ``invoke_agent`` span, ...): it starts a run where no run
+        encloses it (:func:`llmspans.core.runs.assemble`). (A field of its own would
+        cost every span of every source its initialisation.)"""
+        return self.stage is None and self.operation in _RUN_OPERATIONS
+
+
+_RUN_OPERATIONS: Final = frozenset({A.OP_INVOKE_WORKFLOW, A.OP_INVOKE_AGENT})
