@@ -192,7 +192,7 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
             for key in attributes:
                 if key.startswith(INDEXED_STARTS):
                     _collect_python(collected, key, attributes[key])
-    if collected is not None or (record.stage is None and record.operation is not None):
+    if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
 
@@ -351,7 +351,7 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
                 found = _proto_foreign(key, key_value.value)
                 if found is not None:
                     found.into(collected)
-    if collected is not None or (record.stage is None and record.operation is not None):
+    if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
 
@@ -652,17 +652,6 @@ class SlimDecoder:
                 value = _wire_list(raw, prefix, spec[1])
                 if value is not None:
                     return spec[0], value
-            elif spec is None and raw.startswith(_INDEXED_WIRE_STARTS, 2):
-                # An indexed document attribute: its key alone says whether its value
-                # is read (id, score) or only tells that the document exists (content).
-                try:
-                    found = indexed_key(raw[2:prefix].decode())
-                except UnicodeDecodeError:
-                    found = None
-                if found is None:
-                    return "", None
-                if found[2] == PART_OTHER:
-                    return "", _Foreign(found[0], None, found[1], PART_OTHER)
         key_value = KeyValue.FromString(raw)
         key = key_value.key
         spec = _PROTO_FIELDS.get(key)
@@ -670,7 +659,8 @@ class SlimDecoder:
             # ("", None) for a key the core does not read; ("", _Foreign) for one of
             # another convention: the record loop looks at it only after the test
             # that skips unknown keys, so a span without any costs nothing more.
-            if key in _FOREIGN_CODES or key.startswith(INDEXED_STARTS):
+            # Indexed document keys are read by _documents, on retrievers only.
+            if key in _FOREIGN_CODES:
                 return "", _proto_foreign(key, key_value.value)
             return "", None
         field, code = spec
@@ -708,12 +698,7 @@ class SlimDecoder:
                         if len(cache) >= self.cache_size:
                             cache.clear()
                         cache[raw] = found
-            elif (
-                raw[0] == 0x0A
-                and raw[1] < 0x80
-                and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES
-                and not raw.startswith(_INDEXED_WIRE_STARTS, 2)
-            ):
+            elif raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
                 # A long attribute the core does not read (content, payloads): only
                 # its key is looked at.
                 continue
@@ -732,9 +717,34 @@ class SlimDecoder:
             record.bad_attributes = bad
         if span.links:
             record.links = tuple((link.trace_id, link.span_id) for link in span.links)
-        if collected is not None or (record.stage is None and record.operation is not None):
+        if collected is not None and record.stage is None and collected.wants_documents():
+            _slim_documents(span.attributes, collected)
+        if collected is not None or (record.operation is not None and record.stage is None):
             apply(record, collected)
         return record
+
+
+def _slim_documents(attributes: Any, collected: Collected) -> None:
+    """The second pass over a retriever's or reranker's encoded attributes: its indexed
+    documents. The key alone says whether the value is read (id, score) or only tells
+    that the document exists (content, metadata: never decoded)."""
+    for raw in attributes:
+        if raw[0] != 0x0A or raw[1] >= 0x80 or not raw.startswith(_INDEXED_WIRE_STARTS, 2):
+            continue
+        try:
+            found = indexed_key(raw[2 : 2 + raw[1]].decode())
+        except UnicodeDecodeError:
+            continue
+        if found is None:
+            continue
+        group, index, part = found
+        if part == PART_OTHER:
+            collected.document(group, index, part, None)
+            continue
+        key_value = KeyValue.FromString(raw)
+        decoded = _proto_foreign(key_value.key, key_value.value)
+        if decoded is not None:
+            decoded.into(collected)
 
 
 # --- OTLP JSON ---------------------------------------------------------------------
@@ -982,7 +992,7 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             )
         )
     record.links = tuple(links)
-    if collected is not None or (record.stage is None and record.operation is not None):
+    if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
 
