@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _WORKING_STAGES: Final = frozenset(A.PIPELINE_ORDER)
+_RUN_OPERATIONS: Final = frozenset({A.OP_INVOKE_WORKFLOW, A.OP_INVOKE_AGENT})
 _WORKFLOW_PREFIX: Final = A.OP_INVOKE_WORKFLOW + " "
 #: Pipeline name used when a pipeline span carries no name at all.
 UNNAMED_PIPELINE: Final = "unknown"
@@ -99,7 +100,7 @@ def assemble(
             runs_per_trace.setdefault(span.trace_id, []).append(run)
         elif span.stage == A.STAGE_FEEDBACK:
             feedback.append(span)
-        elif span.opens_run and span.stage is None:
+        elif span.stage is None and span.operation in _RUN_OPERATIONS:  # span.opens_run
             openers.append(span)
     if openers:
         covered: dict[_Key, bool] = {}
@@ -116,8 +117,8 @@ def assemble(
         stage = span.stage
         if stage in (A.STAGE_PIPELINE, A.STAGE_FEEDBACK):
             continue
-        if span.opens_run and (span.trace_id, span.span_id) in runs_by_root:
-            continue
+        if stage is None and openers and (span.trace_id, span.span_id) in runs_by_root:
+            continue  # a run root of another convention
         # The common case first: the parent is a pipeline span (no walk, no memo
         # needed: a walk from a descendant reaches the same run one step later).
         owning = (
