@@ -241,3 +241,19 @@ METRIC_EVALUATIONS: Final = "llmspans.evaluations"  # llmspans_evaluations_total
 METRIC_EVALUATION_COST: Final = "llmspans.evaluation.cost_usd"
 METRIC_EVALUATION_DROPPED: Final = "llmspans.evaluation.dropped"
 METRIC_JUDGE_AGREEMENT: Final = "llmspans.judge.agreement"
+# --- other conventions read by the core (llmspans/core/conventions.py) ----------------
+OP_INVOKE_AGENT: Final = "invoke_agent"
+OP_GENERATE_CONTENT: Final = "generate_content"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+#: finish reasons that mean the model declined to answer
+FINISH_CONTENT_FILTER: Final = "content_filter"
+FINISH_REFUSAL: Final = "refusal"
+# Arize OpenInference
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+OPENINFERENCE_LLM_FINISH_REASON: Final = "llm.finish_reason"
+OPENINFERENCE_RETRIEVAL_DOCUMENTS: Final = "retrieval.documents"  # .{i}.document.id / .score
+OPENINFERENCE_RERANKER_INPUT: Final = "reranker.input_documents"  # .{i}.document.id / .score
+OPENINFERENCE_RERANKER_OUTPUT: Final = "reranker.output_documents"  # .{i}.document.id / .score
+# Traceloop OpenLLMetry
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
+TRACELOOP_WORKFLOW_NAME: Final = "traceloop.workflow.name"

@@ -13,6 +13,11 @@ Three sources, one record:
   ``ExportTraceServiceRequest`` per line, as the OpenTelemetry file exporters write
   it (offline analysis).
 
+Every converter also reads the few keys of the other conventions (OpenTelemetry
+``gen_ai.*``, OpenInference, OpenLLMetry) that :mod:`llmspans.core.conventions`
+lists, and lets :func:`~llmspans.core.conventions.apply` fill the record from them;
+a span without those keys pays nothing for it.
+
 Structural problems (an id that is not hex, a span that is not an object) raise
 ``ValueError`` naming the path of the bad value. A *known attribute* with a value
 of the wrong type (a string where a bool belongs, a NaN confidence, a mixed array)
@@ -38,6 +43,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
+from llmspans.core.conventions import (
+    FOREIGN_FIELDS,
+    INDEXED_STARTS,
+    PART_OTHER,
+    Collected,
+    apply,
+    indexed_key,
+)
 from llmspans.core.records import (
     ATTRIBUTE_FIELDS,
     CONTENT_FIELDS,
@@ -164,6 +177,7 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
         ),
     )
     attributes = span.attributes
+    collected: Collected | None = None
     if attributes:
         bad = 0
         # One pass over the span's own attributes: a membership test per known key
@@ -172,6 +186,8 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
         for key in attributes:
             spec = fields.get(key)
             if spec is None:
+                if key in FOREIGN_FIELDS:
+                    collected = _collect_python(collected, key, attributes[key])
                 continue
             field, kind = spec
             value = _python_value(field, kind, attributes[key])
@@ -180,7 +196,35 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
             else:
                 setattr(record, field, value)
         record.bad_attributes = bad
+        if collected is not None and record.stage is None and collected.wants_documents():
+            for key in attributes:
+                if key.startswith(INDEXED_STARTS):
+                    _collect_python(collected, key, attributes[key])
+    if collected is not None or (record.operation is not None and record.stage is None):
+        apply(record, collected)
     return record
+
+
+def _collect_python(collected: Collected | None, key: str, value: object) -> Collected | None:
+    """Add one attribute of another convention (a Python value) to ``collected``."""
+    spec = FOREIGN_FIELDS.get(key)
+    if spec is not None:
+        slot, kind = spec
+        typed = _python_value(slot, kind, value)
+        if collected is None:
+            collected = Collected()
+        if typed is _BAD:
+            collected.bad += 1
+        else:
+            collected.add(slot, typed)
+        return collected
+    found = indexed_key(key)
+    if found is None:
+        return collected
+    if collected is None:
+        collected = Collected()
+    collected.document(*found, value)
+    return collected
 
 
 # --- OTLP protobuf -----------------------------------------------------------------
@@ -288,9 +332,15 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
     )
     fields = _PROTO_FIELDS
     bad = 0
+    collected: Collected | None = None
     for key_value in span.attributes:
-        spec = fields.get(key_value.key)
+        key = key_value.key
+        spec = fields.get(key)
         if spec is None:
+            if key in _FOREIGN_CODES:
+                found = _proto_foreign(key, key_value.value)
+                if found is not None:
+                    collected = found.into(collected)
             continue
         field, code = spec
         value = _proto_value(field, code, key_value.value)
@@ -302,7 +352,72 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
         record.bad_attributes = bad
     if span.links:
         record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+    if collected is not None and record.stage is None and collected.wants_documents():
+        for key_value in span.attributes:
+            key = key_value.key
+            if key.startswith(INDEXED_STARTS):
+                found = _proto_foreign(key, key_value.value)
+                if found is not None:
+                    found.into(collected)
+    if collected is not None or (record.operation is not None and record.stage is None):
+        apply(record, collected)
     return record
+
+
+#: key of another convention -> (slot, decoding code)
+_FOREIGN_CODES: Final[dict[str, tuple[str, int]]] = {
+    key: (slot, _proto_code(slot, kind)) for key, (slot, kind) in FOREIGN_FIELDS.items()
+}
+
+
+class _Foreign:
+    """One decoded attribute of another convention: a slot of
+    :class:`~llmspans.core.conventions.Collected` and its value, or an indexed
+    document attribute. Immutable, so the slim decoder may cache it."""
+
+    __slots__ = ("index", "part", "slot", "value")
+
+    def __init__(self, slot: str, value: object, index: int = -1, part: int = PART_OTHER) -> None:
+        self.slot = slot
+        self.value = value
+        self.index = index
+        self.part = part
+
+    def into(self, collected: Collected | None) -> Collected:
+        if collected is None:
+            collected = Collected()
+        if self.index >= 0:
+            collected.document(self.slot, self.index, self.part, self.value)
+        elif self.value is _BAD:
+            collected.bad += 1
+        else:
+            collected.add(self.slot, self.value)
+        return collected
+
+
+_SCALAR_FIELDS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def _proto_foreign(key: str, value: Any) -> _Foreign | None:
+    """The decoded attribute of another convention, or ``None`` for a key not read."""
+    spec = _FOREIGN_CODES.get(key)
+    if spec is not None:
+        slot, code = spec
+        decoded = _proto_value(slot, code, value)
+        if isinstance(decoded, str):
+            decoded = intern(decoded)
+        return _Foreign(slot, decoded)
+    found = indexed_key(key)
+    if found is None:
+        return None
+    group, index, part = found
+    if part == PART_OTHER:
+        return _Foreign(group, None, index, part)
+    which = value.WhichOneof("value")
+    scalar = getattr(value, which) if which in _SCALAR_FIELDS else _BAD
+    if isinstance(scalar, str):
+        scalar = intern(scalar)
+    return _Foreign(group, scalar, index, part)
 
 
 # --- OTLP protobuf, slim schema -----------------------------------------------------
@@ -394,11 +509,14 @@ def _build_slim_request() -> type[Message]:
 SLIM_EXPORT_REQUEST: Final[Any] = _build_slim_request()
 
 #: encoded ``KeyValue`` key prefix (tag 0x0A, one length byte, the key) of known keys
+#: (llmspans' own and the other conventions' scalar keys)
 _KNOWN_PREFIXES: Final[frozenset[bytes]] = frozenset(
     b"\x0a" + bytes([len(key.encode())]) + key.encode()
-    for key in _PROTO_FIELDS
+    for key in (*_PROTO_FIELDS, *_FOREIGN_CODES)
     if len(key.encode()) < 0x80
 )
+#: the encoded starts of the indexed document keys (after tag and length)
+_INDEXED_WIRE_STARTS: Final = tuple(start.encode() for start in INDEXED_STARTS)
 #: encoded key prefix of each known key -> (record field, decoding code)
 _FIELDS_BY_PREFIX: Final[dict[bytes, tuple[str, int]]] = {
     b"\x0a" + bytes([len(key.encode())]) + key.encode(): spec
@@ -537,10 +655,10 @@ class SlimDecoder:
         self.max_ids = max_ids
         self.ids_truncated = 0
         # encoded KeyValue -> (record field, typed value or _BAD); field "" for keys
-        # the core does not read
-        self._cache: dict[bytes, tuple[str, object]] = {}
+        # the core does not read, with a _Foreign value for those of another convention
+        self._cache: dict[bytes, tuple[str, Any]] = {}
 
-    def _decode(self, raw: bytes) -> tuple[str, object]:
+    def _decode(self, raw: bytes) -> tuple[str, Any]:
         if raw[0] == 0x0A and raw[1] < 0x80:
             prefix = 2 + raw[1]
             spec = _FIELDS_BY_PREFIX.get(raw[:prefix])
@@ -549,8 +667,15 @@ class SlimDecoder:
                 if value is not None:
                     return spec[0], value
         key_value = KeyValue.FromString(raw)
-        spec = _PROTO_FIELDS.get(key_value.key)
+        key = key_value.key
+        spec = _PROTO_FIELDS.get(key)
         if spec is None:
+            # ("", None) for a key the core does not read; ("", _Foreign) for one of
+            # another convention: the record loop looks at it only after the test
+            # that skips unknown keys, so a span without any costs nothing more.
+            # Indexed document keys are read by _documents, on retrievers only.
+            if key in _FOREIGN_CODES:
+                return "", _proto_foreign(key, key_value.value)
             return "", None
         field, code = spec
         decoded = _proto_value(field, code, key_value.value)
@@ -574,6 +699,7 @@ class SlimDecoder:
         )
         cache = self._cache
         bad = 0
+        collected: Collected | None = None
         for raw in span.attributes:
             if len(raw) <= _CACHED_BYTES:
                 found = cache.get(raw)
@@ -594,6 +720,8 @@ class SlimDecoder:
                 found = self._decode(raw)
             field, value = found
             if not field:
+                if value is not None:
+                    collected = value.into(collected)
                 continue
             if value is _BAD:
                 bad += 1
@@ -606,7 +734,34 @@ class SlimDecoder:
             record.bad_attributes = bad
         if span.links:
             record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+        if collected is not None and record.stage is None and collected.wants_documents():
+            _slim_documents(span.attributes, collected)
+        if collected is not None or (record.operation is not None and record.stage is None):
+            apply(record, collected)
         return record
+
+
+def _slim_documents(attributes: Any, collected: Collected) -> None:
+    """The second pass over a retriever's or reranker's encoded attributes: its indexed
+    documents. The key alone says whether the value is read (id, score) or only tells
+    that the document exists (content, metadata: never decoded)."""
+    for raw in attributes:
+        if raw[0] != 0x0A or raw[1] >= 0x80 or not raw.startswith(_INDEXED_WIRE_STARTS, 2):
+            continue
+        try:
+            found = indexed_key(raw[2 : 2 + raw[1]].decode())
+        except UnicodeDecodeError:
+            continue
+        if found is None:
+            continue
+        group, index, part = found
+        if part == PART_OTHER:
+            collected.document(group, index, part, None)
+            continue
+        key_value = KeyValue.FromString(raw)
+        decoded = _proto_foreign(key_value.key, key_value.value)
+        if decoded is not None:
+            decoded.into(collected)
 
 
 # --- OTLP JSON ---------------------------------------------------------------------
@@ -814,6 +969,7 @@ def _json_span(span: Any, path: str) -> SpanRecord:
         raise ValueError(f"{path}.name: expected a string, got {type(name).__name__}")
     record.name = name
     bad = 0
+    collected: Collected | None = None
     for index, item in enumerate(_expect_list(span.get("attributes"), f"{path}.attributes")):
         attribute_path = f"{path}.attributes[{index}]"
         attribute = _expect_object(item, attribute_path)
@@ -822,6 +978,14 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             raise ValueError(f"{attribute_path}.key: expected a string")
         spec = ATTRIBUTE_FIELDS.get(key)
         if spec is None:
+            if key in FOREIGN_FIELDS or key.startswith(INDEXED_STARTS):
+                raw = attribute.get("value")
+                decoded = _BAD if raw is None else _json_any_value(raw, f"{attribute_path}.value")
+                if decoded is _BAD:
+                    collected = collected or Collected()
+                    collected.bad += 1
+                else:
+                    collected = _collect_python(collected, key, decoded)
             continue
         field, kind = spec
         raw = attribute.get("value")
@@ -845,6 +1009,8 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             )
         )
     record.links = tuple(links)
+    if collected is not None or (record.operation is not None and record.stage is None):
+        apply(record, collected)
     return record
 
 

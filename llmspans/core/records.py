@@ -5,6 +5,9 @@ typed. SDK ``ReadableSpan`` objects (in process), OTLP protobuf spans (the
 collector) and OTLP JSON spans (offline files) all convert into it, so the rules
 in :mod:`llmspans.core.attribution` see one shape whatever the source.
 
+Spans written with other conventions (OpenTelemetry ``gen_ai.*``, OpenInference,
+OpenLLMetry) are read into the same fields by :mod:`llmspans.core.conventions`.
+
 Attribute values of the wrong type are not an error: the converter skips them and
 counts them in :attr:`SpanRecord.bad_attributes`.
 """
@@ -60,6 +63,7 @@ ATTRIBUTE_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
     A.GEN_AI_INPUT_MESSAGES: ("input_messages", ValueKind.STR),
     A.GEN_AI_OUTPUT_MESSAGES: ("output_messages", ValueKind.STR),
     A.GENERATION_CLAIMS: ("claims", ValueKind.STR),
+    A.GEN_AI_OPERATION_NAME: ("operation", ValueKind.STR),
 }
 
 #: Record fields holding content for evaluation: each value is cut to
@@ -120,6 +124,10 @@ class SpanRecord:
     input_messages: str | None = None
     output_messages: str | None = None
     claims: str | None = None
+    #: ``gen_ai.operation.name``: what the span does, in the semantic conventions'
+    #: words (also given to spans of other conventions that open a workflow or an
+    #: agent, see :mod:`llmspans.core.conventions`)
+    operation: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -129,3 +137,14 @@ class SpanRecord:
     @property
     def is_root(self) -> bool:
         return not self.parent_span_id
+
+    @property
+    def opens_run(self) -> bool:
+        """A span without llmspans stage that opens a workflow or an agent (a chain,
+        a workflow, an ``invoke_agent`` span, ...): it starts a run where no run
+        encloses it (:func:`llmspans.core.runs.assemble`). (A field of its own would
+        cost every span of every source its initialisation.)"""
+        return self.stage is None and self.operation in _RUN_OPERATIONS
+
+
+_RUN_OPERATIONS: Final = frozenset({A.OP_INVOKE_WORKFLOW, A.OP_INVOKE_AGENT})

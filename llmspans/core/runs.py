@@ -12,6 +12,13 @@ messy, and :func:`assemble` decides as follows:
 * Feedback spans are never part of a run: they are returned on their own, whether
   their trace is a run's trace or a trace of their own.
 * Stage spans outside any pipeline are standalone.
+* A span of another convention that opens a run (an OpenInference CHAIN or AGENT,
+  an OpenLLMetry workflow, an ``invoke_workflow`` / ``invoke_agent`` span; see
+  :mod:`llmspans.core.conventions`) starts a run when it is the **top** one: when
+  no pipeline span and no other such span is among its ancestors. A chain nested in
+  an llmspans pipeline, or in another chain, is a step of the enclosing run. (One
+  without a parent is marked a ``pipeline`` span by the converters already.) A
+  missing parent ends the walk: the span is the top of what arrived.
 * A stage's spans are kept in start-time order, whatever order they arrived in.
 * A span seen twice (same trace and span id) counts once; a parent cycle in bad
   input ends the ancestor walk instead of looping.
@@ -38,6 +45,7 @@ __all__ = [
 ]
 
 _WORKING_STAGES: Final = frozenset(A.PIPELINE_ORDER)
+_RUN_OPERATIONS: Final = frozenset({A.OP_INVOKE_WORKFLOW, A.OP_INVOKE_AGENT})
 _WORKFLOW_PREFIX: Final = A.OP_INVOKE_WORKFLOW + " "
 #: Pipeline name used when a pipeline span carries no name at all.
 UNNAMED_PIPELINE: Final = "unknown"
@@ -73,7 +81,7 @@ def assemble(
         stage = span.stage
         if stage == A.STAGE_FEEDBACK:
             return [], [], [span]
-        if stage == A.STAGE_PIPELINE:
+        if stage == A.STAGE_PIPELINE or (stage is None and span.opens_run):
             return [Run(root=span, pipeline=pipeline_name(span), spans=[span])], [], []
         return [], [span] if stage in _WORKING_STAGES else [], []
     by_key: dict[_Key, SpanRecord] = {}
@@ -84,6 +92,7 @@ def assemble(
     runs_by_root: dict[_Key, Run] = {}
     runs_per_trace: dict[bytes, list[Run]] = {}
     feedback: list[SpanRecord] = []
+    openers: list[SpanRecord] = []
     for span in spans:
         if span.stage == A.STAGE_PIPELINE:
             run = Run(root=span, pipeline=pipeline_name(span), spans=[span])
@@ -91,6 +100,15 @@ def assemble(
             runs_per_trace.setdefault(span.trace_id, []).append(run)
         elif span.stage == A.STAGE_FEEDBACK:
             feedback.append(span)
+        elif span.stage is None and span.operation in _RUN_OPERATIONS:  # span.opens_run
+            openers.append(span)
+    if openers:
+        covered: dict[_Key, bool] = {}
+        for span in openers:
+            if not _enclosed(span, by_key, covered):
+                run = Run(root=span, pipeline=pipeline_name(span), spans=[span])
+                runs_by_root[(span.trace_id, span.span_id)] = run
+                runs_per_trace.setdefault(span.trace_id, []).append(run)
 
     # owner[key] is the run a span belongs to (None: under no pipeline, or unknown).
     owner: dict[_Key, Run | None] = {}
@@ -99,6 +117,8 @@ def assemble(
         stage = span.stage
         if stage in (A.STAGE_PIPELINE, A.STAGE_FEEDBACK):
             continue
+        if stage is None and openers and (span.trace_id, span.span_id) in runs_by_root:
+            continue  # a run root of another convention
         # The common case first: the parent is a pipeline span (no walk, no memo
         # needed: a walk from a descendant reaches the same run one step later).
         owning = (
@@ -121,6 +141,37 @@ def assemble(
 
     runs = sorted(runs_by_root.values(), key=_ROOT_START_ORDER)
     return runs, standalone, feedback
+
+
+def _enclosed(span: SpanRecord, by_key: dict[_Key, SpanRecord], covered: dict[_Key, bool]) -> bool:
+    """Whether a pipeline span or a run-opening span is among the ancestors of ``span``.
+
+    ``covered`` memoises, per span, whether it or one of its ancestors opens a run,
+    so that the walks of all the spans of a trace stay linear in its spans.
+    """
+    trace_id = span.trace_id
+    path: list[_Key] = []
+    seen: set[_Key] = set()
+    result = False
+    parent_id = span.parent_span_id
+    while parent_id:
+        key = (trace_id, parent_id)
+        known = covered.get(key)
+        if known is not None:
+            result = known
+            break
+        parent = by_key.get(key)
+        if parent is None or key in seen:
+            break
+        if parent.stage == A.STAGE_PIPELINE or parent.opens_run:
+            covered[key] = result = True
+            break
+        seen.add(key)
+        path.append(key)
+        parent_id = parent.parent_span_id
+    for key in path:
+        covered[key] = result
+    return result
 
 
 def _owning_run(

@@ -68,8 +68,10 @@ def test_opentelemetry_instrument_emits_llmspans_spans(
         "OTEL_TRACES_EXPORTER": "console",
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
-        # openinference's OpenAI instrumentor shares the entry-point group; keep it out
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
+        # the peers' instrumentors (OpenInference, OpenLLMetry, openai-v2; installed
+        # with the integrations extra) register as "openai" and "langchain" in the
+        # same entry-point group; keep them out
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai,langchain",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     completed = subprocess.run(
