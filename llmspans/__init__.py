@@ -31,6 +31,7 @@ from llmspans._recording import (
     record_retrieval,
     set_outcome,
 )
+from llmspans._runs import run_source, set_segment
 from llmspans._version import VERSION
 from llmspans.cost import PriceTable, get_price_table, set_price_table
 
@@ -59,9 +60,11 @@ __all__ = [
     "record_generation",
     "record_retrieval",
     "retrieval",
+    "run_source",
     "set_outcome",
     "set_price_table",
     "set_redactor",
+    "set_segment",
 ]
 
 

@@ -31,6 +31,7 @@ from opentelemetry.util.types import AttributeValue
 
 from llmspans import _content, _propagation
 from llmspans._logging import logger
+from llmspans._runs import check_source
 from llmspans._state import STATE
 from llmspans._tracing import get_tracer_provider, use_tracer_provider
 from llmspans.cost import PriceTable, set_price_table
@@ -57,6 +58,9 @@ class _Previous:
     tracer_provider: trace.TracerProvider | None
     instrumented_threads: bool
     """Whether ``configure()`` enabled the thread propagation (then shutdown disables it)."""
+    run_source: str | None
+    sample_rate: float
+    sample_rates: dict[str, float]
 
     @classmethod
     def now(cls, *, instrumented_threads: bool = False) -> _Previous:
@@ -67,6 +71,9 @@ class _Previous:
             STATE.price_table,
             STATE.tracer_provider,
             instrumented_threads,
+            STATE.run_source,
+            STATE.sample_rate,
+            STATE.sample_rates,
         )
 
     def restore(self, provider: TracerProvider | None) -> None:
@@ -75,6 +82,9 @@ class _Previous:
         STATE.max_length = self.max_length
         STATE.redactor = self.redactor
         STATE.price_table = self.price_table
+        STATE.run_source = self.run_source
+        STATE.sample_rate = self.sample_rate
+        STATE.sample_rates = self.sample_rates
         if provider is not None and get_tracer_provider() is provider:
             use_tracer_provider(self.tracer_provider)
         if self.instrumented_threads:
@@ -226,6 +236,9 @@ def configure(
     price_table: PriceTable | str | Path | None = None,
     propagate_context: bool = True,
     set_global: bool = True,
+    source: str | None = None,
+    evaluation_sample_rate: float | None = None,
+    evaluation_sample_rates: Mapping[str, float] | None = None,
 ) -> Configuration:
     """Set up tracing (and, with ``embedded=True``, in-process metrics) for llmspans.
 
@@ -251,6 +264,12 @@ def configure(
       new threads (``opentelemetry-instrumentation-threading``, undone by
       ``shutdown()``; left as it is when the application enabled it already).
     - ``set_global``: install the provider as the global one (when none is yet).
+    - ``source``: ``llmspans.run.source`` of the runs this process starts
+      (``production``, ``offline`` or ``shadow``; else ``LLMSPANS_RUN_SOURCE``).
+    - ``evaluation_sample_rate``: the share of runs sampled for evaluation, decided
+      from the trace id (else ``LLMSPANS_EVALUATION_SAMPLE_RATE``, else 0);
+      ``evaluation_sample_rates`` overrides it per segment. A sampled run records
+      the content a judge needs even with content capture off (docs/evaluation.md).
 
     ``OTEL_SDK_DISABLED=true`` turns all of it off. Raises ``ValueError`` for an
     unsupported protocol: a mistake in set-up is reported at start-up, not hidden.
@@ -266,6 +285,9 @@ def configure(
         redact=redact,
         price_table=price_table,
         propagate_context=propagate_context,
+        source=source,
+        sample_rate=evaluation_sample_rate,
+        sample_rates=evaluation_sample_rates,
     )
     if _sdk_disabled():
         logger.info("OTEL_SDK_DISABLED is true: llmspans does not trace")
@@ -312,8 +334,12 @@ def _apply_settings(
     redact: _content.Redactor | None,
     price_table: PriceTable | str | Path | None,
     propagate_context: bool,
+    source: str | None = None,
+    sample_rate: float | None = None,
+    sample_rates: Mapping[str, float] | None = None,
 ) -> _Previous:
-    """Content capture, price table and thread propagation; returns what they were."""
+    """Content capture, price table, thread propagation, run source and evaluation
+    sampling; returns what they were."""
     table = (
         price_table
         if price_table is None or isinstance(price_table, PriceTable)
@@ -321,6 +347,21 @@ def _apply_settings(
     )
     if content_max_length is not None and content_max_length < 0:
         raise ValueError(f"content_max_length must be >= 0, got {content_max_length}")
+    if source is not None:
+        check_source(source)
+    rate = sample_rate
+    if rate is None:
+        text = os.environ.get("LLMSPANS_EVALUATION_SAMPLE_RATE", "").strip()
+        try:
+            rate = float(text) if text else None
+        except ValueError:
+            raise ValueError(
+                f"LLMSPANS_EVALUATION_SAMPLE_RATE must be a number in [0, 1], got {text!r}"
+            ) from None
+    rates = dict(sample_rates or {})
+    for value in (rate, *rates.values()):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"an evaluation sample rate is a number in [0, 1], got {value}")
     instrumented_threads = propagate_context and _propagation.instrument_threads()
     previous = _Previous.now(instrumented_threads=instrumented_threads)
     if capture_content is not None:
@@ -331,6 +372,12 @@ def _apply_settings(
         _content.set_redactor(redact)
     if table is not None:
         set_price_table(table)
+    if source is not None:
+        STATE.run_source = source
+    if rate is not None:
+        STATE.sample_rate = rate
+    if sample_rates is not None:
+        STATE.sample_rates = rates
     return previous
 
 

@@ -37,6 +37,7 @@ from llmspans._context import KEPT_BY_ENCLOSING, STAGE_KEY, Stage
 from llmspans._documents import document_texts, extract_documents
 from llmspans._logging import log_internal_error
 from llmspans._recording import computed_cost, usage_from_response
+from llmspans._runs import SegmentOption, pipeline_start
 from llmspans._state import STATE
 from llmspans._tracing import resolve_global_tracer
 
@@ -688,15 +689,23 @@ def _action_result(
 @overload
 def pipeline(func: F, /) -> F: ...
 @overload
-def pipeline(name: str | None = None, /) -> Callable[[F], F]: ...
+def pipeline(
+    name: str | None = None, /, *, segment: SegmentOption = None
+) -> Callable[[F], F]: ...
 @overload
-def pipeline(*, name: str | None = None) -> Callable[[F], F]: ...
-def pipeline(func: Any = None, /, *, name: str | None = None) -> Any:
+def pipeline(*, name: str | None = None, segment: SegmentOption = None) -> Callable[[F], F]: ...
+def pipeline(
+    func: Any = None, /, *, name: str | None = None, segment: SegmentOption = None
+) -> Any:
     """Mark the root of one task run: ``@pipeline("support_answer")`` or bare ``@pipeline``.
 
     Span ``invoke_workflow {name}`` (INTERNAL); every stage span inside carries
     ``llmspans.pipeline = name``. Use :func:`llmspans.current_run` inside it to get a
     reference for later feedback and :func:`llmspans.set_outcome` to record the outcome.
+    ``segment``: the class of input the run served (``llmspans.segment``), a name or a
+    function of the pipeline's arguments (``segment=lambda question: classify(question)``);
+    :func:`llmspans.set_segment` inside the run wins over it. The root also records the
+    run's source and whether it was sampled for evaluation (see :mod:`llmspans._runs`).
     """
     if isinstance(func, str):
         name, func = func, None
@@ -713,6 +722,7 @@ def pipeline(func: Any = None, /, *, name: str | None = None) -> Any:
                 A.PIPELINE: pipeline_name,
             },
             pipeline=pipeline_name,
+            on_start=pipeline_start(segment),
         )
 
     return _apply(func, build)

@@ -170,6 +170,7 @@ def record_generation(
     response_id: str | None = None,
     prompt: object = None,
     completion: object = None,
+    claims: Mapping[object, object] | None = None,
 ) -> None:
     """Record facts of the current generation.
 
@@ -177,7 +178,10 @@ def record_generation(
     tokens, cached ones included. When the model and the input tokens are known,
     ``llmspans.cost.usd`` is computed from the price table (an explicit
     ``cost_usd`` wins). Values replace earlier ones. ``confidence`` must be in [0, 1].
-    ``prompt`` and ``completion`` are content: recorded only when capture is on.
+    ``prompt`` and ``completion`` are content: recorded only when capture is on (or
+    the run is sampled for evaluation). So are ``claims``, each cited document id
+    with the claim it is cited for (``{"doc-7": "refunds take 5 days"}``), which an
+    evaluation judge checks against the document (``llmspans.generation.claims``).
     """
     try:
         active = _active(A.STAGE_GENERATION, "record_generation")
@@ -209,6 +213,10 @@ def record_generation(
             _put_content(facts, A.GEN_AI_INPUT_MESSAGES, prompt)
         if completion is not None:
             _put_content(facts, A.GEN_AI_OUTPUT_MESSAGES, completion)
+        if claims is not None:
+            _put_content(
+                facts, A.GENERATION_CLAIMS, {str(key): str(value) for key, value in claims.items()}
+            )
         _put_cost(active.recorded, facts, cost_usd)
         active.record(facts)
     except Exception as exc:

@@ -11,10 +11,11 @@ and :meth:`llmspans.Configuration.shutdown` undoes what ``configure()`` changed.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
-from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.trace import Span, Tracer, TracerProvider
 
 from llmspans._version import NAME, VERSION
 
@@ -45,6 +46,10 @@ class LibraryState:
         "price_lookups",
         "price_table",
         "redactor",
+        "run_source",
+        "sample_rate",
+        "sample_rates",
+        "sampled_runs",
         "threading_instrumentor",
         "tracer",
         "tracer_provider",
@@ -72,6 +77,17 @@ class LibraryState:
     """(id of a table's models dict, model name) -> (that dict, the price found)."""
     costs: dict[tuple[object, ...], tuple[PriceTable, float | None]]
     """(id of the price table, models and token counts) -> (that table, the cost)."""
+
+    # --- runs (llmspans._runs) -------------------------------------------------------
+    run_source: str | None
+    """``llmspans.run.source`` of the runs this process starts; ``None``: the
+    environment (``LLMSPANS_RUN_SOURCE``) decides, else production."""
+    sample_rate: float
+    """Share of runs sampled for evaluation (``configure(evaluation_sample_rate=)``)."""
+    sample_rates: dict[str, float]
+    """Per-segment overrides of ``sample_rate``."""
+    sampled_runs: weakref.WeakSet[Span]
+    """Root spans of runs sampled for evaluation: their stages record content."""
 
     # --- logging once (llmspans._logging) ---------------------------------------------
     logged_kinds: set[str]
@@ -104,6 +120,10 @@ class LibraryState:
         self.price_lookups = {}
         self.costs = {}
         self.logged_kinds = set()
+        self.run_source = None
+        self.sample_rate = 0.0
+        self.sample_rates = {}
+        self.sampled_runs = weakref.WeakSet()
 
     def use_tracer_provider(self, provider: TracerProvider | None) -> None:
         """Trace through ``provider``; ``None``: through the global provider."""

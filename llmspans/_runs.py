@@ -1,0 +1,127 @@
+"""What a run records about itself at its root: segment, source, evaluation sampling.
+
+``@llmspans.pipeline("name", segment=...)`` and :func:`set_segment` name the class of
+input a run served (``llmspans.segment``); the run's source (``llmspans.run.source``:
+``production``, ``offline``, ``shadow``) comes from :func:`run_source` around the
+call, else ``configure(source=...)``, else ``LLMSPANS_RUN_SOURCE``; with
+``configure(evaluation_sample_rate=...)`` a run the trace id samples is marked
+``llmspans.evaluation.sampled`` and its stages record the content a judge needs
+(docs/conventions.md sections 7 and 8).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span
+
+from llmspans import _attributes as A
+from llmspans._context import Stage, current_run_span
+from llmspans._logging import log_internal_error, warn_once
+from llmspans._state import STATE
+from llmspans.core.judging import should_sample
+
+__all__ = ["SegmentOption", "pipeline_start", "run_sampled", "run_source", "set_segment"]
+
+#: A pipeline's segment: a name, or a function of the pipeline's arguments.
+SegmentOption = str | Callable[..., object] | None
+
+_SOURCE_KEY: Final = otel_context.create_key("llmspans.run.source")
+#: Segment names are cut to this many characters on the span (labels cut further).
+_MAX_SEGMENT_CHARS: Final = 256
+
+
+def _source() -> str | None:
+    value = otel_context.get_value(_SOURCE_KEY)
+    if isinstance(value, str):
+        return value
+    if STATE.run_source is not None:
+        return STATE.run_source
+    return os.environ.get("LLMSPANS_RUN_SOURCE") or None
+
+
+def check_source(source: str) -> str:
+    """``source`` if it is one of ``production``, ``offline``, ``shadow``; else ValueError."""
+    if source not in A.SOURCES:
+        raise ValueError(f"a run source is one of {', '.join(A.SOURCES)}; got {source!r}")
+    return source
+
+
+@contextmanager
+def run_source(source: str) -> Iterator[None]:
+    """Runs started inside the block record ``llmspans.run.source = source`` (the
+    offline harness and shadow runs use it; ``production`` is the default)."""
+    token = otel_context.attach(otel_context.set_value(_SOURCE_KEY, check_source(source)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _segment_of(
+    segment: SegmentOption, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    if segment is None:
+        return None
+    if callable(segment):
+        try:
+            value = segment(*args, **kwargs)
+        except Exception as exc:
+            log_internal_error("pipeline.segment", exc)
+            return None
+        if value is None:
+            return None
+        segment = str(value)
+    return segment[:_MAX_SEGMENT_CHARS]
+
+
+def pipeline_start(
+    segment: SegmentOption,
+) -> Callable[[Stage, tuple[Any, ...], dict[str, Any]], None]:
+    """The pipeline decorator's start hook: segment, source and sampling on the root."""
+
+    def start(stage: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        facts: dict[str, Any] = {}
+        name = _segment_of(segment, args, kwargs)
+        if name is not None:
+            facts[A.SEGMENT] = name
+        source = _source()
+        if source is not None:
+            facts[A.RUN_SOURCE] = source
+        rate = STATE.sample_rate
+        if (rate > 0.0 or STATE.sample_rates) and should_sample(
+            stage.span.get_span_context().trace_id, rate, name, STATE.sample_rates
+        ):
+            facts[A.EVALUATION_SAMPLED] = True
+            STATE.sampled_runs.add(stage.span)
+        if facts:
+            stage.span.set_attributes(facts)
+
+    return start
+
+
+def run_sampled(run_span: Span | None) -> bool:
+    """Whether the run of ``run_span`` was sampled for evaluation (its stages then
+    record the content a judge needs even when content capture is off)."""
+    return run_span is not None and run_span in STATE.sampled_runs
+
+
+def set_segment(segment: str) -> None:
+    """Name the segment of the current pipeline run (``llmspans.segment`` on its root);
+    wins over the decorator's ``segment=``."""
+    try:
+        span = current_run_span()
+        if span is None:
+            warn_once(
+                "outside.set_segment",
+                "llmspans.set_segment() was called outside a pipeline; nothing was recorded",
+            )
+            return
+        if span.is_recording():
+            span.set_attribute(A.SEGMENT, str(segment)[:_MAX_SEGMENT_CHARS])
+    except Exception as exc:
+        log_internal_error("set_segment", exc)

@@ -1,0 +1,141 @@
+"""What a run records at its root: segment, source, evaluation sampling, claims."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import llmspans
+from llmspans import _attributes as A
+from llmspans._configure import _apply_settings
+from llmspans._state import STATE
+from llmspans.core.judging import should_sample
+from llmspans.testing import CapturedSpans
+
+
+@llmspans.retrieval("faq")
+def _search(question: str) -> list[dict[str, Any]]:
+    return [{"id": "doc-1", "text": "refunds take 5 days", "score": 0.9}]
+
+
+@llmspans.generation("gpt-4o-mini", provider="openai")
+def _answer(question: str, docs: list[dict[str, Any]]) -> str:
+    llmspans.record_generation(
+        citations=["doc-1"], claims={"doc-1": "refunds take 5 days"}, completion="5 days"
+    )
+    return "5 days"
+
+
+def _classify(question: str) -> str:
+    return "billing" if "refund" in question else "small_talk"
+
+
+@llmspans.pipeline("support", segment=_classify)
+def _support(question: str) -> str:
+    return _answer(question, _search(question))
+
+
+@llmspans.pipeline("fixed", segment="billing")
+def _fixed(question: str, override: str | None = None) -> str:
+    if override is not None:
+        llmspans.set_segment(override)
+    return question
+
+
+def _root(spans: CapturedSpans, name: str) -> dict[str, Any]:
+    return dict(spans.attributes(f"invoke_workflow {name}"))
+
+
+def test_segment_from_a_function_of_the_arguments(spans: CapturedSpans) -> None:
+    _support("when is my refund?")
+    assert _root(spans, "support")[A.SEGMENT] == "billing"
+    spans.clear()
+    _support("hello")
+    assert _root(spans, "support")[A.SEGMENT] == "small_talk"
+
+
+def test_set_segment_wins_over_the_decorator(spans: CapturedSpans) -> None:
+    _fixed("q")
+    assert _root(spans, "fixed")[A.SEGMENT] == "billing"
+    spans.clear()
+    _fixed("q", override="refund_eligibility")
+    assert _root(spans, "fixed")[A.SEGMENT] == "refund_eligibility"
+
+
+def test_a_segment_function_that_raises_never_reaches_the_app(spans: CapturedSpans) -> None:
+    @llmspans.pipeline("broken", segment=lambda question: 1 / 0)
+    def broken(question: str) -> str:
+        return question.upper()
+
+    assert broken("q") == "Q"
+    assert A.SEGMENT not in _root(spans, "broken")
+
+
+def test_source_from_configuration_context_and_environment(
+    spans: CapturedSpans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed("q")
+    assert A.RUN_SOURCE not in _root(spans, "fixed")  # production: the default, unset
+    with llmspans.run_source("offline"):
+        spans.clear()
+        _fixed("q")
+        assert _root(spans, "fixed")[A.RUN_SOURCE] == "offline"
+    monkeypatch.setenv("LLMSPANS_RUN_SOURCE", "shadow")
+    spans.clear()
+    _fixed("q")
+    assert _root(spans, "fixed")[A.RUN_SOURCE] == "shadow"
+    with pytest.raises(ValueError, match="production, offline, shadow"), llmspans.run_source("x"):
+        pass
+
+
+def test_sampled_runs_record_what_a_judge_needs_with_capture_off(spans: CapturedSpans) -> None:
+    _apply_settings(
+        capture_content=False,
+        content_max_length=None,
+        redact=None,
+        price_table=None,
+        propagate_context=False,
+        sample_rate=1.0,
+    )
+    _support("when is my refund?")
+    root = _root(spans, "support")
+    assert root[A.EVALUATION_SAMPLED] is True
+    generation = dict(spans.by_stage(A.STAGE_GENERATION)[0].attributes or {})
+    assert json.loads(str(generation[A.GENERATION_CLAIMS])) == {"doc-1": "refunds take 5 days"}
+    assert A.GEN_AI_OUTPUT_MESSAGES in generation
+    # an unsampled run records no content
+    STATE.sample_rate = 0.0
+    spans.clear()
+    _support("when is my refund?")
+    assert A.EVALUATION_SAMPLED not in _root(spans, "support")
+    generation = dict(spans.by_stage(A.STAGE_GENERATION)[0].attributes or {})
+    assert A.GENERATION_CLAIMS not in generation and A.GEN_AI_OUTPUT_MESSAGES not in generation
+
+
+def test_sampling_follows_the_trace_id_and_per_segment_rates(spans: CapturedSpans) -> None:
+    STATE.sample_rate = 0.3
+    STATE.sample_rates = {"billing": 1.0}
+    for index in range(40):
+        _support("refund" if index % 2 else "hello")
+    for root in spans.by_stage(A.STAGE_PIPELINE):
+        attributes = dict(root.attributes or {})
+        context = root.get_span_context()
+        assert context is not None
+        expected = should_sample(
+            context.trace_id, 0.3, str(attributes[A.SEGMENT]), {"billing": 1.0}
+        )
+        assert attributes.get(A.EVALUATION_SAMPLED, False) is expected
+        if attributes[A.SEGMENT] == "billing":
+            assert expected
+
+
+def test_bad_rates_and_sources_are_refused_at_configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="sample rate"):
+        llmspans.configure(evaluation_sample_rate=1.5, span_exporter=None, set_global=False)
+    with pytest.raises(ValueError, match="run source"):
+        llmspans.configure(source="prod", set_global=False)
+    monkeypatch.setenv("LLMSPANS_EVALUATION_SAMPLE_RATE", "lots")
+    with pytest.raises(ValueError, match="LLMSPANS_EVALUATION_SAMPLE_RATE"):
+        llmspans.configure(set_global=False)
