@@ -37,7 +37,7 @@ from llmspans._context import KEPT_BY_ENCLOSING, STAGE_KEY, Stage
 from llmspans._documents import document_texts, extract_documents
 from llmspans._logging import log_internal_error
 from llmspans._recording import computed_cost, usage_from_response
-from llmspans._runs import SegmentOption, pipeline_start
+from llmspans._runs import SegmentOption, pipeline_result, pipeline_start, retrieval_labels
 from llmspans._state import STATE
 from llmspans._tracing import resolve_global_tracer
 
@@ -614,6 +614,10 @@ def _retrieval_result(
             state.pending[A.RETRIEVAL_DOCUMENT_IDS] = ids
             if scores is not None and A.RETRIEVAL_SCORES not in recorded:
                 state.pending[A.RETRIEVAL_SCORES] = scores
+    if A.RETRIEVAL_RELEVANT_IDS not in recorded:
+        relevant = retrieval_labels()
+        if relevant is not None:
+            state.pending[A.RETRIEVAL_RELEVANT_IDS] = list(relevant)
     if _content.capture_enabled() and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
         texts = document_texts(result)
         if texts is not None:
@@ -723,6 +727,7 @@ def pipeline(
             },
             pipeline=pipeline_name,
             on_start=pipeline_start(segment),
+            on_result=pipeline_result,
         )
 
     return _apply(func, build)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -25,12 +26,73 @@ from llmspans._logging import log_internal_error, warn_once
 from llmspans._state import STATE
 from llmspans.core.judging import should_sample
 
-__all__ = ["SegmentOption", "pipeline_start", "run_sampled", "run_source", "set_segment"]
+__all__ = [
+    "RunLabels",
+    "SegmentOption",
+    "pipeline_result",
+    "pipeline_start",
+    "retrieval_labels",
+    "run_labels",
+    "run_sampled",
+    "run_source",
+    "set_segment",
+]
 
 #: A pipeline's segment: a name, or a function of the pipeline's arguments.
 SegmentOption = str | Callable[..., object] | None
 
 _SOURCE_KEY: Final = otel_context.create_key("llmspans.run.source")
+_LABELS_KEY: Final = otel_context.create_key("llmspans.run.labels")
+
+
+@dataclass(frozen=True, slots=True)
+class RunLabels:
+    """Ground truth for the runs started inside :func:`run_labels` (the offline
+    harness): the segment the input belongs to, the relevant document ids (put on
+    each retrieval as ``llmspans.retrieval.relevant_ids``) and a check of the
+    pipeline's result (``llmspans.task.correct`` on the root)."""
+
+    segment: str | None = None
+    relevant_ids: tuple[str, ...] | None = None
+    check: Callable[[object], bool | None] | None = None
+
+
+@contextmanager
+def run_labels(labels: RunLabels) -> Iterator[None]:
+    """Runs started inside the block carry ``labels``."""
+    token = otel_context.attach(otel_context.set_value(_LABELS_KEY, labels))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _labels() -> RunLabels | None:
+    value = otel_context.get_value(_LABELS_KEY)
+    return value if isinstance(value, RunLabels) else None
+
+
+def retrieval_labels() -> tuple[str, ...] | None:
+    """The relevant ids the current run's labels give its retrievals, if any."""
+    labels = _labels()
+    return None if labels is None else labels.relevant_ids
+
+
+def pipeline_result(
+    stage: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """The pipeline decorator's result hook: ``llmspans.task.correct`` from the labels'
+    check, when the run has labels with one."""
+    labels = _labels()
+    if labels is None or labels.check is None or A.TASK_CORRECT in stage.recorded:
+        return
+    try:
+        correct = labels.check(result)
+    except Exception as exc:
+        log_internal_error("pipeline.check", exc)
+        return
+    if correct is not None:
+        stage.pending[A.TASK_CORRECT] = bool(correct)
 #: Segment names are cut to this many characters on the span (labels cut further).
 _MAX_SEGMENT_CHARS: Final = 256
 
@@ -86,7 +148,12 @@ def pipeline_start(
 
     def start(stage: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         facts: dict[str, Any] = {}
-        name = _segment_of(segment, args, kwargs)
+        labels = _labels()
+        name = (
+            labels.segment
+            if labels is not None and labels.segment is not None
+            else _segment_of(segment, args, kwargs)
+        )
         if name is not None:
             facts[A.SEGMENT] = name
         source = _source()

@@ -1,4 +1,5 @@
-"""The ``llmspans`` command: ``llmspans analyze FILE`` and ``llmspans demo``."""
+"""The ``llmspans`` command: ``llmspans analyze FILE``, ``llmspans eval DATASET`` and
+``llmspans demo``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_arguments(
         sub.add_parser("demo", help="run example pipelines through a local collector")
     )
+    from llmspans import offline
+
+    offline.add_arguments(
+        sub.add_parser("eval", help="run a pipeline over a labelled set (offline runs)")
+    )
 
     args = parser.parse_args(argv)
-    handler = analyze.run if args.command == "analyze" else demo.run
-    return handler(args)
+    handlers = {"analyze": analyze.run, "demo": demo.run, "eval": offline.run}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":
