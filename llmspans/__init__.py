@@ -32,6 +32,7 @@ from llmspans._recording import (
     set_outcome,
 )
 from llmspans._runs import run_source, set_segment
+from llmspans._shadow import ShadowStats, shadow
 from llmspans._version import VERSION
 from llmspans.cost import PriceTable, get_price_table, set_price_table
 
@@ -44,6 +45,7 @@ __all__ = [
     "Configuration",
     "PriceTable",
     "RunRef",
+    "ShadowStats",
     "__version__",
     "action",
     "bind_context",
@@ -65,6 +67,7 @@ __all__ = [
     "set_price_table",
     "set_redactor",
     "set_segment",
+    "shadow",
 ]
 
 
