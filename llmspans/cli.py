@@ -1,4 +1,4 @@
-"""The ``llmspans`` command: ``llmspans analyze FILE`` and ``llmspans demo``."""
+"""The ``llmspans`` command: ``llmspans analyze FILE``, ``llmspans diverge``, ``llmspans demo``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_arguments(
         sub.add_parser("analyze", help="per-stage report over recorded OTLP JSON traces")
     )
+    from llmspans import diverge
+
+    diverge.add_arguments(
+        sub.add_parser("diverge", help="offline or shadow runs against production, per segment")
+    )
     from llmspans import demo
 
     demo.add_arguments(
@@ -25,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
-    handler = analyze.run if args.command == "analyze" else demo.run
+    handlers = {"analyze": analyze.run, "diverge": diverge.run, "demo": demo.run}
+    handler = handlers[args.command]
     return handler(args)
 
 
