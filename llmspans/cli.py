@@ -1,5 +1,5 @@
-"""The ``llmspans`` command: ``llmspans analyze FILE``, ``llmspans eval DATASET`` and
-``llmspans demo``."""
+"""The ``llmspans`` command: ``llmspans analyze FILE``, ``llmspans eval DATASET``,
+``llmspans diverge`` and ``llmspans demo``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_arguments(
         sub.add_parser("analyze", help="per-stage report over recorded OTLP JSON traces")
     )
+    from llmspans import diverge
+
+    diverge.add_arguments(
+        sub.add_parser("diverge", help="offline or shadow runs against production, per segment")
+    )
     from llmspans import demo
 
     demo.add_arguments(
@@ -31,7 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
-    handlers = {"analyze": analyze.run, "demo": demo.run, "eval": offline.run}
+    handlers = {
+        "analyze": analyze.run,
+        "diverge": diverge.run,
+        "demo": demo.run,
+        "eval": offline.run,
+    }
     return handlers[args.command](args)
 
 
