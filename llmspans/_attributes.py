@@ -121,7 +121,7 @@ OUTCOME_FAILURE: Final = "failure"
 OUTCOME_UNVERIFIED: Final = "unverified"
 OUTCOMES: Final = (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_UNVERIFIED)
 
-# --- failure reasons (SPEC section 5) ---------------------------------------
+# --- failure reasons (docs/conventions.md section 5) ---------------------------------------
 REASON_ERROR: Final = "error"
 REASON_EMPTY: Final = "empty"
 REASON_MISSED_RELEVANT: Final = "missed_relevant"
@@ -134,7 +134,7 @@ REASON_VERIFICATION_FAILED: Final = "verification_failed"
 REASON_TASK_INCOMPLETE: Final = "task_incomplete"
 
 
-# --- span names (SPEC section 2) ------------------------------------------------
+# --- span names (docs/conventions.md section 2) ------------------------------------------------
 def span_name(stage: str, detail: str | None) -> str:
     """The span name of a stage span: ``"{operation} {detail}"``, or the operation alone."""
     prefix = _SPAN_NAME_PREFIX.get(stage, stage)

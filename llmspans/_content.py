@@ -1,6 +1,6 @@
 """Content capture: queries, prompts, completions, document text, action arguments.
 
-Content is sensitive, so it is off by default (SPEC section 3). It is recorded only
+Content is sensitive, so it is off by default (docs/conventions.md section 3). It is recorded only
 when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true`` (or one of
 the newer semconv values ``SPAN_ONLY`` / ``SPAN_AND_EVENT``), or when
 ``configure(capture_content=True)`` says so. Every captured value is

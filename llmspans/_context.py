@@ -6,7 +6,7 @@ starts a stage span creates it and puts it into the context under
 :data:`STAGE_KEY`, next to the span itself (``trace.set_span_in_context``); code
 running inside the stage finds it with :func:`current_stage`. An
 auto-instrumented client call inside a decorated stage of the same kind
-*enriches* that stage instead of starting a second span for it (SPEC section 2).
+*enriches* that stage instead of starting a second span for it (docs/conventions.md section 2).
 
 The stage also carries the pipeline it runs in (name and root span), inherited
 from the enclosing stage, so one context entry answers "which stage, which
@@ -46,7 +46,7 @@ class Stage:
       call when it ends: one lock round and one validation pass instead of one per
       fact. ``reported`` holds what client calls enriching the stage reported,
       ``pending`` what the stage's own code recorded or what was extracted from
-      it; when both hold a name, ``pending`` wins (SPEC: explicit facts win), and
+      it; when both hold a name, ``pending`` wins (docs/conventions.md: explicit facts win), and
       both win over the decorator's static options. A stage that is not deferred
       (started by an instrumentor) writes each fact at once.
     - ``rename_prefix``: the operation name while the span name still lacks the

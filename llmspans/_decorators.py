@@ -1,4 +1,4 @@
-"""Stage decorators: one span per pipeline stage (SPEC section 2).
+"""Stage decorators: one span per pipeline stage (docs/conventions.md section 2).
 
 ``@pipeline``, ``@retrieval``, ``@context_selection``, ``@generation`` and
 ``@action`` wrap any callable shape (functions, coroutine functions, generators,

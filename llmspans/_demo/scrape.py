@@ -22,7 +22,8 @@ _FORWARDING = {
 
 @dataclass
 class ScrapedMetrics:
-    """The SPEC section 4 series the demo report shows, summed over any other labels."""
+    """The docs/conventions.md section 4 series the demo report shows, summed over any
+    other labels."""
 
     outcomes: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: dict[tuple[str, str, str], float] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Byte budgets: what the collector holds is bounded in bytes, not only in spans.
 
-``limits.max_memory_bytes`` is one total shared by three budgets (SPEC section 6):
+``limits.max_memory_bytes`` is one total shared by three budgets (docs/conventions.md section 6):
 
 * **receive**: request bodies being read, decompressed and decoded. The HTTP
   receiver reserves a body's bytes as they arrive (a declared ``Content-Length``

@@ -1,6 +1,6 @@
 """Attribution: the outcome of a run and, for a failed run, its one root cause.
 
-The rules of SPEC section 5 run stage by stage in pipeline order (retrieval,
+The rules of docs/conventions.md section 5 run stage by stage in pipeline order (retrieval,
 context selection, generation, action). The first stage with a failure is the root
 cause; later failures in the same run are its consequences and do not count again.
 Inside a stage the spans are checked in start-time order and the first failing
@@ -167,7 +167,7 @@ def _action_verification(span: SpanRecord, run: Run, thresholds: Thresholds) -> 
     )
 
 
-#: The rules of SPEC section 5, per stage, in the table's order.
+#: The rules of docs/conventions.md section 5, per stage, in the table's order.
 RULES: dict[str, tuple[_Rule, ...]] = {
     A.STAGE_RETRIEVAL: (_error, _retrieval_empty, _retrieval_missed, _retrieval_low),
     A.STAGE_CONTEXT_SELECTION: (_error, _selection_empty, _selection_dropped),

@@ -65,7 +65,7 @@ class Metric:
         return self.prometheus_name + "_total" if self.kind == "counter" else self.prometheus_name
 
 
-#: The run and stage metrics (SPEC section 4), in the order they are rendered.
+#: The run and stage metrics (docs/conventions.md section 4), in the order they are rendered.
 CATALOGUE: Final[tuple[Metric, ...]] = (
     Metric(
         A.METRIC_STAGE_CALLS,

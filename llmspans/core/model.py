@@ -1,7 +1,7 @@
 """The core's data model: runs, verdicts, thresholds.
 
 Pure data: no I/O, no globals. A *run* is the spans under one ``pipeline`` span
-(SPEC section 5); a *verdict* is the core's decision about one run.
+(docs/conventions.md section 5); a *verdict* is the core's decision about one run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from llmspans.core.records import SpanRecord
 
 
 class Thresholds(BaseModel):
-    """Configurable thresholds of the attribution rules (SPEC section 5)."""
+    """Configurable thresholds of the attribution rules (docs/conventions.md section 5)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,6 +1,6 @@
 """Assembling runs from span records.
 
-A *run* is the spans under one ``pipeline`` span (SPEC section 5). Real traces are
+A *run* is the spans under one ``pipeline`` span (docs/conventions.md section 5). Real traces are
 messy, and :func:`assemble` decides as follows:
 
 * Each span belongs to the run of its **nearest** pipeline ancestor, so the spans

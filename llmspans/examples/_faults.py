@@ -6,7 +6,7 @@ A fault is ``(stage, mode)``, e.g. ``("retrieval", "empty")``. The demo enters
 every stage behaves normally, so the examples read as ordinary application code
 with one clearly marked hook per stage.
 
-Each mode produces the signal that SPEC section 5 attributes to its stage:
+Each mode produces the signal that docs/conventions.md section 5 attributes to its stage:
 
 - retrieval: ``error`` (raises), ``empty`` (no documents), ``wrong_documents``
   (none of the relevant ones);

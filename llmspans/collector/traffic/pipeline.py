@@ -3,8 +3,9 @@
 Retrieval over a fixed, labelled knowledge base; context selection within a token
 budget; a generation that cites what it was shown and states a confidence; an
 action that posts the reply and is verified by reading it back. Each run may carry
-one injected fault, ``(stage, mode)``, that produces exactly the signal SPEC
-section 5 attributes to that stage, so the alerting stack sees known root causes:
+one injected fault, ``(stage, mode)``, that produces exactly the signal
+docs/conventions.md section 5 attributes to that stage, so the alerting stack sees
+known root causes:
 
 =================  ==========================================================
 stage              modes
