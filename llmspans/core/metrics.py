@@ -28,6 +28,7 @@ from llmspans.core.runs import relevant_ids, retrieved_ids, selected_context_set
 __all__ = [
     "CALIBRATION_BINS",
     "HISTOGRAM_BOUNDARIES",
+    "MAX_DURATION_S",
     "MAX_LABEL_BYTES",
     "UNKNOWN_LABEL",
     "UNKNOWN_PIPELINE",

@@ -10,6 +10,7 @@ from llmspans import _attributes as A
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import (
     HISTOGRAM_BOUNDARIES,
+    MAX_DURATION_S,
     Aggregates,
     Labeler,
     Observation,
@@ -321,3 +322,19 @@ def test_histogram_boundaries_cover_every_histogram() -> None:
     for boundaries in HISTOGRAM_BOUNDARIES.values():
         assert list(boundaries) == sorted(set(boundaries))
     assert HISTOGRAM_BOUNDARIES[A.METRIC_CONTEXT_PRECISION][-1] == 1.0
+
+
+def test_a_span_whose_clock_is_off_by_years_adds_at_most_a_week() -> None:
+    """end_time far after start_time (start 0, end 2**64 - 1) must not add centuries to
+    a duration histogram's sum for good: durations are clamped."""
+    root = pipeline_root("rag", start=0, duration_ms=0)
+    root.end_ns = 2**64 - 1
+    stage = record(A.STAGE_RETRIEVAL, parent=root, document_ids=("d",))
+    stage.start_ns, stage.end_ns = 0, 2**64 - 1
+    found = observations(evaluate_trace([root, stage], Thresholds()))
+    durations = [
+        o.value
+        for o in found
+        if o.instrument in (A.METRIC_TASK_DURATION, A.METRIC_STAGE_DURATION)
+    ]
+    assert durations == [MAX_DURATION_S, MAX_DURATION_S]
