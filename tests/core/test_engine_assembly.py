@@ -77,3 +77,31 @@ def test_a_burst_of_due_traces_is_finalised_in_steps_oldest_first() -> None:
     assert assembler.inflight_traces == 6
     rest = assembler.due(5.0, limit=100)
     assert [trace.trace_id[-1] for trace, _ in rest] == [4, 5, 6, 7, 8, 9]
+
+
+def test_spans_beyond_max_trace_spans_are_counted_not_kept_and_bytes_are_released() -> None:
+    assembler = Assembler(trace_idle_s=1.0, trace_timeout_s=60.0, max_trace_spans=3)
+    for index in range(10):
+        assembler.add(record(TRACE_A, bytes([65 + index]), parent=b"r" * 8), 0.0, size=100)
+    assert assembler.inflight_spans == 3 and assembler.truncated_spans == 7
+    assert assembler.inflight_bytes == 300  # only what is kept is held
+    ((trace, _),) = assembler.due(61.0)
+    assert len(trace.records) == 3 and trace.truncated == 7
+    assert assembler.inflight_bytes == 0
+
+
+def test_local_roots_close_a_trace_and_late_spans_are_found_by_parent() -> None:
+    """The embedded mode's rules: a local root ends its group at once; a span whose
+    parent belongs to a final group is late; a new local root in the same trace
+    starts a new group (a second request of one distributed trace)."""
+    assembler = Assembler(trace_idle_s=float("inf"), late_by_parent=True)
+    assembler.add(record(TRACE_A, b"c", parent=b"r" * 8), 0.0)
+    assembler.add(record(TRACE_A, b"r", parent=b"x" * 8), 0.0, closes=True)
+    ((first, why),) = assembler.due(0.0)
+    assert why is Finalised.LOCAL_ROOT and len(first.records) == 2
+    assert assembler.add(record(TRACE_A, b"l", parent=b"r" * 8), 1.0) is None  # late
+    assert assembler.add(record(TRACE_A, b"m", parent=b"l" * 8), 1.0) is None  # its child too
+    second = assembler.add(record(TRACE_A, b"s", parent=b"y" * 8), 1.0, closes=True)
+    assert second is not None and second is not first
+    ((done, _),) = assembler.due(1.0)
+    assert done is second and assembler.inflight_traces == 0
