@@ -10,7 +10,7 @@ from typing import Any
 
 from llmspans import _attributes as attr
 from llmspans.cost import cost_usd
-from llmspans.instrumentation._base import StageCall
+from llmspans.instrumentation._base import StageCall, as_int, as_str, field_of
 from llmspans.instrumentation._streams import (
     AsyncManagerProxy,
     AsyncStreamProxy,
@@ -51,6 +51,21 @@ def record_usage(call: StageCall, model: str | None, usage: Usage) -> None:
         cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
     )
     call.set(attr.COST_USD, cost)
+
+
+def record_embeddings_response(call: StageCall, result: Any) -> Any:
+    """An OpenAI-shaped embeddings response (OpenAI, and LiteLLM for every provider):
+    its model and input tokens (an embedding has no output tokens)."""
+    model = as_str(field_of(result, "model"))
+    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
+    usage = field_of(result, "usage")
+    if usage is not None:
+        record_usage(
+            call,
+            model,
+            Usage(input_tokens=as_int(field_of(usage, "prompt_tokens")), output_tokens=0),
+        )
+    return result
 
 
 def record_finish_reasons(call: StageCall, reasons: Iterable[object]) -> None:

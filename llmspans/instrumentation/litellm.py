@@ -37,10 +37,9 @@ from llmspans.instrumentation._base import (
     as_float,
     as_int,
     as_str,
-    field_of,
     given,
 )
-from llmspans.instrumentation._genai import Usage, record_usage
+from llmspans.instrumentation._genai import record_embeddings_response
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._semconv import (
     output_type,
@@ -161,18 +160,6 @@ def _acompletion_result(call: StageCall, result: Any) -> Any:
     return _completion_result(call, result)
 
 
-def _embedding_result(call: StageCall, result: Any) -> Any:
-    model = as_str(field_of(result, "model"))
-    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
-    usage = field_of(result, "usage")
-    if usage is not None:
-        record_usage(
-            call,
-            model,
-            Usage(input_tokens=as_int(field_of(usage, "prompt_tokens")), output_tokens=0),
-        )
-    return result
-
 
 class LiteLLMInstrumentor(VersionedInstrumentor):
     """Traces LiteLLM's completion and embedding functions (every provider behind them)."""
@@ -193,14 +180,18 @@ class LiteLLMInstrumentor(VersionedInstrumentor):
                 is_async=True,
             ),
             Patch(
-                "litellm", "embedding", "litellm.embedding", _embedding_request, _embedding_result
+                "litellm",
+                "embedding",
+                "litellm.embedding",
+                _embedding_request,
+                record_embeddings_response,
             ),
             Patch(
                 "litellm",
                 "aembedding",
                 "litellm.embedding",
                 _embedding_request,
-                _embedding_result,
+                record_embeddings_response,
                 is_async=True,
             ),
         )

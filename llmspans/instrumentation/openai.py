@@ -36,6 +36,7 @@ from llmspans.instrumentation._base import (
 from llmspans.instrumentation._genai import (
     Usage,
     managed_stream,
+    record_embeddings_response,
     record_finish_reasons,
     record_usage,
     stream_proxy,
@@ -303,18 +304,6 @@ def _observe_response_event(call: StageCall, event: Any) -> None:
 # --- embeddings --------------------------------------------------------------------
 
 
-def _record_embeddings(call: StageCall, result: Any) -> Any:
-    model = as_str(field_of(result, "model"))
-    call.set(attr.GEN_AI_RESPONSE_MODEL, model)
-    usage = field_of(result, "usage")
-    if usage is not None:
-        record_usage(
-            call,
-            model,
-            Usage(input_tokens=as_int(field_of(usage, "prompt_tokens")), output_tokens=0),
-        )
-    return result
-
 
 class OpenAIInstrumentor(VersionedInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
@@ -346,7 +335,7 @@ class OpenAIInstrumentor(VersionedInstrumentor):
         # with_raw_response calls reach the same methods and return the HTTP response.
         chat_result = raw_aware(chat, read_chat)
         responses_result = raw_aware(responses, read_responses)
-        embeddings_result = raw_aware("openai.embeddings", _record_embeddings)
+        embeddings_result = raw_aware("openai.embeddings", record_embeddings_response)
         return (
             Patch(_COMPLETIONS, "Completions.create", legacy, _completions_request, chat_result),
             Patch(
