@@ -45,10 +45,6 @@ class Endpoint(_Section):
         split_host_port(value)
         return value
 
-    @property
-    def host_port(self) -> tuple[str, int]:
-        return split_host_port(self.endpoint)
-
 
 class Receivers(_Section):
     grpc: Endpoint | None = Field(
