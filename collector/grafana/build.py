@@ -67,6 +67,8 @@ def matchers(*labels: str) -> str:
 
 P: Final = matchers("pipeline")
 PS: Final = matchers("pipeline", "stage")
+#: the run-level labels: pipeline, segment, source
+R: Final = matchers("pipeline", "segment", "source")
 
 
 def label_variable(
@@ -455,13 +457,18 @@ OVERVIEW: Final = llmspans_dashboard(
     uid="llmspans-overview",
     title="llmspans / Overview",
     description="Task completion, cost per successful outcome, feedback and alerts per pipeline.",
+    filters=[
+        label_variable("pipeline"),
+        label_variable("segment", "llmspans_task_outcomes_total"),
+        label_variable("source", "llmspans_task_outcomes_total"),
+    ],
     panels=[
         stat_panel(
             "Task completion rate",
             [
                 query(
-                    f'sum(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}[$window]))\n'
-                    f"/ sum(rate(llmspans_task_outcomes_total{{{P}}}[$window]))"
+                    f'sum(rate(llmspans_task_outcomes_total{{{R}, outcome="success"}}[$window]))\n'
+                    f"/ sum(rate(llmspans_task_outcomes_total{{{R}}}[$window]))"
                 )
             ],
             unit="percentunit",
@@ -470,15 +477,15 @@ OVERVIEW: Final = llmspans_dashboard(
         ),
         stat_panel(
             "Runs per second",
-            [query(f"sum(rate(llmspans_task_outcomes_total{{{P}}}[$window]))")],
+            [query(f"sum(rate(llmspans_task_outcomes_total{{{R}}}[$window]))")],
             unit="reqps",
         ),
         stat_panel(
             "Cost per successful outcome",
             [
                 query(
-                    f"sum(rate(llmspans_task_cost_usd_total{{{P}}}[$window]))\n"
-                    f'/ sum(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}[$window]))'
+                    f"sum(rate(llmspans_task_cost_usd_total{{{R}}}[$window]))\n"
+                    f'/ sum(rate(llmspans_task_outcomes_total{{{R}, outcome="success"}}[$window]))'
                 )
             ],
             unit="currencyUSD",
@@ -493,8 +500,8 @@ OVERVIEW: Final = llmspans_dashboard(
             [
                 query(
                     "sum by (pipeline) "
-                    f'(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}'
-                    f"[{RI}]))\n/ {_runs()}",
+                    f'(rate(llmspans_task_outcomes_total{{{R}, outcome="success"}}'
+                    f"[{RI}]))\n/ {_runs(R)}",
                     "{{pipeline}}",
                 )
             ],
@@ -503,7 +510,7 @@ OVERVIEW: Final = llmspans_dashboard(
         ),
         timeseries_panel(
             "Runs by outcome",
-            [query(_runs(by="pipeline, outcome"), "{{pipeline}} {{outcome}}")],
+            [query(_runs(R, by="pipeline, outcome"), "{{pipeline}} {{outcome}}")],
             unit="reqps",
             exemplars=True,
             stack=True,
@@ -512,7 +519,7 @@ OVERVIEW: Final = llmspans_dashboard(
             "Root-cause failures by stage",
             [
                 query(
-                    f"sum by (pipeline, stage) (rate(llmspans_stage_failures_total{{{P}}}[{RI}]))",
+                    f"sum by (pipeline, stage) (rate(llmspans_stage_failures_total{{{R}}}[{RI}]))",
                     "{{pipeline}} {{stage}}",
                 )
             ],
@@ -527,9 +534,9 @@ OVERVIEW: Final = llmspans_dashboard(
             "Cost per successful outcome by pipeline",
             [
                 query(
-                    f"sum by (pipeline) (rate(llmspans_task_cost_usd_total{{{P}}}[{RI}]))\n"
+                    f"sum by (pipeline) (rate(llmspans_task_cost_usd_total{{{R}}}[{RI}]))\n"
                     "/ sum by (pipeline) "
-                    f'(rate(llmspans_task_outcomes_total{{{P}, outcome="success"}}'
+                    f'(rate(llmspans_task_outcomes_total{{{R}, outcome="success"}}'
                     f"[{RI}]))",
                     "{{pipeline}}",
                 )
@@ -554,6 +561,34 @@ OVERVIEW: Final = llmspans_dashboard(
             ],
             unit="percentunit",
             description="Share of feedback events that edited or bypassed the output.",
+        ),
+        timeseries_panel(
+            "Task completion rate by segment",
+            [
+                query(
+                    "sum by (pipeline, segment) "
+                    f'(rate(llmspans_task_outcomes_total{{{R}, outcome="success"}}'
+                    f"[{RI}]))\n/ {_runs(R, by='pipeline, segment')}",
+                    "{{pipeline}} {{segment}}",
+                )
+            ],
+            unit="percentunit",
+            description="Failures cluster: a pipeline fine on average can be wrong on one "
+            "segment (docs/divergence.md).",
+        ),
+        timeseries_panel(
+            "Failure ratio by source (offline, shadow, production)",
+            [
+                query(
+                    "sum by (pipeline, segment, source) "
+                    f'(rate(llmspans_task_outcomes_total{{{R}, outcome="failure"}}[$window]))\n'
+                    f"/ {_runs(R, '$window', 'pipeline, segment, source')}",
+                    "{{pipeline}} {{segment}} {{source}}",
+                )
+            ],
+            unit="percentunit",
+            description="Failed runs / runs per segment and source: where the "
+            "evaluation set stops predicting production (llmspans diverge tests it).",
         ),
         table_panel(
             "Firing alerts",

@@ -32,6 +32,8 @@ VARIABLES = {
     "$window": "1m",
     "$pipeline": ".*",
     "$stage": ".*",
+    "$segment": ".*",
+    "$source": ".*",
 }
 
 
