@@ -81,6 +81,9 @@ class BurnRate(_Section):
 
     _durations = field_validator("long_window", "short_window", "for_")(_check_duration)
 
+    def windows(self) -> tuple[str, str]:
+        return (self.long_window, self.short_window)
+
 
 class TaskCompletionSlo(_Section):
     objective: float = Field(gt=0.0, lt=1.0)
@@ -134,6 +137,36 @@ class CollectorHealth(_Section):
     )
 
 
+class SegmentFailureBudget(_Section):
+    budget: float = Field(gt=0.0, lt=1.0)
+    #: pipeline -> segment -> budget, for the segments whose budget is not ``budget``
+    overrides: dict[str, dict[str, float]] = {}
+    bad_outcomes: tuple[str, ...]
+    min_runs: int = Field(ge=0)
+    burn_rates: tuple[BurnRate, ...]
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for pipeline, segments in value.items():
+            for segment, budget in segments.items():
+                if not 0.0 < budget < 1.0:
+                    raise ValueError(f"budget of {pipeline}/{segment} not in (0, 1): {budget}")
+        return value
+
+
+class OfflineProductionDivergence(_Section):
+    production_window: str
+    offline_window: str
+    z: float = Field(gt=0.0)
+    bad_outcomes: tuple[str, ...]
+    min_runs: int = Field(ge=1)
+    for_: str = Field(alias="for")
+    severity: str
+
+    _durations = field_validator("production_window", "offline_window", "for_")(_check_duration)
+
+
 class Profile(_Section):
     """Every window and threshold the rules use."""
 
@@ -156,6 +189,17 @@ class Profile(_Section):
     stage_latency: StageLatency
     cost_per_success: CostPerSuccess
     collector: CollectorHealth
+    segment_failure_budget: SegmentFailureBudget
+    offline_production_divergence: OfflineProductionDivergence
+
+    def segment_windows(self) -> dict[str, set[str]]:
+        """Source -> the windows of the per-segment rules (budgets and divergence)."""
+        production = {w for b in self.segment_failure_budget.burn_rates for w in b.windows()}
+        production.add(self.offline_production_divergence.production_window)
+        return {
+            "production": production,
+            "offline": {self.offline_production_divergence.offline_window},
+        }
 
     def needs(self) -> dict[str, set[str]]:
         """Window -> the recorded series (keys of :func:`rule_names`) wanted there.
@@ -379,6 +423,69 @@ def _recording_rules(profile: Profile, window: str, keys: set[str]) -> list[dict
         (n["late"], f"sum by (instance) (rate(llmspans_collector_late_spans_total[{w}]))"),
     ]
     return [{"record": name, "expr": expr} for name, expr in rules if name in wanted]
+
+
+def segment_rule_names(source: str, window: str) -> dict[str, str]:
+    """The per-segment series of one source (``production``, ``offline``) and window."""
+    return {
+        "runs": f"pipeline_segment:llmspans_task_outcomes_{source}:rate{window}",
+        "failures": f"pipeline_segment:llmspans_task_failures_{source}:rate{window}",
+        "ratio": f"pipeline_segment:llmspans_task_failures_{source}:ratio_rate{window}",
+    }
+
+
+#: two-proportion z statistic of the failure ratios, production minus offline
+DIVERGENCE_Z: Final = "pipeline_segment:llmspans_task_failures_production_offline:zscore"
+
+
+def _segment_recording_rules(profile: Profile) -> list[dict[str, Any]]:
+    """Runs, failures and failure ratio per pipeline and segment of one source.
+
+    Only production runs count against a segment's budget; offline runs are recorded
+    at the divergence alert's offline window, to compare with production.
+    """
+    bad = {
+        "production": "|".join(profile.segment_failure_budget.bad_outcomes),
+        "offline": "|".join(profile.offline_production_divergence.bad_outcomes),
+    }
+    rules: list[dict[str, Any]] = []
+    for source, windows in profile.segment_windows().items():
+        for w in sorted(windows, key=lambda w: (duration_seconds(w), w)):
+            n = segment_rule_names(source, w)
+            runs = f'sum by (pipeline, segment) (rate({_OUTCOMES}{{source="{source}"}}[{w}]))'
+            failures = (
+                "sum by (pipeline, segment) "
+                f'(rate({_OUTCOMES}{{source="{source}",outcome=~"{bad[source]}"}}[{w}]))'
+            )
+            rules += [
+                {"record": n["runs"], "expr": runs},
+                # A segment with runs but no failure has 0 failures, not no value.
+                {"record": n["failures"], "expr": f"{failures}\n  or 0 * {n['runs']}"},
+                {"record": n["ratio"], "expr": f"{n['failures']}\n/ ({n['runs']} > 0)"},
+            ]
+    div = profile.offline_production_divergence
+    prod = segment_rule_names("production", div.production_window)
+    off = segment_rule_names("offline", div.offline_window)
+    s1 = _num(duration_seconds(div.production_window))
+    s2 = _num(duration_seconds(div.offline_window))
+    failed = f"({prod['failures']} * {s1} + {off['failures']} * {s2})"
+    runs = f"({prod['runs']} * {s1} + {off['runs']} * {s2})"
+    # z = (p1 - p2) / sqrt(p (1 - p) (1/n1 + 1/n2)), p the pooled failure ratio. When
+    # p is 0 or 1 both sides agree and the division gives NaN, which no comparison passes.
+    rules.append(
+        {
+            "record": DIVERGENCE_Z,
+            "expr": (
+                f"({prod['ratio']} - {off['ratio']})\n"
+                "/ sqrt(\n"
+                f"    {failed} / {runs}\n"
+                f"  * (1 - {failed} / {runs})\n"
+                f"  * (1 / ({prod['runs']} * {s1}) + 1 / ({off['runs']} * {s2}))\n"
+                ")"
+            ),
+        }
+    )
+    return rules
 
 
 # --- alerts --------------------------------------------------------------------
@@ -674,18 +781,119 @@ def _collector_alerts(profile: Profile) -> list[dict[str, Any]]:
     ]
 
 
+def _segment_budget_alerts(profile: Profile) -> list[dict[str, Any]]:
+    """One rule per burn pair and budget: each override, then the default for the rest."""
+    seg = profile.segment_failure_budget
+    budgets: list[tuple[str, float]] = [
+        (f'{{pipeline="{p}",segment="{s}"}}', budget)
+        for p, segments in sorted(seg.overrides.items())
+        for s, budget in sorted(segments.items())
+    ]
+    alerts = []
+    for burn in seg.burn_rates:
+        long_ = segment_rule_names("production", burn.long_window)
+        short = segment_rule_names("production", burn.short_window)
+        seconds = _num(duration_seconds(burn.long_window))
+        volume = f"and on (pipeline, segment) ({long_['runs']} * {seconds} >= {seg.min_runs})"
+        exprs: list[tuple[str, float]] = []
+        for matcher, budget in budgets:
+            if burn.factor * budget >= 1.0:
+                continue  # no ratio burns a budget this large this fast
+            threshold = _num(round(burn.factor * budget, 10))
+            exprs.append(
+                (
+                    f"{long_['ratio']}{matcher} > {threshold}\n"
+                    f"and {short['ratio']}{matcher} > {threshold}\n{volume}",
+                    budget,
+                )
+            )
+        threshold = _num(round(burn.factor * seg.budget, 10))
+        default = f"{long_['ratio']} > {threshold}\nand {short['ratio']} > {threshold}\n{volume}"
+        if budgets:
+            overridden = " or ".join(f"{long_['runs']}{m}" for m, _ in budgets)
+            default = f"(\n{default}\n)\nunless on (pipeline, segment) ({overridden})"
+        exprs.append((default, seg.budget))
+        for expr, budget in exprs:
+            alerts.append(
+                {
+                    "alert": "LlmspansSegmentBudgetBurn",
+                    "expr": expr,
+                    "for": burn.for_,
+                    "labels": {
+                        "severity": burn.severity,
+                        "component": "pipeline",
+                        "long_window": burn.long_window,
+                        "short_window": burn.short_window,
+                        "burn_rate": _num(burn.factor),
+                        "budget": _num(budget),
+                    },
+                    "annotations": {
+                        "summary": (
+                            "{{ $labels.pipeline }}/{{ $labels.segment }}: segment failure "
+                            f"budget burning {_num(burn.factor)}x"
+                        ),
+                        "description": (
+                            "{{ $value | humanizePercentage }} of the production runs of "
+                            "segment {{ $labels.segment }} of pipeline {{ $labels.pipeline }} "
+                            f"ended {'/'.join(seg.bad_outcomes)} over {burn.long_window} and "
+                            f"{burn.short_window}; its budget is {_num(budget * 100)}%, so it "
+                            f"burns {_num(burn.factor)}x too fast."
+                        ),
+                        "runbook_url": "docs/alerting.md#llmspanssegmentbudgetburn",
+                    },
+                }
+            )
+    return alerts
+
+
+def _divergence_alert(profile: Profile) -> dict[str, Any]:
+    div = profile.offline_production_divergence
+    prod = segment_rule_names("production", div.production_window)
+    off = segment_rule_names("offline", div.offline_window)
+    s1 = _num(duration_seconds(div.production_window))
+    s2 = _num(duration_seconds(div.offline_window))
+    return {
+        "alert": "LlmspansOfflineProductionDivergence",
+        "expr": (
+            f"abs({DIVERGENCE_Z}) > {_num(div.z)}\n"
+            f"and on (pipeline, segment) ({prod['runs']} * {s1} >= {div.min_runs})\n"
+            f"and on (pipeline, segment) ({off['runs']} * {s2} >= {div.min_runs})"
+        ),
+        "for": div.for_,
+        "labels": {"severity": div.severity, "component": "pipeline"},
+        "annotations": {
+            "summary": (
+                "{{ $labels.pipeline }}/{{ $labels.segment }}: offline and production "
+                "failure ratios diverge"
+            ),
+            "description": (
+                "The failure ratios of segment {{ $labels.segment }} of pipeline "
+                "{{ $labels.pipeline }} in production (last "
+                f"{div.production_window}) and offline (last {div.offline_window}) differ by "
+                '{{ $value | printf "%.1f" }} standard errors (two-proportion z, threshold '
+                f"{_num(div.z)}): the evaluation set no longer predicts production. Compare "
+                f"{prod['ratio']} with {off['ratio']}."
+            ),
+            "runbook_url": "docs/alerting.md#llmspansofflineproductiondivergence",
+        },
+    }
+
+
 def render(profile: Profile, profile_name: str = "production") -> str:
     """The rules file of ``profile`` as YAML text."""
     recording: list[dict[str, Any]] = []
     needs = profile.needs()
     for window in profile.windows():
         recording.extend(_recording_rules(profile, window, needs[window]))
+    recording.extend(_segment_recording_rules(profile))
     alerts: list[dict[str, Any]] = [
         _spike_alert(profile),
         *_slo_alerts(profile),
         _latency_alert(profile),
         _cost_alert(profile),
         *_collector_alerts(profile),
+        *_segment_budget_alerts(profile),
+        _divergence_alert(profile),
     ]
 
     def group(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
