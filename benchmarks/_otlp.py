@@ -64,6 +64,8 @@ class LoadShape:
     pipelines: int = 10
     #: share of runs whose action fails verification (they become failures)
     failure_share: float = 0.1
+    #: share of runs marked ``llmspans.evaluation.sampled`` on their root
+    sampled_share: float = 0.0
 
 
 class RequestBuilder:
@@ -204,6 +206,8 @@ class RequestBuilder:
                 _kv(A.GEN_AI_OPERATION_NAME, A.OP_INVOKE_WORKFLOW),
             ],
         )
+        if self.shape.sampled_share and self._rng.random() < self.shape.sampled_share:
+            root.attributes.append(_kv(A.EVALUATION_SAMPLED, True))
         root.span_id = root_id
         spans.append(root)
         if with_feedback:
