@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -41,11 +42,20 @@ def _runs(tracing: Tracing, path: Path, plan: list[tuple[str, str, int, float]])
                 A.RETRIEVAL_DOCUMENT_IDS: found,
                 A.RETRIEVAL_RELEVANT_IDS: ["r1", "r2"],
             }
-            with (
-                tracer.start_as_current_span("invoke_workflow rag", attributes=root),
-                tracer.start_as_current_span("retrieval faq", attributes=stage),
-            ):
-                pass
+            # Fixed times: the durations of both sides are equal whatever the machine's
+            # load, so only the planted differences can diverge.
+            start = 1_700_000_000_000_000_000 + index * 1_000_000_000
+            pipeline_span = tracer.start_span(
+                "invoke_workflow rag", attributes=root, start_time=start
+            )
+            retrieval = tracer.start_span(
+                "retrieval faq",
+                context=trace.set_span_in_context(pipeline_span),
+                attributes=stage,
+                start_time=start,
+            )
+            retrieval.end(end_time=start + 10_000_000)
+            pipeline_span.end(end_time=start + 20_000_000)
     write_otlp_json_lines(tuple(exporter.get_finished_spans()), path, per_line=50)
 
 
