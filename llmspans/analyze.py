@@ -35,16 +35,18 @@ from llmspans.core.convert import iter_otlp_json_lines
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.judging import (
     EvaluatedRun,
-    accumulate_judgment,
-    count_unjudged,
-    record_dropped,
     sampled_runs,
     summarise,
 )
 from llmspans.core.metrics import Aggregates
 from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
 from llmspans.core.report import Report, ReportBuilder
-from llmspans.evaluation import EvaluationRunner, Evaluator, load_evaluator
+from llmspans.evaluation._runner import (
+    EvaluationRunner,
+    Evaluator,
+    load_evaluator,
+    record_outcomes,
+)
 
 __all__ = ["EXIT_STATUS", "add_arguments", "analyze_lines", "run"]
 
@@ -174,22 +176,7 @@ def _evaluate(
     finally:
         runner.close(timeout_s=1.0)
     outcomes, dropped = runner.take()
-    for outcome in outcomes:
-        run, verdict = outcome.context
-        if outcome.judgment is None:
-            count_unjudged(run, outcome.evaluator, outcome.status, judged)
-        else:
-            accumulate_judgment(
-                run,
-                verdict,
-                outcome.run,
-                outcome.judgment,
-                evaluator=outcome.evaluator,
-                thresholds=thresholds,
-                sink=judged,
-            )
-    for reason, count in dropped.items():
-        record_dropped(judged, reason, count)
+    record_outcomes(outcomes, dropped, judged, thresholds)
     return summarise(judged, len(sampled))
 
 

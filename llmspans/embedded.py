@@ -51,15 +51,17 @@ from llmspans.core import exposition
 from llmspans.core.convert import record_from_readable_span
 from llmspans.core.engine import Assembler, Engine, Trace
 from llmspans.core.judging import (
-    accumulate_judgment,
-    count_unjudged,
-    record_dropped,
     sampled_runs,
 )
 from llmspans.core.model import Run, Thresholds, Verdict
 from llmspans.core.records import SpanRecord
 from llmspans.core.store import MetricStore
-from llmspans.evaluation import EvaluationRunner, Evaluator, load_evaluator
+from llmspans.evaluation._runner import (
+    EvaluationRunner,
+    Evaluator,
+    load_evaluator,
+    record_outcomes,
+)
 
 __all__ = ["EmbeddedProcessor"]
 
@@ -257,23 +259,7 @@ class EmbeddedProcessor(SpanProcessor):
         store = self.store
         thresholds = self.engine.thresholds
         with self._lock:
-            for reason, count in dropped.items():
-                record_dropped(store, reason, count)
-            for outcome in outcomes:
-                run, verdict = outcome.context
-                if outcome.judgment is None:
-                    count_unjudged(run, outcome.evaluator, outcome.status, store, store.labeler)
-                else:
-                    accumulate_judgment(
-                        run,
-                        verdict,
-                        outcome.run,
-                        outcome.judgment,
-                        evaluator=outcome.evaluator,
-                        thresholds=thresholds,
-                        sink=store,
-                        labeler=store.labeler,
-                    )
+            record_outcomes(outcomes, dropped, store, thresholds, store.labeler)
         return len(outcomes)
 
     def sweep(self) -> None:

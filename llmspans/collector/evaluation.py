@@ -23,15 +23,13 @@ from llmspans.collector.forwarding import Forwarder
 from llmspans.core.convert import SLIM_EXPORT_REQUEST
 from llmspans.core.judging import (
     EvaluatedRun,
-    accumulate_judgment,
-    count_unjudged,
-    record_dropped,
     sampled_runs,
 )
 from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
 from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS
 from llmspans.core.store import MetricStore
 from llmspans.evaluation import EvaluationRunner, Evaluator, LLMJudge, load_evaluator
+from llmspans.evaluation._runner import record_outcomes
 from llmspans.evaluation._spans import AttributeValue, evaluation_attributes, evaluation_span_name
 
 __all__ = ["CollectorEvaluation", "evaluators_of", "request_without_content", "without_content"]
@@ -141,29 +139,14 @@ class CollectorEvaluation:
         """Record the outcomes so far and forward their spans; how many there were."""
         outcomes, dropped = self.runner.take()
         store = self.store
-        for reason, count in dropped.items():
-            record_dropped(store, reason, count)
+        verdicts = record_outcomes(outcomes, dropped, store, self.thresholds, store.labeler)
         if not outcomes:
             return 0
         request = ExportTraceServiceRequest()
         scope_spans = request.resource_spans.add().scope_spans.add()
         scope_spans.scope.name = "llmspans.evaluation"
-        for outcome in outcomes:
-            run, verdict = outcome.context
-            judged: Verdict | None = None
-            if outcome.judgment is None:
-                count_unjudged(run, outcome.evaluator, outcome.status, store, store.labeler)
-            else:
-                judged = accumulate_judgment(
-                    run,
-                    verdict,
-                    outcome.run,
-                    outcome.judgment,
-                    evaluator=outcome.evaluator,
-                    thresholds=self.thresholds,
-                    sink=store,
-                    labeler=store.labeler,
-                )
+        for outcome, judged in zip(outcomes, verdicts, strict=True):
+            run = outcome.context[0]
             attributes = evaluation_attributes(
                 outcome.run, outcome.evaluator, outcome.judgment, outcome.status, judged
             )

@@ -24,7 +24,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from llmspans.core.judging import VERDICT_ERROR, VERDICT_TIMEOUT, EvaluatedRun, Judgment
+from llmspans.core.judging import (
+    VERDICT_ERROR,
+    VERDICT_TIMEOUT,
+    EvaluatedRun,
+    Judgment,
+    accumulate_judgment,
+    count_unjudged,
+    record_dropped,
+)
+from llmspans.core.metrics import Labeler, MetricSink
+from llmspans.core.model import Run, Thresholds, Verdict
 
 __all__ = [
     "DROP_BUDGET_CALLS",
@@ -35,6 +45,7 @@ __all__ = [
     "Evaluator",
     "Outcome",
     "load_evaluator",
+    "record_outcomes",
 ]
 
 _log = logging.getLogger("llmspans.evaluation")
@@ -81,6 +92,42 @@ class Outcome(Generic[T]):
     judgment: Judgment | None
     status: str
     detail: str = ""
+
+
+def record_outcomes(
+    outcomes: Sequence[Outcome[tuple[Run, Verdict]]],
+    dropped: dict[str, int],
+    sink: MetricSink,
+    thresholds: Thresholds,
+    labeler: Labeler | None = None,
+) -> list[Verdict | None]:
+    """Record what a runner returned (:meth:`EvaluationRunner.take`) into ``sink``: the
+    drops by reason, each unjudged call, and each judgment with its judged verdict
+    (returned in the order of ``outcomes``, ``None`` for an unjudged call). The one
+    place the collector, the embedded mode and ``analyze`` turn outcomes into metrics.
+    """
+    for reason, count in dropped.items():
+        record_dropped(sink, reason, count)
+    judged: list[Verdict | None] = []
+    for outcome in outcomes:
+        run, verdict = outcome.context
+        if outcome.judgment is None:
+            count_unjudged(run, outcome.evaluator, outcome.status, sink, labeler)
+            judged.append(None)
+        else:
+            judged.append(
+                accumulate_judgment(
+                    run,
+                    verdict,
+                    outcome.run,
+                    outcome.judgment,
+                    evaluator=outcome.evaluator,
+                    thresholds=thresholds,
+                    sink=sink,
+                    labeler=labeler,
+                )
+            )
+    return judged
 
 
 class _Budget:
