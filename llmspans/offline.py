@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -111,13 +111,29 @@ def read_dataset(
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        if len(text.encode("utf-8", "surrogatepass")) > max_line_bytes:
+        if len(text.rstrip("\n").encode("utf-8", "surrogatepass")) > max_line_bytes:
             skipped.append((number, f"longer than {max_line_bytes} bytes"))
             continue
         try:
             yield _line(number, text)
         except ValueError as error:
             skipped.append((number, str(error)))
+
+
+def bounded_lines(raw: BinaryIO, max_line_bytes: int) -> Iterator[str]:
+    """The file's lines, never holding more than ``max_line_bytes`` + 1 bytes of one:
+    the rest of a longer line is read past and the line comes out cut to that many
+    bytes (so :func:`read_dataset` reports it as too long)."""
+    while True:
+        line = raw.readline(max_line_bytes + 1)
+        if not line:
+            return
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            while True:  # skip the rest of the long line, a bounded piece at a time
+                rest = raw.readline(max_line_bytes + 1)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line.decode("utf-8", errors="replace")
 
 
 def _call_args(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -298,12 +314,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipeline = _load(args.pipeline, "--pipeline")
         check = _load(args.check, "--check") if args.check else None
-        text = Path(args.dataset).read_text(encoding="utf-8", errors="replace")
+        skipped: list[tuple[int, str]] = []
+        with Path(args.dataset).open("rb") as raw:
+            lines = list(
+                read_dataset(bounded_lines(raw, args.max_line_bytes), args.max_line_bytes, skipped)
+            )
     except (ValueError, OSError) as error:
         print(f"llmspans eval: {error}", file=sys.stderr)
         return 2
-    skipped: list[tuple[int, str]] = []
-    lines = list(read_dataset(text.splitlines(), args.max_line_bytes, skipped))
     for number, why in skipped[:_MAX_LISTED]:
         print(f"llmspans eval: skipped line {number}: {why}", file=sys.stderr)
 

@@ -124,3 +124,18 @@ def test_a_raising_pipeline_is_counted_and_bad_names_exit_2(tmp_path: Path) -> N
     assert "RuntimeError: boom" in done.stderr
     missing = _llmspans("eval", str(dataset), "--pipeline", "tests.offline.nowhere:handle")
     assert missing.returncode == 2 and "--pipeline" in missing.stderr
+
+
+def test_a_huge_line_is_read_past_in_bounded_pieces() -> None:
+    import io
+
+    from llmspans.offline import bounded_lines, read_dataset
+
+    data = b'{"input": "a"}\n' + b"x" * 5_000_000 + b'\n{"input": "b"}\n'
+    pieces = list(bounded_lines(io.BytesIO(data), 1000))
+    assert len(pieces) == 3
+    assert max(len(piece.encode()) for piece in pieces) <= 1001
+    skipped: list[tuple[int, str]] = []
+    lines = list(read_dataset(pieces, 1000, skipped))
+    assert [line.input for line in lines] == ["a", "b"]
+    assert [number for number, _ in skipped] == [2]
