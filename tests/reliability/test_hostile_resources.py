@@ -764,3 +764,97 @@ def test_spans_with_huge_id_lists_held_in_flight_stay_small(
     if max_ids < 100_000:
         # uncapped, the same spans hold about 80 MB more (see the figures)
         assert rss_held - rss_before < 48 * MiB
+
+
+# --- large valid requests: decoded off the event loop, bounded in memory --------------
+
+
+def grpc_export_until_taken(port: int, body: bytes, deadline_s: float = 60.0) -> list[str]:
+    """Export ``body`` over gRPC until it is taken, retrying RESOURCE_EXHAUSTED and
+    UNAVAILABLE as an SDK exporter does when the reply carries a retry delay; returns
+    the codes of the refused attempts."""
+    deadline = time.monotonic() + deadline_s
+    refused: list[str] = []
+    with grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 256 * MiB)]
+    ) as channel:
+        export = channel.unary_unary(GRPC_EXPORT_METHOD)
+        while True:
+            try:
+                export(body, timeout=30)
+                return refused
+            except grpc.RpcError as error:
+                code = error.code()
+                assert code in (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    grpc.StatusCode.UNAVAILABLE,
+                ), (code, error.details())
+                trailers = dict(error.trailing_metadata() or ())
+                assert "google.rpc.retryinfo-bin" in trailers, (code, error.details())
+                refused.append(code.name)
+            assert time.monotonic() < deadline, f"not taken after {len(refused)} refusals"
+            time.sleep(0.2)
+
+
+def test_concurrent_large_grpc_calls_are_admitted_within_the_receive_budget(
+    collector_factory: Callable[..., CollectorProcess], sink: CountingSink
+) -> None:
+    # 8 concurrent calls of about 3 MB each against a receive budget of 12 MiB: the
+    # message limit is a quarter of it (3 MiB), reserved before a message is read.
+    budget = 12 * MiB
+    collector = collector_factory(
+        exporters=[http_exporter(sink)],
+        limits={"max_memory_bytes": 64 * MiB, "max_receive_bytes": budget},
+        extra={"connections": {"max_streams": 16}},
+    )
+    bodies = []
+    sent = 0
+    for _ in range(8):
+        request, spans = valid_request(2400)
+        bodies.append(request.SerializeToString())
+        sent += spans
+    rss_before = collector.rss_bytes()
+    stop_rss, rss = rss_sampler(collector)
+    refusals: Counter[str] = Counter()
+    lock = threading.Lock()
+    worst_healthz = 0.0
+    peak_receive = 0.0
+
+    def call(body: bytes) -> None:
+        codes = grpc_export_until_taken(collector.grpc_port, body)
+        with lock:
+            refusals.update(codes)
+
+    threads = [threading.Thread(target=call, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        _, seconds = timed(lambda: get(collector.metrics_port, "/healthz"))
+        worst_healthz = max(worst_healthz, seconds)
+        held = metric_total(collector.samples(), "llmspans_collector_receive_bytes")
+        peak_receive = max(peak_receive, held)
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(60)
+    assert wait_until(lambda: sink.unique >= sent, WAIT_S)
+    stop_rss.set()
+    figures(
+        "concurrent_large_grpc_calls",
+        calls=len(bodies),
+        bytes_each=len(bodies[0]),
+        receive_budget=budget,
+        refusals=dict(refusals),
+        receive_bytes_peak=int(peak_receive),
+        healthz_worst_s=round(worst_healthz, 3),
+        rss_before_mb=round(rss_before / MiB, 1),
+        rss_peak_mb=round(max(rss) / MiB, 1),
+        rss_growth_mb=round((max(rss) - rss_before) / MiB, 1),
+        spans_sent=sent,
+        forwarded=sink.unique,
+        lost=sent - sink.unique,
+    )
+    assert sink.unique == sent
+    assert sum(refusals.values()) >= 1  # 8 x 3 MB never fit in 12 MiB at once
+    assert peak_receive <= budget
+    assert worst_healthz < 0.5
+    assert max(rss) - rss_before < 120 * MiB

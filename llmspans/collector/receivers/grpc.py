@@ -10,19 +10,27 @@ taken out. Backpressure answers UNAVAILABLE with a ``RetryInfo`` delay, both in
 
 The method is registered as a client-streaming handler (the wire format of a unary
 call is the same: one message, then half-close). That way the handler runs even
-when the gRPC runtime refuses the message for its size (above
-``max_request_bytes``, checked on the message's length prefix before its body is
-read): the runtime answers RESOURCE_EXHAUSTED itself and the handler sees a call
-without a message, which it counts as ``too_large``. A unary OTLP client always
-sends exactly one message, so a call without one is such a refusal (or a client
+when the gRPC runtime refuses the message for its size (above the message limit,
+checked on the message's length prefix before its body is read): the runtime
+answers RESOURCE_EXHAUSTED itself and the handler sees a call without a message,
+which it counts as ``too_large``. A unary OTLP client always sends exactly one
+message, so a call without one is such a refusal (or a client
 that is not an OTLP exporter: it is refused too).
 
 Connections and memory: the runtime caps the connections (``max_connections``), the
 calls in progress (``max_streams``; more get RESOURCE_EXHAUSTED from the runtime),
 the handshake (``header_timeout_s``) and idle connections (``idle_timeout_s``).
-A message, once received, is held against the receive budget while it is decoded
-(no room: UNAVAILABLE with ``RetryInfo``). What the runtime buffers while a message
-arrives is outside that count: at most ``max_streams`` x ``max_request_bytes``.
+
+Memory: what the runtime buffers is counted in the receive budget before it is
+buffered. The message limit is ``max_request_bytes`` or a quarter of the receive
+budget (:data:`GRPC_LARGE_CALLS`), whichever is smaller, and set as the runtime's
+``grpc.max_receive_message_length``. When a call starts, before its message is read,
+the handler reserves that limit in the budget (waiting up to ``retry_after_s`` for
+room); no room: RESOURCE_EXHAUSTED with ``RetryInfo``, and the sender's message is
+never read. Once the message is in, only its size stays reserved (twice its size
+while a large one is decoded, see :mod:`llmspans.collector.intake`); no room for
+that: UNAVAILABLE with ``RetryInfo``. So the messages in memory at once never exceed
+the receive budget, whatever the number of calls (``max_streams``) in progress.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from llmspans.collector._wire import RequestError, parse_request
-from llmspans.collector.budget import ByteBudget
+from llmspans.collector._wire import RequestError
+from llmspans.collector.budget import ByteBudget, Held
 from llmspans.collector.config import ConfigError, Connections
+from llmspans.collector.intake import Intake, reserve_for
 from llmspans.collector.processor import Backpressure, Processor, TooLarge
 from llmspans.collector.receivers import token_matches
 
@@ -50,6 +59,9 @@ _log = logging.getLogger("llmspans.collector.receivers.grpc")
 
 _SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _INT32_MAX: Final = 2**31 - 1
+#: Calls whose largest message fits in the receive budget at once: a message is at
+#: most this fraction of the budget (``max_request_bytes`` if smaller).
+GRPC_LARGE_CALLS: Final = 4
 
 
 class GrpcReceiver:
@@ -73,13 +85,19 @@ class GrpcReceiver:
         self.max_request_bytes = max_request_bytes
         self.bearer_token = bearer_token
         self.credentials = credentials
+        #: the largest message taken: it is reserved in the receive budget while a
+        #: call's message arrives, so at most GRPC_LARGE_CALLS arrive at once
+        self.message_limit = min(
+            _INT32_MAX, max_request_bytes, max(64 * 1024, self.budget.limit // GRPC_LARGE_CALLS)
+        )
+        self.intake = Intake(processor, self.connections.body_timeout_s)
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         # Larger requests the gRPC runtime refuses by itself, on their length prefix,
         # without reading them (the handler still counts them, see _receive).
-        receive_limit = min(_INT32_MAX, self.max_request_bytes)
+        receive_limit = self.message_limit
         connections = self.connections
         server = grpc.aio.server(
             options=[
@@ -137,7 +155,7 @@ class GrpcReceiver:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "no request message arrived: larger than the receive limit of "
-                f"{self.max_request_bytes} bytes, or none was sent",
+                f"{self.message_limit} bytes, or none was sent",
             )
             raise AssertionError("abort raises")  # pragma: no cover
         return body
@@ -145,55 +163,74 @@ class GrpcReceiver:
     async def _export(
         self, messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
+        processor = self.processor
         if self.bearer_token is not None:
             metadata = dict(context.invocation_metadata() or ())
             presented = metadata.get("authorization")
             if not token_matches(
                 presented if isinstance(presented, str) else None, self.bearer_token
             ):
-                self.processor.reject("unauthenticated")
+                processor.reject("unauthenticated")
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
                 )
-        body = await self._receive(messages, context)
-        size = len(body)
-        if size > self.max_request_bytes:
-            self.processor.reject("too_large")
+        # Admission before the message is read: the largest message the runtime
+        # would buffer for this call is reserved while it arrives (waiting a little
+        # for room), then only what arrived is held.
+        budget = self.budget
+        held = Held(budget, processor.retry_after)
+        if not await budget.wait_reserve(self.message_limit, processor.retry_after):
+            processor.reject("memory_limit")
+            message = (
+                f"requests in progress hold {budget.used} of {budget.limit} bytes; retry later"
+            )
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {size} bytes exceeds {self.max_request_bytes} bytes",
-            )
-        if not self.budget.reserve(size):
-            self.processor.reject("memory_limit")
-            message = (
-                f"requests in progress hold {self.budget.used} of {self.budget.limit} bytes; "
-                "retry later"
-            )
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
                 message,
-                trailing_metadata=_retry_metadata(message, self.processor.retry_after),
+                trailing_metadata=_retry_metadata(
+                    message, processor.retry_after, code_pb2.RESOURCE_EXHAUSTED
+                ),
             )
+        held.size = self.message_limit
         try:
-            accepted = self.processor.accept(parse_request(body), body)
-        except RequestError as error:
-            self.processor.reject(error.reason)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
-        except TooLarge as error:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        except Backpressure as refusal:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                refusal.message,
-                trailing_metadata=_retry_metadata(refusal.message, refusal.retry_after),
-            )
-        except Exception as error:
-            # The boundary for faults of ours: counted, logged once per kind, answered.
-            self.processor.internal_error("receive_grpc", error)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+            body = await self._receive(messages, context)
+            size = len(body)
+            if size > self.message_limit:
+                processor.reject("too_large")
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"request of {size} bytes exceeds {self.message_limit} bytes",
+                )
+            held.shrink(size)
+            try:
+                held.grow(reserve_for(size))
+                accepted = await self.intake.take(body)
+            except RequestError as error:
+                processor.reject(error.reason)
+                if error.retry_after is not None:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        error.message,
+                        trailing_metadata=_retry_metadata(error.message, error.retry_after),
+                    )
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            except TooLarge as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            except Backpressure as refusal:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    refusal.message,
+                    trailing_metadata=_retry_metadata(refusal.message, refusal.retry_after),
+                )
+            except Exception as error:
+                # The boundary for faults of ours: counted, logged once per kind, answered.
+                processor.internal_error("receive_grpc", error)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+                )
         finally:
-            self.budget.release(size)
-        self.processor.sweep_if_overdue()
+            held.release()
+        processor.sweep_if_overdue()
         response = ExportTraceServiceResponse()
         if accepted.rejected or accepted.message:
             response.partial_success.rejected_spans = accepted.rejected
@@ -201,12 +238,14 @@ class GrpcReceiver:
         return response.SerializeToString()
 
 
-def _retry_metadata(message: str, delay: float) -> tuple[tuple[str, bytes], ...]:
+def _retry_metadata(
+    message: str, delay: float, code: int = code_pb2.UNAVAILABLE
+) -> tuple[tuple[str, bytes], ...]:
     seconds = int(delay)
     info = error_details_pb2.RetryInfo(
         retry_delay=Duration(seconds=seconds, nanos=int((delay - seconds) * 1e9))
     )
-    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
+    status = status_pb2.Status(code=code, message=message)
     status.details.add().Pack(info)
     return (
         ("grpc-status-details-bin", status.SerializeToString()),

@@ -6,8 +6,10 @@ neither a large body nor a gzip bomb ever occupies more than ``max_request_bytes
 What is read is held against the collector's receive budget
 (:mod:`llmspans.collector.budget`): the decompressed size as it grows; an OTLP/JSON body is reserved
 :data:`~llmspans.collector.budget.JSON_EXPANSION` times over before it is parsed,
-and parsed on a worker thread when large, so the event loop keeps serving. A body
-must arrive whole within ``body_timeout_s`` (a stalled upload holds nothing longer).
+and parsed on a worker thread when large, so the event loop keeps serving; a large
+protobuf body is cut, validated on a worker thread and taken in pieces
+(:mod:`llmspans.collector.intake`). A body must arrive whole within
+``body_timeout_s`` (a stalled upload holds nothing longer).
 
 Answers follow the OTLP/HTTP specification: 200 with an
 ``ExportTraceServiceResponse`` (partial success when some spans were refused),
@@ -30,8 +32,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from llmspans.collector._wire import RequestError, json_to_protobuf, parse_request
-from llmspans.collector.budget import JSON_EXPANSION, ByteBudget
+from llmspans.collector._wire import RequestError, json_to_protobuf
+from llmspans.collector.budget import JSON_EXPANSION, ByteBudget, Held
+from llmspans.collector.intake import Intake, reserve_for
 from llmspans.collector.processor import (
     Accepted,
     Backpressure,
@@ -79,6 +82,7 @@ class HttpReceiver:
         self.bearer_token = bearer_token
         self.budget = budget if budget is not None else ByteBudget("receive", 2**62)
         self.body_timeout_s = body_timeout_s
+        self.intake = Intake(processor, body_timeout_s)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(TRACES_PATH, self.handle)]
@@ -101,7 +105,7 @@ class HttpReceiver:
                 f"{_PROTOBUF} or {_JSON}",
                 True,  # neither protobuf nor JSON was asked for: answer readable JSON
             )
-        held = _Held(self.budget, self.processor.retry_after)
+        held = Held(self.budget, self.processor.retry_after)
         try:
             if is_json and request.content_length:
                 # Refused before it is read when it could never be parsed in the budget.
@@ -125,7 +129,9 @@ class HttpReceiver:
                 message = ExportTraceServiceRequest.FromString(raw)
                 accepted = self.processor.accept(message, None, rejected=rejected, errors=errors)
             else:
-                accepted = self.processor.accept(parse_request(body), body)
+                # A large body: reserved for its decoding too, or refused before it.
+                held.grow(reserve_for(len(body)))
+                accepted = await self.intake.take(body)
         except RequestError as error:
             self.processor.reject(error.reason)
             response = _error(error.status, error.message, is_json)
@@ -150,7 +156,7 @@ class HttpReceiver:
         self.processor.sweep_if_overdue()
         return _success(accepted, is_json)
 
-    async def _read_body(self, request: web.Request, held: _Held) -> bytes:
+    async def _read_body(self, request: web.Request, held: Held) -> bytes:
         limit = self.max_request_bytes
         length = request.content_length
         if length is not None and length > limit:
@@ -201,55 +207,6 @@ class HttpReceiver:
         except zlib.error as error:
             raise RequestError(400, "malformed", f"invalid {encoding} body: {error}") from None
         return b"".join(parts)
-
-
-class _Held:
-    """The bytes one request holds in the receive budget; grown as it is read."""
-
-    __slots__ = ("budget", "retry_after", "size")
-
-    def __init__(self, budget: ByteBudget, retry_after: float) -> None:
-        self.budget = budget
-        self.size = 0
-        self.retry_after = retry_after
-
-    def grow(self, size: int, json_body: bool = False) -> None:
-        """Hold ``size`` bytes in all; :class:`RequestError` 413 if they could never
-        fit, 503 with a retry delay if they do not fit now."""
-        if size <= self.size:
-            return
-        self.check_fits(size, json_body)
-        budget = self.budget
-        if not budget.reserve(size - self.size):
-            raise RequestError(
-                503,
-                "memory_limit",
-                f"request bodies in progress hold {budget.used} of {budget.limit} bytes; "
-                "retry later",
-                self.retry_after,
-            )
-        self.size = size
-
-    def check_fits(self, size: int, json_body: bool = False) -> None:
-        """:class:`RequestError` 413 when ``size`` bytes could never be held."""
-        budget = self.budget
-        if not budget.fits(size):
-            what = (
-                f"an OTLP/JSON body of {size // JSON_EXPANSION} bytes needs about {size} "
-                "bytes to parse"
-                if json_body
-                else f"a request body of {size} bytes"
-            )
-            raise RequestError(
-                413,
-                "too_large",
-                f"{what}, more than the receive budget ({budget.limit} bytes); "
-                "send smaller batches (or protobuf)",
-            )
-
-    def release(self) -> None:
-        self.budget.release(self.size)
-        self.size = 0
 
 
 def _decode_json(body: bytes) -> tuple[bytes, int, list[str]]:
