@@ -40,8 +40,11 @@ __all__ = ["DECODE_THREADS", "PIECEWISE_BYTES", "PIECE_SPANS", "Intake", "split_
 
 #: Protobuf bodies larger than this are decoded on a worker thread and taken in pieces.
 PIECEWISE_BYTES: Final = 256 * 1024
-#: Spans per piece: about 40 ms of the event loop's time each.
-PIECE_SPANS: Final = 2000
+#: Spans per piece: about 20 ms of the event loop's time each.
+PIECE_SPANS: Final = 1000
+#: Seconds the event loop is left to other work between two pieces: long enough for
+#: a request waiting meanwhile (``/healthz``, a small export) to finish all its steps.
+PIECE_PAUSE_S: Final = 0.002
 #: Large bodies decoded at the same time (more wait for a slot).
 DECODE_THREADS: Final = 2
 #: Bytes of each large body reserved in the receive budget besides the body itself.
@@ -80,7 +83,7 @@ class Intake:
         taken: list[Accepted] = []
         for index, piece in enumerate(pieces):
             if index:
-                await asyncio.sleep(0)  # the other requests and /healthz run here
+                await asyncio.sleep(PIECE_PAUSE_S)  # other requests and /healthz run here
             taken.append(await self._take_piece(piece, deadline))
         return _merged(taken)
 

@@ -23,6 +23,7 @@ from llmspans.core.store import MetricStore
 __all__ = ["MetricsStore", "otlp_request"]
 
 _LABELS_TRUNCATED = "llmspans_collector_labels_truncated"
+_DURATIONS_CLAMPED = "llmspans_collector_durations_clamped"
 
 
 class MetricsStore:
@@ -64,9 +65,13 @@ class MetricsStore:
         return exposition.render(self.store, COLLECTOR_HEALTH, openmetrics)
 
     def _sync(self) -> None:
-        truncated = self.store.labeler.truncated
+        labeler = self.store.labeler
+        truncated = labeler.truncated
         if truncated:
             self.health[(_LABELS_TRUNCATED, ())] = float(truncated)
+        clamped = labeler.durations_clamped
+        if clamped:
+            self.health[(_DURATIONS_CLAMPED, ())] = float(clamped)
 
 
 def otlp_request(

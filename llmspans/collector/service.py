@@ -49,6 +49,9 @@ _log = logging.getLogger("llmspans.collector")
 #: allocations between young-generation collections while the collector runs
 GC_YOUNG_THRESHOLD: Final = 50_000
 
+#: seconds left to requests between two steps of a burst of due traces
+SWEEP_PAUSE_S: Final = 0.005
+
 _OPENMETRICS: Final = "application/openmetrics-text"
 _METRICS_EXPORT: Final = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
@@ -254,9 +257,11 @@ class Collector:
         interval = self.settings.assembly.sweep_interval_s
         while True:
             await asyncio.sleep(interval)
-            # Work off a burst of due traces in steps, letting requests in between.
+            # Work off a burst of due traces in steps, letting requests in between:
+            # a pause, not a bare yield, so that a request needing several turns of
+            # the loop (accept, read, answer) finishes between two steps.
             while self.processor.safe_sweep() >= SWEEP_LIMIT:
-                await asyncio.sleep(0)
+                await asyncio.sleep(SWEEP_PAUSE_S)
 
     async def _push_loop(self) -> None:
         interval = self.settings.metrics.otlp.interval_s

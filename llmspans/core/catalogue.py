@@ -269,6 +269,11 @@ COLLECTOR_HEALTH: Final[tuple[Metric, ...]] = (
         "Label values longer than the limit, cut to it.",
     ),
     _health(
+        "durations_clamped",
+        "counter",
+        "Span durations longer than a week (a clock off by years), recorded as a week.",
+    ),
+    _health(
         "spans_truncated",
         "counter",
         "Spans beyond max_trace_spans of their trace: forwarded, not attributed.",

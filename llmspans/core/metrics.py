@@ -292,7 +292,15 @@ class Labeler:
         self._max_segments = max_segments
         self._allowed_segments = tuple(segments)
         self._segments: dict[str, PipelineLabeler] = {}
-        self._lock = threading.Lock()  # guards _segments
+        self._lock = threading.Lock()  # guards _segments and durations_clamped
+        #: span durations longer than MAX_DURATION_S, recorded as MAX_DURATION_S
+        self.durations_clamped = 0
+
+    def clamp_duration(self) -> float:
+        """Count one duration clamped; returns :data:`MAX_DURATION_S`."""
+        with self._lock:
+            self.durations_clamped += 1
+        return MAX_DURATION_S
 
     @property
     def truncated(self) -> int:
@@ -333,16 +341,18 @@ _STAGE_DURATION: Final = A.METRIC_STAGE_DURATION
 _ERROR_STATUS: Final = ("status", "error")
 
 
-def _seconds(start_ns: int, end_ns: int) -> float:
+def _seconds(start_ns: int, end_ns: int, bounds: Labeler) -> float:
     """A span's duration in seconds, 0 when it ends before it starts, clamped to
-    :data:`MAX_DURATION_S`."""
+    :data:`MAX_DURATION_S` (counted in ``bounds``)."""
     duration = end_ns - start_ns
     if duration <= 0:
         return 0.0
-    return min(duration / 1e9, MAX_DURATION_S)
+    if duration < _MAX_DURATION_NS:
+        return duration / 1e9
+    return bounds.clamp_duration()
 
 
-def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
+def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink, bounds: Labeler) -> None:
     stage = cut_label(span.stage or "")
     sink.count(
         _STAGE_CALLS,
@@ -352,11 +362,13 @@ def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink) -> None:
     sink.observe(
         _STAGE_DURATION,
         (("pipeline", pipeline), ("stage", stage)),
-        _seconds(span.start_ns, span.end_ns),
+        _seconds(span.start_ns, span.end_ns, bounds),
     )
 
 
-def _run_metrics(run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink) -> None:
+def _run_metrics(
+    run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink, bounds: Labeler
+) -> None:
     outcome = verdict.outcome
     stages = run.stages
     count = sink.count
@@ -377,11 +389,13 @@ def _run_metrics(run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink) -
                     observe(
                         _STAGE_DURATION,
                         by_stage,
-                        duration / 1e9 if duration < _MAX_DURATION_NS else MAX_DURATION_S,
+                        duration / 1e9 if duration < _MAX_DURATION_NS else bounds.clamp_duration(),
                     )
     by_outcome = (*by_run, ("outcome", outcome))
     count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
-    observe(A.METRIC_TASK_DURATION, by_outcome, _seconds(run.root.start_ns, run.root.end_ns))
+    observe(
+        A.METRIC_TASK_DURATION, by_outcome, _seconds(run.root.start_ns, run.root.end_ns, bounds)
+    )
     if outcome == A.OUTCOME_FAILURE:
         sink.count(
             A.METRIC_STAGE_FAILURES,
@@ -448,9 +462,9 @@ def accumulate(result: TraceResult, sink: MetricSink, labeler: Labeler | None = 
     labels = labeler or _UNBOUNDED
     label = labels.pipeline
     for run, verdict in result.runs:
-        _run_metrics(run, verdict, labels.run(label(run.pipeline), run.root), sink)
+        _run_metrics(run, verdict, labels.run(label(run.pipeline), run.root), sink, labels)
     for span in result.standalone:
-        _stage_metrics(span, label(span.pipeline or UNKNOWN_PIPELINE), sink)
+        _stage_metrics(span, label(span.pipeline or UNKNOWN_PIPELINE), sink, labels)
     for span in result.feedback:
         sink.count(
             A.METRIC_FEEDBACK,
