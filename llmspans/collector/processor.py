@@ -263,7 +263,10 @@ class Processor:
             raise
 
         messages = list(errors)
-        now = self.clock()
+        # The clock is read per span: a request whose conversion takes longer than
+        # trace_idle_s (huge id lists) must not leave its trace looking idle to the
+        # sweep that runs between the pieces of a large body.
+        clock = self.clock
         add = self.assembler.add
         truncated_before = self.assembler.truncated_spans
         # Each span's share of the request's bytes, plus what its id lists hold in
@@ -302,7 +305,7 @@ class Processor:
                         continue
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
-                    trace = add(record, now, size=share + _id_bytes(record))
+                    trace = add(record, clock(), size=share + _id_bytes(record))
                     if trace is None:
                         late += 1
                         continue

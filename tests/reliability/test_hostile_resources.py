@@ -941,7 +941,7 @@ def test_citation_cost_stays_linear_for_one_huge_run(
         limits={"max_ids_per_span": ids_count},
         assembly={"max_trace_spans": 10_000},
     )
-    spans = pipeline_trace()
+    spans = pipeline_trace("huge")
     root, retrieval, context, generation, action = spans
     ids = [f"doc-{index}" for index in range(ids_count)]
     set_attribute(retrieval, string_list("llmspans.retrieval.document_ids", ids))
@@ -970,7 +970,7 @@ def test_citation_cost_stays_linear_for_one_huge_run(
     reply, seconds = timed(lambda: collector.post(body, timeout=60))
     assert wait_until(
         lambda: (
-            metric_total(collector.samples(), "llmspans_task_outcomes_total", pipeline="rag") > 0
+            metric_total(collector.samples(), "llmspans_task_outcomes_total", pipeline="huge") > 0
             and sink.unique >= run_spans
         ),
         WAIT_S,
@@ -982,7 +982,11 @@ def test_citation_cost_stays_linear_for_one_huge_run(
     total = run_spans + sum(sent)
     assert wait_until(lambda: sink.unique >= total, WAIT_S)
     samples = collector.samples()
-    citation_runs = metric_total(samples, "llmspans_generation_citation_precision_count")
+    # one observation per generation span of the huge run (the valid runs are "rag")
+    citation_runs = metric_total(
+        samples, "llmspans_generation_citation_precision_count", pipeline="huge"
+    )
+    outcomes = metric_total(samples, "llmspans_task_outcomes_total", pipeline="huge")
     figures(
         "citation_cost",
         ids=ids_count,
@@ -998,7 +1002,8 @@ def test_citation_cost_stays_linear_for_one_huge_run(
     )
     assert reply.status == 200
     assert sink.unique == total
-    assert citation_runs >= 1
+    assert outcomes == 1
+    assert citation_runs == generations
     # 33 s before attribution was made linear; one trace is evaluated in one step
     assert worst < 2.5
 
