@@ -26,13 +26,24 @@ llmspans_task_cost_usd_total{pipeline="rag",outcome="failure"} 0.05
 # TYPE llmspans_calibration_runs_total counter
 llmspans_calibration_runs_total{pipeline="rag",bin="8",correct="true"} 2.0
 llmspans_calibration_runs_total{pipeline="rag",bin="8",correct="false"} 2.0
+llmspans_calibration_runs_total{pipeline="rag",basis="judge",bin="8",correct="true"} 9.0
 # TYPE llmspans_calibration_confidence_total counter
 llmspans_calibration_confidence_total{pipeline="rag",bin="8"} 3.4
+llmspans_calibration_confidence_total{pipeline="rag",basis="judge",bin="8"} 7.2
 # TYPE llmspans_retrieval_context_recall histogram
-llmspans_retrieval_context_recall_bucket{pipeline="rag",le="0.5"} 1.0
-llmspans_retrieval_context_recall_bucket{pipeline="rag",le="+Inf"} 4.0
-llmspans_retrieval_context_recall_sum{pipeline="rag"} 3.0
-llmspans_retrieval_context_recall_count{pipeline="rag"} 4.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="labels",le="0.5"} 1.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="labels",le="+Inf"} 4.0
+llmspans_retrieval_context_recall_sum{pipeline="rag",basis="labels"} 3.0
+llmspans_retrieval_context_recall_count{pipeline="rag",basis="labels"} 4.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="judge",le="+Inf"} 2.0
+llmspans_retrieval_context_recall_sum{pipeline="rag",basis="judge"} 1.0
+llmspans_retrieval_context_recall_count{pipeline="rag",basis="judge"} 2.0
+# TYPE llmspans_judged_failures_total counter
+llmspans_judged_failures_total{pipeline="rag",stage="retrieval",reason="missed_relevant"} 1.0
+# TYPE llmspans_evaluations_total counter
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="incorrect"} 1.0
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="correct"} 1.0
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="error"} 1.0
 # TYPE llmspans_stage_duration_seconds histogram
 llmspans_stage_duration_seconds_bucket{pipeline="rag",stage="generation",le="0.1"} 50.0
 llmspans_stage_duration_seconds_bucket{pipeline="rag",stage="generation",le="0.2"} 100.0
@@ -49,7 +60,10 @@ def test_parse_metrics_reads_the_series_of_the_report() -> None:
     assert m.failures == {("rag", "retrieval", "empty"): 1, ("rag", "action", "error"): 1}
     assert m.cost_usd["rag"] == pytest.approx(0.30)
     assert m.mean(CONTEXT_RECALL, "rag") == 0.75
+    assert m.mean(CONTEXT_RECALL, "rag", "judge") == 0.5
     assert m.mean(CONTEXT_RECALL, "other") is None
+    assert m.judged_failures == {("rag", "retrieval", "missed_relevant"): 1}
+    assert m.judged_runs("rag") == 2  # an evaluator error judged nothing
     # ECE = |correct - confidence sum| / runs = |2 - 3.4| / 4
     assert m.ece("rag") == pytest.approx(0.35)
     assert m.stage_p95("rag", "generation") == pytest.approx(0.19)
