@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,11 @@ class DemoOptions:
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """What the demo sent: the planned requests, the live traffic, the offline set."""
+    """What the demo sent to the collector: the planned requests and the live traffic."""
 
     ledger: list[LedgerEntry]
     live: list[LedgerEntry]
-    #: the offline set's spans, as OTLP JSON lines
-    offline: list[str]
     elapsed_s: float
-    offline_elapsed_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,19 +229,55 @@ def run_offline_set(options: DemoOptions) -> list[str]:
     return recorded
 
 
+class OfflineSetRun:
+    """The offline set running in a thread of its own while the demo reads the collector's
+    numbers; ``restore`` (the price table, the simulated latency) runs when it is done."""
+
+    def __init__(self, options: DemoOptions, restore: Callable[[], None]) -> None:
+        self.elapsed_s = 0.0
+        self._restore = restore
+        self._lines: list[str] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(options,), name="llmspans-demo-offline", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, options: DemoOptions) -> None:
+        started = time.monotonic()
+        try:
+            self._lines = run_offline_set(options)
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+        finally:
+            self.elapsed_s = time.monotonic() - started
+            self._restore()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> list[str]:
+        """The offline set's spans as OTLP JSON lines, once it has run (its error if not)."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._lines
+
+
 def send_requests(
     plan: list[PlannedRun],
     examples: Mapping[str, Example],
     endpoint: str,
     options: DemoOptions,
     console: Console,
-) -> Sent:
+) -> tuple[Sent, OfflineSetRun]:
     """Trace the planned requests and the live traffic to ``endpoint`` (OTLP/HTTP), then
-    run the offline set in process; what was sent and the seconds taken.
+    start the offline set in the background; what was sent, and the offline set's run.
 
     llmspans traces through a provider of the demo's own for the duration (the global
     one stays untouched); the examples' models are priced and their service latencies
-    simulated, and both are put back afterwards.
+    simulated for the production traffic and the offline set alike, and both are put
+    back once the offline set is done.
     """
     provider = TracerProvider(
         resource=Resource.create(
@@ -270,21 +304,24 @@ def send_requests(
     set_price_table(previous_prices.with_prices(prices))
     latency = submodule("_latency")
     latency.set_scale(options.latency, seed=options.seed)
+
+    def restore() -> None:
+        latency.set_scale(0.0)
+        set_price_table(previous_prices)
+
     started = time.monotonic()
-    offline_elapsed = 0.0
     try:
         live = live_questions(options.requests)
         ledger, live_ledger = execute(plan, examples, console, options.seed, live)
         elapsed = time.monotonic() - started
-        offline_started = time.monotonic()
-        offline = run_offline_set(options)
-        offline_elapsed = time.monotonic() - offline_started
+    except BaseException:
+        restore()
+        raise
     finally:
-        latency.set_scale(0.0)
+        # Every production span is flushed to the collector before the offline set runs.
         configuration.shutdown()
         provider.shutdown()
-        set_price_table(previous_prices)
-    return Sent(ledger, live_ledger, offline, elapsed, offline_elapsed)
+    return Sent(ledger, live_ledger, elapsed), OfflineSetRun(options, restore)
 
 
 def _wait_for_metrics(
@@ -416,13 +453,16 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         f"[dim]starting the llmspans collector (config {collector.config_path})[/dim]"
     )
     collector.launch()
+    offline_run: OfflineSetRun | None = None
     try:
         # The examples load while the collector starts up.
         examples = {e.name: e for e in build_examples()}
         shapes = [shape_of(e, WEIGHTS.get(name, 1.0)) for name, e in examples.items()]
         plan = make_plan(shapes, options.requests, rates, options.seed)
         collector.wait_ready()
-        sent = send_requests(plan, examples, collector.traces_endpoint, options, progress_console)
+        sent, offline_run = send_requests(
+            plan, examples, collector.traces_endpoint, options, progress_console
+        )
         ledger, elapsed = sent.ledger, sent.elapsed_s
         runs = len(plan) + len(sent.live)
         feedback = sum(1 for entry in (*ledger, *sent.live) if entry.feedback)
@@ -445,8 +485,9 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         )
         with collector.traces_path.open(encoding="utf-8") as lines:
             offline = analyze_lines(lines, Thresholds())
+        offline_lines = offline_run.result()
         (out_dir / "offline.jsonl").write_text(
-            "".join(line + "\n" for line in sent.offline), "utf-8"
+            "".join(line + "\n" for line in offline_lines), "utf-8"
         )
         judged_summary = judged(
             metrics,
@@ -456,7 +497,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
             segment_rates=options.segment_rates,
             sampled=sampled,
         )
-        diverged = _diverge(sent.offline, collector.traces_path)
+        diverged = _diverge(offline_lines, collector.traces_path)
         pipeline_stages = {name: tuple(e.stages) for name, e in examples.items()}
         comparison = compare(ledger, verdicts, pipeline_stages, rates)
         agreed = agreement(metrics, list(verdicts.values()), offline)
@@ -466,7 +507,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
             "seed": options.seed,
             "out_dir": str(out_dir),
             "elapsed_s": round(elapsed, 3),
-            "offline_elapsed_s": round(sent.offline_elapsed_s, 3),
+            "offline_elapsed_s": round(offline_run.elapsed_s, 3),
             "evaluation_rate": options.evaluation_rate,
             "live_requests": len(sent.live),
         }
@@ -501,7 +542,7 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
                 f"{UNCOVERED_SEGMENT} questions to {EVALUATED_PIPELINE} in {elapsed:.1f} s, "
                 f"seed {options.seed}, faults {faults}\n"
                 f"offline set: {diverged['offline_runs']} runs in "
-                f"{sent.offline_elapsed_s:.1f} s; judged: {sampled} sampled runs\n"
+                f"{offline_run.elapsed_s:.1f} s; judged: {sampled} sampled runs\n"
                 f"collector: {collector.traces_endpoint} -> {collector.traces_path}"
             )
             render(
@@ -529,3 +570,5 @@ def run_demo(options: DemoOptions, console: Console, progress_console: Console) 
         return DemoResult(comparison.exact, agreed.ok, summary, forwarded)
     finally:
         collector.stop()
+        if offline_run is not None:
+            offline_run.wait()
