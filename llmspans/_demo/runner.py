@@ -205,7 +205,7 @@ def execute(
     return ledger, live_ledger
 
 
-def run_offline_set(options: DemoOptions) -> list[str]:
+def run_offline_set() -> list[str]:
     """The support example's labelled offline set through ``llmspans eval``'s code
     (``source=offline``); its spans as OTLP JSON lines."""
     evaluation = submodule("support_rag.evaluation")
@@ -233,20 +233,18 @@ class OfflineSetRun:
     """The offline set running in a thread of its own while the demo reads the collector's
     numbers; ``restore`` (the price table, the simulated latency) runs when it is done."""
 
-    def __init__(self, options: DemoOptions, restore: Callable[[], None]) -> None:
+    def __init__(self, restore: Callable[[], None]) -> None:
         self.elapsed_s = 0.0
         self._restore = restore
         self._lines: list[str] = []
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(options,), name="llmspans-demo-offline", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="llmspans-demo-offline", daemon=True)
         self._thread.start()
 
-    def _run(self, options: DemoOptions) -> None:
+    def _run(self) -> None:
         started = time.monotonic()
         try:
-            self._lines = run_offline_set(options)
+            self._lines = run_offline_set()
         except BaseException as error:  # handed to the caller by result()
             self._error = error
         finally:
@@ -321,7 +319,7 @@ def send_requests(
         # Every production span is flushed to the collector before the offline set runs.
         configuration.shutdown()
         provider.shutdown()
-    return Sent(ledger, live_ledger, elapsed), OfflineSetRun(options, restore)
+    return Sent(ledger, live_ledger, elapsed), OfflineSetRun(restore)
 
 
 def _wait_for_metrics(

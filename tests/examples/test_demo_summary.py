@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from llmspans._demo.scrape import CONTEXT_RECALL, histogram_quantile, parse_metrics
-from llmspans._demo.summary import LedgerEntry, agreement, compare
-from llmspans._demo.traces import RootVerdict
+from llmspans._demo.summary import LedgerEntry, agreement, compare, judged
+from llmspans._demo.traces import JudgedRun, RootVerdict
 from llmspans._demo.users import simulated_feedback
 from llmspans.core.report import PipelineReport, Report, StageReport
 
@@ -160,3 +160,31 @@ def test_simulated_users_accept_most_served_replies_and_bypass_unserved_ones() -
     simulated_feedback(a, True)
     simulated_feedback(b, False)
     assert a.random() == b.random()
+
+
+def test_judged_joins_each_judgment_with_the_verdict_of_its_run() -> None:
+    m = parse_metrics(METRICS)
+    verdicts = {
+        "t1": RootVerdict("t1", "rag", "success", None, None, None),
+        "t2": RootVerdict("t2", "rag", "failure", "retrieval", "empty", "retrieval:empty"),
+        "t3": RootVerdict("t3", "rag", "success", None, None, None),
+    }
+    runs = [
+        JudgedRun("t1", "rag", "billing", "incorrect", "retrieval", "missed_relevant"),
+        JudgedRun("t2", "rag", "billing", "incorrect", "retrieval", "empty"),
+        JudgedRun("t3", "rag", "billing", "correct", None, None),
+        JudgedRun("unknown", "rag", None, "incorrect", "retrieval", "missed_relevant"),
+    ]
+    found = judged(m, runs, verdicts, sample_rate=0.5, segment_rates={"billing": 1.0}, sampled=3)
+    looked = found["looked_successful_judged_wrong"]
+    # Only t1: t2 failed by the app's own rules, t3 was judged right, "unknown" has no run.
+    assert looked == {"runs": 1, "reasons": {"rag:retrieval/missed_relevant": 1}, "traces": ["t1"]}
+    rag = found["pipelines"]["rag"]
+    assert rag["judged_runs"] == 2
+    assert rag["context_recall"] == {"labels": 0.75, "judge": 0.5}
+    rows = {(r["stage"], r["reason"]): r for r in found["failures"]}
+    assert rows[("retrieval", "missed_relevant")] == {
+        "pipeline": "rag", "stage": "retrieval", "reason": "missed_relevant",
+        "app": 0, "judged": 1, "judged_app_success": 1,
+    }  # fmt: skip
+    assert rows[("retrieval", "empty")]["app"] == 1
