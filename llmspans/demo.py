@@ -2,10 +2,16 @@
 
 Starts a real llmspans collector on free loopback ports, sends a few hundred
 requests through the three example pipelines of :mod:`llmspans.examples` (support
-RAG, SQL analyst, booking agent) with faults injected per stage at the given rates, then
-prints the per-stage report the collector derived, compares every injected fault
-with the root cause the collector attributed, and checks that ``/metrics``, the
-verdicts on the recorded root spans and ``llmspans analyze`` agree.
+RAG, SQL analyst, booking agent) with faults injected per stage at the given rates,
+and live billing questions to the support bot without labels, then prints the
+per-stage report the collector derived, compares every injected fault with the
+root cause the collector attributed, and checks that ``/metrics``, the verdicts on
+the recorded root spans and ``llmspans analyze`` agree. The collector judges a
+sample of the support bot's runs with the example's deterministic judge (judged
+figures and root causes next to the app's, runs that looked successful and were
+wrong), and the support bot's labelled offline set runs through ``llmspans eval``'s
+code and is compared with production by ``llmspans diverge``'s (significant
+differences, segment coverage).
 
 Exit status: 0 when every injected fault was attributed to its stage, the sources
 agree and (with ``--forward``) every span reached the target; 1 when not; 2 when
@@ -55,6 +61,16 @@ def _non_negative(text: str) -> float:
     value = float(text)
     if not value >= 0.0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return value
 
 
@@ -112,6 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1)",
     )
     parser.add_argument(
+        "--evaluation-sample-rate",
+        type=_rate,
+        default=0.25,
+        metavar="RATE",
+        help="share of the support bot's runs the collector has judged by the example's "
+        "deterministic judge (every run of the billing segment, which the offline set "
+        "lacks, is judged); 0 turns evaluation off (default: %(default)s)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the demo's result as JSON instead of tables"
     )
 
@@ -150,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         json_output=args.json,
         latency=args.latency,
+        evaluation_rate=args.evaluation_sample_rate,
     )
     # A report piped to a file or a pager keeps its tables readable.
     console = Console() if sys.stdout.isatty() else Console(width=120)

@@ -56,7 +56,7 @@ from llmspans.core.model import Thresholds
 from llmspans.core.report import Report
 from llmspans.evaluation import load_evaluator
 
-__all__ = ["Line", "add_arguments", "read_dataset", "run", "run_dataset"]
+__all__ = ["Line", "add_arguments", "read_dataset", "record_dataset", "run", "run_dataset"]
 
 #: Lines listed on stderr before the rest is summarised.
 _MAX_LISTED = 20
@@ -234,6 +234,50 @@ def run_dataset(
     return outcome
 
 
+def record_dataset(
+    lines: Iterable[Line],
+    pipeline: Callable[..., Any],
+    *,
+    check: Callable[[Any, Any], Any] | None = None,
+    concurrency: int = 4,
+    progress: Callable[[int], None] | None = None,
+    errors: list[str] | None = None,
+    endpoint: str | None = None,
+    service_name: str = "llmspans-eval",
+) -> tuple[Outcome, list[str]]:
+    """:func:`run_dataset` through a tracer provider of its own; what it did and the
+    spans it recorded, as OTLP JSON lines (``analyze`` and ``diverge`` read them).
+
+    With ``endpoint`` the spans are also exported to a collector over OTLP/HTTP. The
+    library's tracer provider is put back afterwards.
+    """
+    captured = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider.add_span_processor(SimpleSpanProcessor(captured))
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        url = endpoint.rstrip("/")
+        if not url.endswith("/v1/traces"):
+            url += "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    previous = get_tracer_provider()
+    use_tracer_provider(provider)
+    try:
+        outcome = run_dataset(
+            lines,
+            pipeline,
+            check=check,
+            concurrency=concurrency,
+            progress=progress,
+            errors=errors,
+        )
+    finally:
+        use_tracer_provider(previous)
+        provider.shutdown()
+    return outcome, list(otlp_json_lines(captured.get_finished_spans()))
+
+
 def _hex_ids(value: Any) -> Any:
     if isinstance(value, dict):
         return {
@@ -325,34 +369,18 @@ def run(args: argparse.Namespace) -> int:
     for number, why in skipped[:_MAX_LISTED]:
         print(f"llmspans eval: skipped line {number}: {why}", file=sys.stderr)
 
-    captured = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "llmspans-eval"}))
-    provider.add_span_processor(SimpleSpanProcessor(captured))
-    if args.endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        url = args.endpoint.rstrip("/")
-        if not url.endswith("/v1/traces"):
-            url += "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
-    previous = get_tracer_provider()
-    use_tracer_provider(provider)
     errors: list[str] = []
-    try:
-        outcome = run_dataset(
-            lines,
-            pipeline,
-            check=check,
-            concurrency=args.concurrency,
-            progress=_progress(len(lines), sys.stderr),
-            errors=errors,
-        )
-    finally:
-        use_tracer_provider(previous)
-        provider.shutdown()
+    outcome, recorded = record_dataset(
+        lines,
+        pipeline,
+        check=check,
+        concurrency=args.concurrency,
+        progress=_progress(len(lines), sys.stderr),
+        errors=errors,
+        endpoint=args.endpoint,
+    )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    recorded = list(otlp_json_lines(captured.get_finished_spans()))
     if args.traces:
         Path(args.traces).write_text("".join(line + "\n" for line in recorded), encoding="utf-8")
     report: Report = analyze_lines(recorded, Thresholds())

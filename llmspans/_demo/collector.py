@@ -22,8 +22,18 @@ from llmspans._demo.forward import EXPORTER_NAME
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
+#: the demo's judge: a code evaluator shipped with the support example (no network)
+DEMO_JUDGE = "llmspans.examples.support_rag.evaluation:judge"
+
+
 def collector_config(
-    out_dir: Path, http_port: int, metrics_port: int, forward: str | None, trace_idle_s: float
+    out_dir: Path,
+    http_port: int,
+    metrics_port: int,
+    forward: str | None,
+    trace_idle_s: float,
+    *,
+    evaluators: list[str] | None = None,
 ) -> dict[str, Any]:
     """The demo's collector configuration (shaped like ``collector/collector.example.yaml``)."""
     exporters: list[dict[str, Any]] = [
@@ -41,13 +51,23 @@ def collector_config(
                 "retry_max_elapsed_s": 5.0,
             }
         )
-    return {
+    config: dict[str, Any] = {
         "receivers": {"grpc": None, "http": {"endpoint": f"127.0.0.1:{http_port}"}},
         "metrics": {"prometheus": {"endpoint": f"127.0.0.1:{metrics_port}"}},
         "assembly": {"trace_idle_s": trace_idle_s},
         "exporters": exporters,
         "shutdown": {"timeout_s": SHUTDOWN_TIMEOUT_S},
     }
+    if evaluators:
+        # Sampled runs are judged in the collector, as in production (docs/evaluation.md);
+        # the queue holds every sampled run of a demo, so none is dropped for room.
+        config["evaluation"] = {
+            "evaluators": list(evaluators),
+            "concurrency": 2,
+            "queue_size": 10_000,
+            "timeout_s": 10.0,
+        }
+    return config
 
 
 class CollectorError(RuntimeError):
@@ -69,7 +89,12 @@ class LocalCollector:
     """
 
     def __init__(
-        self, out_dir: Path, *, forward: str | None = None, trace_idle_s: float = 0.5
+        self,
+        out_dir: Path,
+        *,
+        forward: str | None = None,
+        trace_idle_s: float = 0.5,
+        evaluators: list[str] | None = None,
     ) -> None:
         self.out_dir = out_dir
         #: known once :meth:`wait_ready` returns
@@ -78,7 +103,7 @@ class LocalCollector:
         self.config_path = out_dir / "collector.yaml"
         self.log_path = out_dir / "collector.log"
         self.traces_path = out_dir / "traces.jsonl"
-        self._config = collector_config(out_dir, 0, 0, forward, trace_idle_s)
+        self._config = collector_config(out_dir, 0, 0, forward, trace_idle_s, evaluators=evaluators)
         self._process: subprocess.Popen[bytes] | None = None
 
     def _port(self, port: int | None) -> int:

@@ -76,7 +76,8 @@ class Delivery:
     """What the collector's forwarding exporter did with the demo's spans."""
 
     url: str
-    #: spans the collector received (each goes to every exporter)
+    #: spans the collector received and the evaluation spans it made (each goes to every
+    #: exporter)
     spans: int
     forwarded: int
     dropped: int

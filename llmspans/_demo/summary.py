@@ -15,9 +15,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmspans import _attributes as A
-from llmspans._demo.scrape import ScrapedMetrics
-from llmspans._demo.traces import RootVerdict
+from llmspans._demo.scrape import (
+    BASIS_JUDGE,
+    BASIS_LABELS,
+    CITATION_PRECISION,
+    CITATION_SUPPORT,
+    CONTEXT_PRECISION,
+    CONTEXT_RECALL,
+    ScrapedMetrics,
+)
+from llmspans._demo.traces import JudgedRun, RootVerdict
 from llmspans.core.report import Report
+from llmspans.diverge import Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,4 +265,96 @@ def to_json(
             for v in (verdicts.get(e.trace_id),)
         ],
         "report": offline.to_json(),
+    }
+
+
+#: runs listed by trace id in the judged section of demo.json
+MAX_LISTED_TRACES = 20
+
+
+def judged(
+    metrics: ScrapedMetrics,
+    judged_runs: Sequence[JudgedRun],
+    verdicts: Mapping[str, RootVerdict],
+    *,
+    sample_rate: float,
+    segment_rates: Mapping[str, float],
+    sampled: int,
+) -> dict[str, Any]:
+    """The judged figures next to the app-labelled ones, from ``/metrics``, and the runs
+    the app saw succeed that the judge found wrong, from the recorded evaluation spans
+    joined with the verdicts on their runs' roots."""
+    pipelines: dict[str, Any] = {}
+    for pipeline in sorted({p for p, _ in metrics.evaluations}):
+        pipelines[pipeline] = {
+            "evaluations": {
+                v: round(n) for (p, v), n in metrics.evaluations.items() if p == pipeline
+            },
+            "judged_runs": round(metrics.judged_runs(pipeline)),
+            "context_precision": {
+                basis: metrics.mean(CONTEXT_PRECISION, pipeline, basis)
+                for basis in (BASIS_LABELS, BASIS_JUDGE)
+            },
+            "context_recall": {
+                basis: metrics.mean(CONTEXT_RECALL, pipeline, basis)
+                for basis in (BASIS_LABELS, BASIS_JUDGE)
+            },
+            "citation_precision": metrics.mean(CITATION_PRECISION, pipeline),
+            "citation_support": metrics.mean(CITATION_SUPPORT, pipeline),
+        }
+    failures = []
+    keys = {k for k, v in metrics.judged_failures.items() if v} | {
+        k for k, v in metrics.failures.items() if v and k[0] in pipelines
+    }
+    looked: Counter[tuple[str, str, str]] = Counter()
+    traces: list[str] = []
+    for run in judged_runs:
+        verdict = verdicts.get(run.trace_id)
+        if run.failure_stage is None or verdict is None:
+            continue
+        if verdict.outcome == A.OUTCOME_SUCCESS:
+            looked[(run.pipeline, run.failure_stage, run.failure_reason or "?")] += 1
+            if len(traces) < MAX_LISTED_TRACES:
+                traces.append(run.trace_id)
+    order = {s: i for i, s in enumerate((*A.PIPELINE_ORDER, A.STAGE_UNATTRIBUTED))}
+    for pipeline, stage, reason in sorted(
+        keys, key=lambda k: (k[0], order.get(k[1], len(order)), k[2])
+    ):
+        failures.append(
+            {
+                "pipeline": pipeline,
+                "stage": stage,
+                "reason": reason,
+                "app": round(metrics.failures.get((pipeline, stage, reason), 0.0)),
+                "judged": round(metrics.judged_failures.get((pipeline, stage, reason), 0.0)),
+                "judged_app_success": looked.get((pipeline, stage, reason), 0),
+            }
+        )
+    return {
+        "sample_rate": sample_rate,
+        "segment_rates": dict(segment_rates),
+        "sampled_runs": sampled,
+        "dropped": {k: round(v) for k, v in metrics.evaluation_dropped.items() if v},
+        "pipelines": pipelines,
+        "failures": failures,
+        "looked_successful_judged_wrong": {
+            "runs": sum(looked.values()),
+            "reasons": {f"{p}:{s}/{r}": n for (p, s, r), n in sorted(looked.items())},
+            "traces": traces,
+        },
+    }
+
+
+def divergence(
+    rows: Sequence[Row], coverage_rows: Sequence[Row], *, min_runs: int
+) -> dict[str, Any]:
+    """``llmspans diverge`` rows of the offline set against production: the significant
+    ones, how many were compared, and the segment coverage (uncovered first)."""
+    return {
+        "min_runs": min_runs,
+        "compared": len(rows),
+        "significant": [r.to_json() for r in rows if r.significant],
+        "too_few_runs": sorted({r.segment for r in rows if r.verdict == "too few runs"}),
+        "coverage": [r.to_json() for r in coverage_rows],
+        "uncovered": [r.segment for r in coverage_rows if r.uncovered],
     }

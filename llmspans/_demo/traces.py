@@ -68,6 +68,35 @@ def iter_root_verdicts(path: Path) -> Iterator[RootVerdict]:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class JudgedRun:
+    """One ``evaluate {pipeline}`` span the collector wrote: the judgment of one run."""
+
+    trace_id: str  # of the judged run (the span's link)
+    pipeline: str
+    segment: str | None
+    verdict: str | None
+    failure_stage: str | None
+    failure_reason: str | None
+
+
+def iter_judged_runs(path: Path) -> Iterator[JudgedRun]:
+    """Every evaluation span in an OTLP JSON lines file, with the run it is linked to."""
+    for span in _iter_spans(path):
+        attrs = _attributes(span)
+        if attrs.get(A.STAGE) != A.STAGE_EVALUATION:
+            continue
+        links = span.get("links") or [{}]
+        yield JudgedRun(
+            trace_id=_hex_id(str(links[0].get("traceId", ""))),
+            pipeline=str(attrs.get(A.PIPELINE, "")),
+            segment=_str(attrs.get(A.SEGMENT)),
+            verdict=_str(attrs.get(A.EVALUATION_VERDICT)),
+            failure_stage=_str(attrs.get(A.EVALUATION_FAILURE_STAGE)),
+            failure_reason=_str(attrs.get(A.EVALUATION_FAILURE_REASON)),
+        )
+
+
 def count_feedback_spans(path: Path) -> int:
     """How many feedback spans an OTLP JSON lines file holds."""
     return sum(

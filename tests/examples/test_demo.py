@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -30,11 +31,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from llmspans import _attributes as A
 from llmspans._demo.faults import parse_faults
 from llmspans._demo.plan import make_plan, shape_of
-from llmspans._demo.runner import WEIGHTS, build_examples
+from llmspans._demo.runner import LIVE_EVERY, WEIGHTS, build_examples, live_questions
 from llmspans._demo.scrape import parse_metrics
 from llmspans._demo.summary import expected_stage_rate
 from llmspans._demo.traces import iter_root_verdicts
 from tests.examples.loopback import LoopbackHandler, serving
+from tests.examples.test_support_rag_evaluation import _expected_judgment
 
 FAULTS = "retrieval=0.12,selection=0.08,generation=0.08,action=0.08"
 SEED = 11
@@ -75,7 +77,7 @@ def test_each_injected_fault_is_attributed_to_its_stage_exactly(
         (r.pipeline, r.index, str(r.fault) if r.fault else None) for r in plan
     ]
     verdicts = {v.trace_id: v for v in iter_root_verdicts(out / "traces.jsonl")}
-    assert len(verdicts) == REQUESTS
+    assert len(verdicts) == REQUESTS + REQUESTS // LIVE_EVERY
     injected = [r for r in plan if r.fault]
     assert len(injected) > 30
     for entry, run in zip(ledger, plan, strict=True):
@@ -126,9 +128,13 @@ def test_metrics_traces_and_offline_analysis_agree(demo_run: tuple[Path, dict[st
         check=True,
     )
     report = json.loads(analyzed.stdout)
-    # Every support reply got one piece of user feedback, in a trace of its own.
-    support_runs = sum(1 for e in summary["ledger"] if e["pipeline"] == "support_rag")
-    assert report["traces"] == REQUESTS + support_runs
+    # Every support reply got one piece of user feedback, in a trace of its own, and
+    # every judged run an evaluation span in a trace of its own.
+    live = len(summary["live"])
+    assert live == REQUESTS // LIVE_EVERY
+    support_runs = sum(1 for e in summary["ledger"] if e["pipeline"] == "support_rag") + live
+    judged = summary["judged"]["sampled_runs"]
+    assert report["traces"] == REQUESTS + live + support_runs + judged
     feedback = report["pipelines"]["support_rag"]["feedback"]
     assert sum(feedback.values()) == support_runs
     assert set(feedback) <= set(A.FEEDBACK_KINDS)
@@ -138,6 +144,113 @@ def test_metrics_traces_and_offline_analysis_agree(demo_run: tuple[Path, dict[st
             failures[stage] += numbers["root_cause_failures"]
     expected = Counter({s: n["injected"] for s, n in summary["stages"].items() if n["injected"]})
     assert +failures == expected
+
+
+def _spans(path: Path) -> Iterator[dict[str, Any]]:
+    for line in path.read_text("utf-8").splitlines():
+        for resource in json.loads(line)["resourceSpans"]:
+            for scope in resource["scopeSpans"]:
+                yield from scope["spans"]
+
+
+def _attributes(span: dict[str, Any]) -> dict[str, Any]:
+    return {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", ())}
+
+
+def test_sampled_runs_are_judged_and_those_that_looked_successful_are_found(
+    demo_run: tuple[Path, dict[str, Any]],
+) -> None:
+    """Ground truth: the bot's own parts run on each sampled run's question (no tracing);
+    which runs were sampled is read from the root spans, which had a fault from the plan."""
+    out, summary = demo_run
+    examples = {e.name: e for e in build_examples()}
+    questions = examples["support_rag"].questions  # type: ignore[attr-defined]
+    live = live_questions(REQUESTS)
+    sampled = {
+        span["traceId"]
+        for span in _spans(out / "traces.jsonl")
+        if not span.get("parentSpanId") and _attributes(span).get(A.EVALUATION_SAMPLED)
+    }
+    asked: dict[str, tuple[str, str, frozenset[str]]] = {}  # trace -> segment, question, truth
+    for entry in summary["ledger"]:
+        if entry["pipeline"] == "support_rag" and not entry["fault"]:
+            q = questions[entry["index"]]
+            asked[entry["trace_id"]] = (q.segment, q.question, frozenset(q.relevant_ids))
+    for entry in summary["live"]:
+        q = live[entry["index"]]
+        asked[entry["trace_id"]] = (q.segment, q.question, frozenset(q.relevant_ids))
+    # Every live (billing) run is sampled; no run of the other examples is.
+    assert {e["trace_id"] for e in summary["live"]} <= sampled
+    pipelines = {e["trace_id"]: e["pipeline"] for e in summary["ledger"]}
+    assert all(pipelines.get(t, "support_rag") == "support_rag" for t in sampled)
+    expected = Counter(
+        f"support_rag:{reason}"
+        for trace, (_, question, truth) in asked.items()
+        if trace in sampled and (reason := _expected_judgment(question, truth))
+    )
+    judged = summary["judged"]
+    assert judged["sampled_runs"] == len(sampled)
+    looked = judged["looked_successful_judged_wrong"]
+    assert looked["reasons"] == dict(expected)
+    assert looked["runs"] == sum(expected.values())
+    assert expected["support_rag:retrieval/missed_relevant"] >= REQUESTS // LIVE_EVERY // 3
+    support = judged["pipelines"]["support_rag"]
+    assert support["judged_runs"] == len(sampled)
+    # Judged recall falls below the app-labelled figure: the live misses are not labelled.
+    assert support["context_recall"]["judge"] < support["context_recall"]["labels"]
+    assert 0.0 < support["citation_support"] <= 1.0
+    failures = {(r["stage"], r["reason"]): r for r in judged["failures"]}
+    missed = failures[("retrieval", "missed_relevant")]
+    looked_missed = expected["support_rag:retrieval/missed_relevant"]
+    assert missed["judged"] >= missed["judged_app_success"] == looked_missed
+
+
+def test_the_offline_set_diverges_from_production_and_misses_billing(
+    demo_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, summary = demo_run
+    divergence = summary["divergence"]
+    questions = build_examples()[0].questions  # type: ignore[attr-defined]
+    segment_of = {
+        e["trace_id"]: questions[e["index"]].segment
+        for e in summary["ledger"]
+        if e["pipeline"] == "support_rag"
+    }
+    segment_of.update({e["trace_id"]: "billing" for e in summary["live"]})
+    # Coverage: billing, served by production and absent from the set, comes first.
+    assert divergence["uncovered"] == ["billing"]
+    first = divergence["coverage"][0]
+    assert (first["segment"], first["metric"], first["offline"]) == ("billing", "coverage", 0.0)
+    assert first["production_runs"] == Counter(segment_of.values())["billing"]
+    assert first["significant"] is True
+    # No metric row for billing: the set says nothing about it.
+    assert all(r["segment"] != "billing" for r in divergence["significant"])
+    # product: enough runs on each side, and the production failures the set never sees.
+    product = [e for e in summary["ledger"] if segment_of.get(e["trace_id"]) == "product"]
+    successes = sum(1 for e in product if e["outcome"] == A.OUTCOME_SUCCESS)
+    rows = {(r["segment"], r["metric"]): r for r in divergence["significant"]}
+    completion = rows[("product", "task_completion")]
+    assert completion["production_runs"] == len(product)
+    assert completion["production"] == pytest.approx(successes / len(product))
+    assert completion["offline"] == 1.0
+    assert completion["interval"][1] < 0
+    # Small segments are never flagged.
+    small = [r for r in divergence["significant"] if r["production_runs"] < 30]
+    assert small == []
+    assert (out / "offline.jsonl").stat().st_size > 0
+
+
+def test_evaluation_can_be_turned_off_and_bad_rates_are_rejected(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "--requests", "20", "--evaluation-sample-rate", "0", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["judged"]["sampled_runs"] == 0
+    assert summary["judged"]["pipelines"] == {}
+    assert "evaluation" not in yaml.safe_load((tmp_path / "collector.yaml").read_text())
+    for bad in ("1.5", "-0.1", "nan", "many"):
+        rejected = _demo(tmp_path, "--evaluation-sample-rate", bad)
+        assert rejected.returncode == 2, bad
+        assert "expected a number in [0, 1]" in rejected.stderr
 
 
 def test_a_clean_run_succeeds_everywhere_and_prints_the_report(tmp_path: Path) -> None:
@@ -161,7 +274,18 @@ def test_a_clean_run_succeeds_everywhere_and_prints_the_report(tmp_path: Path) -
     assert len(summary["ledger"]) == 40
     assert {e["outcome"] for e in summary["ledger"]} == {A.OUTCOME_SUCCESS}
     outcomes = {name: p["outcomes"] for name, p in summary["report"]["pipelines"].items()}
-    assert sum(o["success"] for o in outcomes.values()) == 40
+    # The live billing questions look successful too: no labels say otherwise.
+    assert sum(o["success"] for o in outcomes.values()) == 40 + 40 // LIVE_EVERY
+    for heading in (
+        "Judged on sampled runs",
+        "Judged root causes",
+        "Offline set vs production (support_rag)",
+        "Segment coverage of the offline set",
+        "uncovered",
+        "looked successful to the app and were judged wrong",
+        f"llmspans diverge --offline {tmp_path / 'offline.jsonl'}",
+    ):
+        assert heading in text, heading
 
 
 def test_bad_fault_specifications_are_rejected(tmp_path: Path) -> None:
@@ -206,10 +330,12 @@ def test_forward_sends_every_span_with_the_verdict_to_a_backend(
     summary = json.loads((tmp_path / "demo.json").read_text())
     received = _OtlpReceiver.spans
     roots = [s for s in received if not s.parent_span_id and s.name.startswith("invoke_workflow")]
-    assert len(roots) == 30
+    assert len(roots) == 30 + 30 // LIVE_EVERY
     assert len(received) == summary["report"]["spans"]
     feedback = [s for s in received if s.name.startswith("feedback ")]
-    assert len(feedback) == sum(1 for e in summary["ledger"] if e["pipeline"] == "support_rag")
+    assert len(feedback) == len(summary["live"]) + sum(
+        1 for e in summary["ledger"] if e["pipeline"] == "support_rag"
+    )
     verdicts = {
         s.trace_id.hex(): {a.key: a.value.string_value for a in s.attributes} for s in roots
     }
@@ -242,7 +368,7 @@ def test_keep_running_serves_metrics_until_ctrl_c(tmp_path: Path) -> None:
         assert url is not None, "the demo did not announce its live metrics endpoint"
         with urllib.request.urlopen(url, timeout=5) as response:
             metrics = parse_metrics(response.read().decode())
-        assert metrics.runs() == 20
+        assert metrics.runs() == 20 + 20 // LIVE_EVERY
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=30) == 0

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from llmspans._demo.scrape import CONTEXT_RECALL, histogram_quantile, parse_metrics
-from llmspans._demo.summary import LedgerEntry, agreement, compare
-from llmspans._demo.traces import RootVerdict
+from llmspans._demo.summary import LedgerEntry, agreement, compare, judged
+from llmspans._demo.traces import JudgedRun, RootVerdict
 from llmspans._demo.users import simulated_feedback
 from llmspans.core.report import PipelineReport, Report, StageReport
 
@@ -26,13 +26,24 @@ llmspans_task_cost_usd_total{pipeline="rag",outcome="failure"} 0.05
 # TYPE llmspans_calibration_runs_total counter
 llmspans_calibration_runs_total{pipeline="rag",bin="8",correct="true"} 2.0
 llmspans_calibration_runs_total{pipeline="rag",bin="8",correct="false"} 2.0
+llmspans_calibration_runs_total{pipeline="rag",basis="judge",bin="8",correct="true"} 9.0
 # TYPE llmspans_calibration_confidence_total counter
 llmspans_calibration_confidence_total{pipeline="rag",bin="8"} 3.4
+llmspans_calibration_confidence_total{pipeline="rag",basis="judge",bin="8"} 7.2
 # TYPE llmspans_retrieval_context_recall histogram
-llmspans_retrieval_context_recall_bucket{pipeline="rag",le="0.5"} 1.0
-llmspans_retrieval_context_recall_bucket{pipeline="rag",le="+Inf"} 4.0
-llmspans_retrieval_context_recall_sum{pipeline="rag"} 3.0
-llmspans_retrieval_context_recall_count{pipeline="rag"} 4.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="labels",le="0.5"} 1.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="labels",le="+Inf"} 4.0
+llmspans_retrieval_context_recall_sum{pipeline="rag",basis="labels"} 3.0
+llmspans_retrieval_context_recall_count{pipeline="rag",basis="labels"} 4.0
+llmspans_retrieval_context_recall_bucket{pipeline="rag",basis="judge",le="+Inf"} 2.0
+llmspans_retrieval_context_recall_sum{pipeline="rag",basis="judge"} 1.0
+llmspans_retrieval_context_recall_count{pipeline="rag",basis="judge"} 2.0
+# TYPE llmspans_judged_failures_total counter
+llmspans_judged_failures_total{pipeline="rag",stage="retrieval",reason="missed_relevant"} 1.0
+# TYPE llmspans_evaluations_total counter
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="incorrect"} 1.0
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="correct"} 1.0
+llmspans_evaluations_total{pipeline="rag",evaluator="j",verdict="error"} 1.0
 # TYPE llmspans_stage_duration_seconds histogram
 llmspans_stage_duration_seconds_bucket{pipeline="rag",stage="generation",le="0.1"} 50.0
 llmspans_stage_duration_seconds_bucket{pipeline="rag",stage="generation",le="0.2"} 100.0
@@ -49,7 +60,10 @@ def test_parse_metrics_reads_the_series_of_the_report() -> None:
     assert m.failures == {("rag", "retrieval", "empty"): 1, ("rag", "action", "error"): 1}
     assert m.cost_usd["rag"] == pytest.approx(0.30)
     assert m.mean(CONTEXT_RECALL, "rag") == 0.75
+    assert m.mean(CONTEXT_RECALL, "rag", "judge") == 0.5
     assert m.mean(CONTEXT_RECALL, "other") is None
+    assert m.judged_failures == {("rag", "retrieval", "missed_relevant"): 1}
+    assert m.judged_runs("rag") == 2  # an evaluator error judged nothing
     # ECE = |correct - confidence sum| / runs = |2 - 3.4| / 4
     assert m.ece("rag") == pytest.approx(0.35)
     assert m.stage_p95("rag", "generation") == pytest.approx(0.19)
@@ -146,3 +160,31 @@ def test_simulated_users_accept_most_served_replies_and_bypass_unserved_ones() -
     simulated_feedback(a, True)
     simulated_feedback(b, False)
     assert a.random() == b.random()
+
+
+def test_judged_joins_each_judgment_with_the_verdict_of_its_run() -> None:
+    m = parse_metrics(METRICS)
+    verdicts = {
+        "t1": RootVerdict("t1", "rag", "success", None, None, None),
+        "t2": RootVerdict("t2", "rag", "failure", "retrieval", "empty", "retrieval:empty"),
+        "t3": RootVerdict("t3", "rag", "success", None, None, None),
+    }
+    runs = [
+        JudgedRun("t1", "rag", "billing", "incorrect", "retrieval", "missed_relevant"),
+        JudgedRun("t2", "rag", "billing", "incorrect", "retrieval", "empty"),
+        JudgedRun("t3", "rag", "billing", "correct", None, None),
+        JudgedRun("unknown", "rag", None, "incorrect", "retrieval", "missed_relevant"),
+    ]
+    found = judged(m, runs, verdicts, sample_rate=0.5, segment_rates={"billing": 1.0}, sampled=3)
+    looked = found["looked_successful_judged_wrong"]
+    # Only t1: t2 failed by the app's own rules, t3 was judged right, "unknown" has no run.
+    assert looked == {"runs": 1, "reasons": {"rag:retrieval/missed_relevant": 1}, "traces": ["t1"]}
+    rag = found["pipelines"]["rag"]
+    assert rag["judged_runs"] == 2
+    assert rag["context_recall"] == {"labels": 0.75, "judge": 0.5}
+    rows = {(r["stage"], r["reason"]): r for r in found["failures"]}
+    assert rows[("retrieval", "missed_relevant")] == {
+        "pipeline": "rag", "stage": "retrieval", "reason": "missed_relevant",
+        "app": 0, "judged": 1, "judged_app_success": 1,
+    }  # fmt: skip
+    assert rows[("retrieval", "empty")]["app"] == 1

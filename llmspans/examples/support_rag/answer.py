@@ -20,6 +20,7 @@ from .knowledge import Document
 _SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
 _CITATION: Final = re.compile(r"\[(kb-\d{3})\]")
 _CONFIDENCE: Final = re.compile(r"confidence\s*[:=]\s*([01](?:\.\d+)?)", re.IGNORECASE)
+_CONFIDENCE_LINE: Final = re.compile(r"^\s*confidence\s*[:=].*$", re.IGNORECASE | re.MULTILINE)
 
 #: the instructions every answerer sends (or would send) with the context
 SYSTEM_PROMPT: Final = (
@@ -41,6 +42,13 @@ class Answer:
     model: str
     input_tokens: int
     output_tokens: int
+
+    @property
+    def claim(self) -> str:
+        """What the answer asserts, without its citation marks and confidence line: the
+        claim each cited article is cited for (``llmspans.generation.claims``)."""
+        text = _CONFIDENCE_LINE.sub("", _CITATION.sub("", self.text))
+        return " ".join(text.split())
 
 
 class Answerer(Protocol):

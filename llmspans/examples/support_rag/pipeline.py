@@ -23,6 +23,7 @@ from .._faults import injected, note_injected_fault, raise_if_error
 from .._latency import simulate
 from .answer import Answer, Answerer, default_answerer
 from .knowledge import Document, KnowledgeBase, Question, load_questions
+from .segments import segment_argument
 from .tickets import TicketStore
 
 TOP_K: Final = 5
@@ -75,13 +76,26 @@ class SupportRag:
     def run(self, index: int) -> Reply:
         """Handle labelled question number ``index`` as ticket ``T-{index}``."""
         q = self.questions[index]
-        return self.handle(q.question, ticket_id=f"T-{q.id}", relevant_ids=q.relevant_ids)
+        return self.handle(
+            q.question, ticket_id=f"T-{q.id}", relevant_ids=q.relevant_ids, segment=q.segment
+        )
 
-    @llmspans.pipeline("support_rag")
+    def serve(self, question: Question, ticket_id: str) -> Reply:
+        """Handle ``question`` as live traffic: its segment is known (the help desk's
+        topic), its labels are not."""
+        return self.handle(question.question, ticket_id=ticket_id, segment=question.segment)
+
+    @llmspans.pipeline("support_rag", segment=segment_argument)
     def handle(
-        self, question: str, *, ticket_id: str, relevant_ids: Sequence[str] | None = None
+        self,
+        question: str,
+        *,
+        ticket_id: str,
+        relevant_ids: Sequence[str] | None = None,
+        segment: str | None = None,
     ) -> Reply:
-        """Answer ``question`` and post the reply; ``relevant_ids`` are ground-truth labels."""
+        """Answer ``question`` and post the reply; ``relevant_ids`` are ground-truth labels,
+        ``segment`` the class of question (``llmspans.segment``)."""
         note_injected_fault()
         run = llmspans.current_run()
         try:
@@ -173,6 +187,8 @@ class SupportRag:
             citations=list(answer.citations),
             confidence=answer.confidence,
             refused=answer.refused,
+            completion=answer.text,
+            claims=dict.fromkeys(answer.citations, answer.claim),
         )
         return answer
 
