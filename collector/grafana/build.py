@@ -55,6 +55,9 @@ PROMETHEUS_UID: Final = "prometheus"
 JAEGER_UID: Final = "jaeger"
 PROMETHEUS: Final = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 RI: Final = "$__rate_interval"
+#: the firing llmspans alerts: ``Llmspans*``, and ``LLMSpansOfflineProductionDivergence``,
+#: which keeps the spelling its issue gave it
+FIRING: Final = 'ALERTS{alertname=~"(Llmspans|LLMSpans).*", alertstate="firing"}'
 
 
 # Label breakdowns: one dashboard variable per label, and its matcher in the queries.
@@ -400,7 +403,7 @@ def _alerts_annotation() -> PrometheusAnnotation:
         .datasource(PROMETHEUS)
         .enable(True)
         .icon_color("red")
-        .expr('ALERTS{alertname=~"Llmspans.*", alertstate="firing"}')
+        .expr(FIRING)
     )
 
 
@@ -493,7 +496,7 @@ OVERVIEW: Final = llmspans_dashboard(
         ),
         stat_panel(
             "Firing llmspans alerts",
-            [query('count(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})', instant=True)],
+            [query(f"count({FIRING})", instant=True)],
         ),
         timeseries_panel(
             "Task completion rate by pipeline",
@@ -595,7 +598,7 @@ OVERVIEW: Final = llmspans_dashboard(
             [
                 query(
                     "sum by (alertname, severity, pipeline, stage, reason, instance) "
-                    '(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})',
+                    f"({FIRING})",
                     instant=True,
                     as_table=True,
                 )

@@ -853,7 +853,7 @@ def _divergence_alert(profile: Profile) -> dict[str, Any]:
     s1 = _num(duration_seconds(div.production_window))
     s2 = _num(duration_seconds(div.offline_window))
     return {
-        "alert": "LlmspansOfflineProductionDivergence",
+        "alert": "LLMSpansOfflineProductionDivergence",
         "expr": (
             f"abs({DIVERGENCE_Z}) > {_num(div.z)}\n"
             f"and on (pipeline, segment) ({prod['runs']} * {s1} >= {div.min_runs})\n"
