@@ -319,6 +319,7 @@ _COST: Final = "llmspans_task_cost_usd_total"
 _FEEDBACK: Final = "llmspans_feedback_total"
 _CAL_RUNS: Final = "llmspans_calibration_runs_total"
 _CAL_CONFIDENCE: Final = "llmspans_calibration_confidence_total"
+_APP_BASIS: Final = 'basis!="judge"'
 _QUALITY_HISTOGRAMS: Final = {
     "context_precision": (
         "llmspans_retrieval_context_precision",
@@ -450,14 +451,18 @@ def _recording_rules(profile: Profile, window: str, keys: set[str]) -> list[dict
         ),
         # ECE = sum over bins |correct runs - sum of confidences| / runs; rates over one
         # window scale numerator and denominator alike, so the ratio is the ECE of the
-        # runs in the window.
+        # runs in the window. The app's own bases only (labels, outcome: one per run);
+        # a judged run is counted again under basis="judge".
         (
             n["ece"],
             "sum by (pipeline) (\n  abs(\n"
-            f'    (\n      sum by (pipeline, bin) (rate({_CAL_RUNS}{{correct="true"}}[{w}]))\n'
-            f"      or 0 * sum by (pipeline, bin) (rate({_CAL_RUNS}[{w}]))\n    )\n"
-            f"    - sum by (pipeline, bin) (rate({_CAL_CONFIDENCE}[{w}]))\n  )\n)\n"
-            f"/ (sum by (pipeline) (rate({_CAL_RUNS}[{w}])) > 0)",
+            "    (\n      sum by (pipeline, bin) "
+            f'(rate({_CAL_RUNS}{{{_APP_BASIS},correct="true"}}[{w}]))\n'
+            f"      or 0 * sum by (pipeline, bin) (rate({_CAL_RUNS}{{{_APP_BASIS}}}[{w}]))\n"
+            "    )\n"
+            f"    - sum by (pipeline, bin) (rate({_CAL_CONFIDENCE}{{{_APP_BASIS}}}[{w}]))\n"
+            "  )\n)\n"
+            f"/ (sum by (pipeline) (rate({_CAL_RUNS}{{{_APP_BASIS}}}[{w}])) > 0)",
         ),
     ]
     for metric, prefix in _QUALITY_HISTOGRAMS.values():
