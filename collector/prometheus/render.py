@@ -28,6 +28,8 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmspans.diverge import counted
+
 HERE: Final = Path(__file__).resolve().parent
 PROFILES_FILE: Final = HERE / "profiles.yaml"
 RULES_FILE: Final = HERE / "rules.yml"
@@ -559,11 +561,18 @@ def _segment_recording_rules(profile: Profile) -> list[dict[str, Any]]:
     for source, windows in profile.segment_windows().items():
         for w in sorted(windows, key=lambda w: (duration_seconds(w), w)):
             n = segment_rule_names(source, w)
-            runs = f'sum by (pipeline, segment) (rate({_OUTCOMES}{{source="{source}"}}[{w}]))'
-            failures = (
-                "sum by (pipeline, segment) "
-                f'(rate({_OUTCOMES}{{source="{source}",outcome=~"{bad[source]}"}}[{w}]))'
-            )
+            every = f'{_OUTCOMES}{{source="{source}"}}'
+            bad_runs = f'{_OUTCOMES}{{source="{source}",outcome=~"{bad[source]}"}}'
+            if source == "offline":
+                # Evaluation sets run in batches: a batch that creates its series
+                # between two scrapes is counted whole (counted()), not from the
+                # series' second sample on as rate() would.
+                seconds = _num(duration_seconds(w))
+                runs = f"sum by (pipeline, segment) ({counted(every, w)}) / {seconds}"
+                failures = f"sum by (pipeline, segment) ({counted(bad_runs, w)}) / {seconds}"
+            else:
+                runs = f"sum by (pipeline, segment) (rate({every}[{w}]))"
+                failures = f"sum by (pipeline, segment) (rate({bad_runs}[{w}]))"
             rules += [
                 {"record": n["runs"], "expr": runs},
                 # A segment with runs but no failure has 0 failures, not no value.
