@@ -515,6 +515,14 @@ def coverage(
 
 # --- Prometheus ------------------------------------------------------------------
 
+#: relevance from the app's labels, not from a judge (docs/evaluation.md)
+_APP_LABELS: Final = '{basis="labels"}'
+_SUCCESS: Final = 'llmspans_task_outcomes_total{outcome="success"}'
+#: calibration over the app's own bases of correctness (labels, outcome): each run once
+_CAL_RUNS: Final = 'llmspans_calibration_runs_total{basis!="judge"}'
+_CORRECT_RUNS: Final = 'llmspans_calibration_runs_total{basis!="judge",correct="true"}'
+_CAL_CONFIDENCE: Final = 'llmspans_calibration_confidence_total{basis!="judge"}'
+
 
 def _query(url: str, expr: str, timeout: float) -> list[tuple[dict[str, str], float]]:
     address = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -530,11 +538,31 @@ def _query(url: str, expr: str, timeout: float) -> list[tuple[dict[str, str], fl
     return found
 
 
+def counted(selector: str, window: str) -> str:
+    """What the counters of ``selector`` counted over ``window``, per series, in PromQL.
+
+    ``increase()`` alone misses what a series held at its first scrape: an offline
+    batch that creates its ``source="offline"`` series between two scrapes would
+    count as nothing. So: the exact difference from ``window`` ago where the series
+    existed then (and did not reset); the whole value of a series younger than the
+    window (a counter starts at zero with the collector); ``increase()`` for a series
+    that reset within the window.
+    """
+    return (
+        f"(({selector} - {selector} offset {window}) >= 0)"
+        f" or ({selector} unless {selector} offset {window})"
+        f" or increase({selector}[{window}])"
+    )
+
+
 def read_prometheus(url: str, window: str, timeout: float = 30.0) -> Sides:
-    """Sides from instant queries over ``window``: counts from counter increases,
-    means from histogram sums and counts (variance from bucket midpoints)."""
+    """Sides from instant queries over ``window``: counts from counter increases
+    (:func:`counted`), means from histogram sums and counts (variance from bucket
+    midpoints). Relevance and correctness come from the app's own labels (``basis``
+    other than ``judge``), as in the trace files; judged figures are not compared."""
     by = "pipeline, segment, source"
     sides: Sides = {}
+    w = window
 
     def side(labels: dict[str, str]) -> Side:
         key = (labels.get("pipeline", ""), labels.get("segment", A.NO_SEGMENT))
@@ -543,26 +571,26 @@ def read_prometheus(url: str, window: str, timeout: float = 30.0) -> Sides:
         )
 
     for labels, value in _query(
-        url, f"sum by ({by}, outcome) (increase(llmspans_task_outcomes_total[{window}]))", timeout
+        url, f"sum by ({by}, outcome) ({counted('llmspans_task_outcomes_total', w)})", timeout
     ):
         s = side(labels)
         s.runs += round(value)
         if labels.get("outcome") == A.OUTCOME_SUCCESS:
             s.successes += round(value)
     for labels, value in _query(
-        url, f"sum by ({by}, stage) (increase(llmspans_stage_failures_total[{window}]))", timeout
+        url, f"sum by ({by}, stage) ({counted('llmspans_stage_failures_total', w)})", timeout
     ):
         s = side(labels)
         stage = labels.get("stage", A.STAGE_UNATTRIBUTED)
         s.failures[stage] = s.failures.get(stage, 0) + round(value)
-    for metric, name in (
-        ("llmspans_retrieval_context_precision", "context_precision"),
-        ("llmspans_retrieval_context_recall", "context_recall"),
-        ("llmspans_generation_citation_precision", "citation_precision"),
+    for metric, name, selector in (
+        ("llmspans_retrieval_context_precision", "context_precision", _APP_LABELS),
+        ("llmspans_retrieval_context_recall", "context_recall", _APP_LABELS),
+        ("llmspans_generation_citation_precision", "citation_precision", ""),
     ):
         buckets: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
         for labels, value in _query(
-            url, f"sum by ({by}, le) (increase({metric}_bucket[{window}]))", timeout
+            url, f"sum by ({by}, le) ({counted(metric + '_bucket' + selector, w)})", timeout
         ):
             group = (
                 labels.get("pipeline", ""),
@@ -586,24 +614,23 @@ def read_prometheus(url: str, window: str, timeout: float = 30.0) -> Sides:
     for labels, value in _query(
         url,
         "histogram_quantile(0.95, sum by "
-        f"({by}, le) (increase(llmspans_task_duration_seconds_bucket[{window}])))",
+        f"({by}, le) ({counted('llmspans_task_duration_seconds_bucket', w)}))",
         timeout,
     ):
         side(labels).values["p95_duration_seconds"] = value
     for labels, value in _query(
         url,
-        f"sum by ({by}) (increase(llmspans_task_cost_usd_total[{window}])) / (sum by ({by}) "
-        f'(increase(llmspans_task_outcomes_total{{outcome="success"}}[{window}])) > 0)',
+        f"sum by ({by}) ({counted('llmspans_task_cost_usd_total', w)}) / (sum by ({by}) "
+        f"({counted(_SUCCESS, w)}) > 0)",
         timeout,
     ):
         side(labels).values["cost_per_success"] = value
     for labels, value in _query(
         url,
-        f"sum by ({by}) (abs((sum by ({by}, bin) (increase(llmspans_calibration_runs_total"
-        f'{{correct="true"}}[{window}])) or 0 * sum by ({by}, bin) (increase('
-        f"llmspans_calibration_runs_total[{window}]))) - sum by ({by}, bin) (increase("
-        f"llmspans_calibration_confidence_total[{window}])))) / (sum by ({by}) (increase("
-        f"llmspans_calibration_runs_total[{window}])) > 0)",
+        f"sum by ({by}) (abs((sum by ({by}, bin) ({counted(_CORRECT_RUNS, w)})"
+        f" or 0 * sum by ({by}, bin) ({counted(_CAL_RUNS, w)}))"
+        f" - sum by ({by}, bin) ({counted(_CAL_CONFIDENCE, w)})))"
+        f" / (sum by ({by}) ({counted(_CAL_RUNS, w)}) > 0)",
         timeout,
     ):
         side(labels).values["ece"] = value

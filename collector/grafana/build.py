@@ -49,12 +49,17 @@ from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from collector.prometheus.render import DIVERGENCE_Z
+
 HERE: Final = Path(__file__).resolve().parent
 DASHBOARDS_DIR: Final = HERE / "dashboards"
 PROMETHEUS_UID: Final = "prometheus"
 JAEGER_UID: Final = "jaeger"
 PROMETHEUS: Final = dashboard_model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 RI: Final = "$__rate_interval"
+#: the firing llmspans alerts: ``Llmspans*``, and ``LLMSpansOfflineProductionDivergence``,
+#: which keeps the spelling its issue gave it
+FIRING: Final = 'ALERTS{alertname=~"(Llmspans|LLMSpans).*", alertstate="firing"}'
 
 
 # Label breakdowns: one dashboard variable per label, and its matcher in the queries.
@@ -167,6 +172,8 @@ def trace_links(with_reason: bool = False) -> list[dashboard.DashboardLink]:
 # definition below may chain further SDK options.
 
 PanelBuilder = timeseries.Panel | stat.Panel | table.Panel | heatmap.Panel | barchart.Panel
+#: a panel, or :func:`row`: a row header that starts a new line of the grid
+DashboardItem = PanelBuilder | dashboard.Row
 _Panel = TypeVar("_Panel", timeseries.Panel, stat.Panel, table.Panel, heatmap.Panel, barchart.Panel)
 
 
@@ -355,6 +362,11 @@ def barchart_panel(
     return panel.legend(legend).tooltip(_tooltip())
 
 
+def row(title: str) -> dashboard.Row:
+    """A row header: the panels that follow it in a dashboard's list are its panels."""
+    return dashboard.Row(title).collapsed(False)
+
+
 # The escape: the annotation of firing alerts.
 
 
@@ -400,7 +412,7 @@ def _alerts_annotation() -> PrometheusAnnotation:
         .datasource(PROMETHEUS)
         .enable(True)
         .icon_color("red")
-        .expr('ALERTS{alertname=~"Llmspans.*", alertstate="firing"}')
+        .expr(FIRING)
     )
 
 
@@ -411,10 +423,13 @@ def llmspans_dashboard(
     uid: str,
     title: str,
     description: str,
-    panels: Sequence[PanelBuilder],
+    panels: Sequence[DashboardItem],
     filters: Sequence[dashboard.QueryVariable] = (),
 ) -> dashboard.Dashboard:
     """A dashboard of ``panels``, laid out left to right in rows of 24 columns.
+
+    A :func:`row` among them is a Grafana row header (expanded) that starts a new
+    line; the panels after it belong to it until the next one.
 
     ``filters`` are the label variables (default: ``$pipeline``); ``$window``,
     ``$service`` and ``$jaeger_url``, the alert annotation and the links to the
@@ -441,6 +456,9 @@ def llmspans_dashboard(
         .as_dropdown(True)
     )
     for panel_id, panel in enumerate(panels, start=1):
+        if isinstance(panel, dashboard.Row):
+            board.with_row(panel.id(panel_id))
+            continue
         board.with_panel(panel.id(panel_id))
         # The SDK starts a new row only once a row is full: a panel must not straddle two.
         position = panel.build().grid_pos
@@ -451,6 +469,43 @@ def llmspans_dashboard(
 
 def _runs(selector: str = P, window: str = RI, by: str = "pipeline") -> str:
     return f"sum by ({by}) (rate(llmspans_task_outcomes_total{{{selector}}}[{window}]))"
+
+
+def _share(source: str) -> str:
+    """Each segment's share of the runs of ``source`` in the range, over the selected pipelines."""
+    runs = f'llmspans_task_outcomes_total{{{P}, source="{source}"}}'
+    return (
+        f"sum by (segment) (increase({runs}[$__range]))\n/ scalar(sum(increase({runs}[$__range])))"
+    )
+
+
+def _divergence_row() -> list[DashboardItem]:
+    """Offline runs against production (docs/divergence.md), as the divergence alert sees them."""
+    return [
+        row("Divergence: offline and production (docs/divergence.md)"),
+        timeseries_panel(
+            "Offline-production divergence (z of the failure ratios)",
+            [
+                query(
+                    f'{DIVERGENCE_Z}{{pipeline=~"$pipeline", segment=~"$segment"}}',
+                    "{{pipeline}} {{segment}}",
+                )
+            ],
+            description="Two-proportion z of the failure ratios of production runs and offline "
+            "runs per pipeline and segment (recorded by the rules at the windows of "
+            "LLMSpansOfflineProductionDivergence; positive: production fails more). Beyond "
+            "the alert's threshold (2.58) with enough runs on each side, the alert fires; "
+            "llmspans diverge gives the per-metric intervals.",
+        ),
+        barchart_panel(
+            "Segment coverage: share of production and of offline runs",
+            [
+                query(_share("production"), "production", instant=True, as_table=True),
+                query(_share("offline"), "offline", instant=True, as_table=True),
+            ],
+            unit="percentunit",
+        ).x_field("segment"),
+    ]
 
 
 OVERVIEW: Final = llmspans_dashboard(
@@ -493,7 +548,7 @@ OVERVIEW: Final = llmspans_dashboard(
         ),
         stat_panel(
             "Firing llmspans alerts",
-            [query('count(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})', instant=True)],
+            [query(f"count({FIRING})", instant=True)],
         ),
         timeseries_panel(
             "Task completion rate by pipeline",
@@ -594,13 +649,13 @@ OVERVIEW: Final = llmspans_dashboard(
             "Firing alerts",
             [
                 query(
-                    "sum by (alertname, severity, pipeline, stage, reason, instance) "
-                    '(ALERTS{alertname=~"Llmspans.*", alertstate="firing"})',
+                    f"sum by (alertname, severity, pipeline, stage, reason, instance) ({FIRING})",
                     instant=True,
                     as_table=True,
                 )
             ],
         ),
+        *_divergence_row(),
     ],
 )
 
@@ -717,10 +772,21 @@ STAGES: Final = llmspans_dashboard(
 )
 
 
+#: the app's own bases of correctness: a judged run is counted again under basis="judge"
+APP_BASIS: Final = 'basis!="judge"'
+#: relevance from the app's own labels
+LABELS: Final = 'basis="labels"'
+#: the two bases of relevance side by side: the app's labels and the judge's
+BASES: Final = 'basis=~"labels|judge"'
+
+
 def _cal(metric: str, by: str, window: str, extra: str = "") -> str:
-    """``sum by (BY) (rate|increase(llmspans_calibration_METRIC_total{...}[WINDOW]))``."""
+    """``sum by (BY) (rate|increase(llmspans_calibration_METRIC_total{...}[WINDOW]))``.
+
+    Over the app's own bases (``labels``, ``outcome``): each run once.
+    """
     fn = "increase" if window == "$__range" else "rate"
-    selector = f"{P}, {extra}" if extra else P
+    selector = f"{P}, {APP_BASIS}, {extra}" if extra else f"{P}, {APP_BASIS}"
     return f"sum by ({by}) ({fn}(llmspans_calibration_{metric}_total{{{selector}}}[{window}]))"
 
 
@@ -742,18 +808,159 @@ _ACCURACY_BY_BIN: Final = (
 _CONFIDENCE_BY_BIN: Final = (
     f"{_cal('confidence', 'bin', '$__range')}\n/ {_cal('runs', 'bin', '$__range')}"
 )
+#: evaluator calls that gave a judgment (an ``error`` or ``timeout`` verdict gives none)
+_JUDGED: Final = 'verdict!~"error|timeout"'
+
+
+def _mean(metric: str, selector: str, by: str) -> str:
+    """Mean of histogram ``metric`` over ``$window``: rate of its sum / rate of its count."""
+    return (
+        f"sum by ({by}) (rate({metric}_sum{{{selector}}}[$window]))\n"
+        f"/ sum by ({by}) (rate({metric}_count{{{selector}}}[$window]))"
+    )
+
+
+def _judged_quality_row() -> list[DashboardItem]:
+    """The figures of continuous evaluation beside the app-labelled ones above them."""
+    return [
+        row("Judged quality (sampled runs, docs/evaluation.md)"),
+        timeseries_panel(
+            "Context precision: judged and app-labelled",
+            [
+                query(
+                    _mean(
+                        "llmspans_retrieval_context_precision", f"{P}, {BASES}", "pipeline, basis"
+                    ),
+                    "{{pipeline}} {{basis}}",
+                )
+            ],
+            unit="percentunit",
+            width=8,
+            description="Rank-weighted context precision, relevance from the judge "
+            '(basis="judge", sampled runs) and from the app\'s labels (basis="labels").',
+        ),
+        timeseries_panel(
+            "Context recall: judged and app-labelled",
+            [
+                query(
+                    _mean("llmspans_retrieval_context_recall", f"{P}, {BASES}", "pipeline, basis"),
+                    "{{pipeline}} {{basis}}",
+                )
+            ],
+            unit="percentunit",
+            width=8,
+            description="Judged: share of sampled runs whose retrieved context held a document "
+            "the judge found relevant. Labels: share of the labelled relevant ids retrieved.",
+        ),
+        timeseries_panel(
+            "Citation support (judged) and citation precision",
+            [
+                query(
+                    _mean("llmspans_generation_citation_support", P, "pipeline"),
+                    "{{pipeline}} support (judged)",
+                ),
+                query(
+                    _mean("llmspans_generation_citation_precision", P, "pipeline"),
+                    "{{pipeline}} precision (cited ids shown)",
+                ),
+            ],
+            unit="percentunit",
+            width=8,
+            description="Support: cited documents the judge found to support the claim they are "
+            "cited for. Precision only checks that a cited id was shown to the model.",
+        ),
+        timeseries_panel(
+            "Judged failures by stage and reason",
+            [
+                query(
+                    "sum by (pipeline, stage, reason) "
+                    f"(rate(llmspans_judged_failures_total{{{R}}}[{RI}]))",
+                    "{{pipeline}} {{stage}} {{reason}}",
+                )
+            ],
+            unit="reqps",
+            stack=True,
+            description="Judged runs that failed once the judged labels were applied, at their "
+            "root cause: runs that looked successful to the app included.",
+        ),
+        timeseries_panel(
+            "Judged failure ratio by segment and stage",
+            [
+                query(
+                    "sum by (pipeline, segment, stage) "
+                    f"(rate(llmspans_judged_failures_total{{{R}}}[$window]))\n"
+                    "/ on (pipeline) group_left () sum by (pipeline) "
+                    f"(rate(llmspans_evaluations_total{{{P}, {_JUDGED}}}[$window]))",
+                    "{{pipeline}} {{segment}} {{stage}}",
+                )
+            ],
+            unit="percentunit",
+            description="Judged failures of the segment and stage / judged runs of the pipeline: "
+            "what LlmspansJudgedFailureSpike watches.",
+        ),
+        timeseries_panel(
+            "Judge agreement with the app's labels",
+            [
+                query(
+                    "sum by (evaluator, aspect) "
+                    '(rate(llmspans_judge_agreement_total{agree="true"}[$window]))\n'
+                    "/ sum by (evaluator, aspect) (rate(llmspans_judge_agreement_total[$window]))",
+                    "{{evaluator}} {{aspect}}",
+                )
+            ],
+            unit="percentunit",
+            width=8,
+            description="Where a judged run also has the app's labels: the share of retrieved "
+            "documents (relevance) and runs (correctness) on which judge and labels agree.",
+        ),
+        timeseries_panel(
+            "Evaluations by verdict and drops by reason",
+            [
+                query(
+                    "sum by (pipeline, evaluator, verdict) "
+                    f"(rate(llmspans_evaluations_total{{{P}}}[{RI}]))",
+                    "{{pipeline}} {{evaluator}} {{verdict}}",
+                ),
+                query(
+                    f"sum by (reason) (rate(llmspans_evaluation_dropped_total[{RI}]))",
+                    "dropped {{reason}}",
+                ),
+            ],
+            unit="reqps",
+            width=8,
+            description="Evaluator calls by verdict (error and timeout give no judgment) and "
+            "sampled runs dropped before evaluation (LlmspansJudgeErrors, "
+            "LlmspansEvaluationDrops).",
+        ),
+        timeseries_panel(
+            "Evaluation spend per hour",
+            [
+                query(
+                    "sum by (evaluator) "
+                    f"(rate(llmspans_evaluation_cost_usd_total{{{P}}}[$window])) * 3600",
+                    "{{evaluator}}",
+                )
+            ],
+            unit="currencyUSD",
+            width=8,
+            description="USD per hour at the rate of the last $window; "
+            "LlmspansEvaluationOverBudget compares the fleet's hourly spend with its budget.",
+        ),
+    ]
+
+
 QUALITY: Final = llmspans_dashboard(
     uid="llmspans-quality",
     title="llmspans / Quality",
-    description="Retrieval and citation quality, and calibration of the stated confidence.",
+    description="Retrieval and citation quality, and calibration of the stated confidence: from "
+    "the app's own labels, and as judged on sampled runs (docs/evaluation.md).",
     panels=[
+        row("App-labelled quality"),
         timeseries_panel(
-            "Context precision (rank-weighted, mean)",
+            "Context precision (rank-weighted, mean, app labels)",
             [
                 query(
-                    f"sum by (pipeline) (rate(llmspans_retrieval_context_precision_sum{{{P}}}"
-                    f"[$window]))\n/ sum by (pipeline) "
-                    f"(rate(llmspans_retrieval_context_precision_count{{{P}}}[$window]))",
+                    _mean("llmspans_retrieval_context_precision", f"{P}, {LABELS}", "pipeline"),
                     "{{pipeline}}",
                 )
             ],
@@ -761,12 +968,10 @@ QUALITY: Final = llmspans_dashboard(
             width=8,
         ),
         timeseries_panel(
-            "Context recall (mean)",
+            "Context recall (mean, app labels)",
             [
                 query(
-                    f"sum by (pipeline) (rate(llmspans_retrieval_context_recall_sum{{{P}}}"
-                    f"[$window]))\n/ sum by (pipeline) "
-                    f"(rate(llmspans_retrieval_context_recall_count{{{P}}}[$window]))",
+                    _mean("llmspans_retrieval_context_recall", f"{P}, {LABELS}", "pipeline"),
                     "{{pipeline}}",
                 )
             ],
@@ -791,7 +996,8 @@ QUALITY: Final = llmspans_dashboard(
             [
                 query(
                     "sum by (le) "
-                    f"(increase(llmspans_retrieval_context_precision_bucket{{{P}}}[{RI}]))",
+                    "(increase(llmspans_retrieval_context_precision_bucket"
+                    f"{{{P}, {LABELS}}}[{RI}]))",
                     "{{le}}",
                 )
             ],
@@ -843,6 +1049,7 @@ QUALITY: Final = llmspans_dashboard(
                 )
             ],
         ).x_field("bin"),
+        *_judged_quality_row(),
     ],
 )
 

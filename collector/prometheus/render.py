@@ -28,6 +28,8 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmspans.diverge import counted
+
 HERE: Final = Path(__file__).resolve().parent
 PROFILES_FILE: Final = HERE / "profiles.yaml"
 RULES_FILE: Final = HERE / "rules.yml"
@@ -167,6 +169,41 @@ class OfflineProductionDivergence(_Section):
     _durations = field_validator("production_window", "offline_window", "for_")(_check_duration)
 
 
+class JudgedFailureSpike(_Section):
+    short_window: str
+    baseline_window: str
+    factor: float = Field(gt=1.0)
+    floor: float = Field(ge=0.0, le=1.0)
+    min_runs: int = Field(ge=0)
+    for_: str = Field(alias="for")
+    severity: str
+
+    _durations = field_validator("short_window", "baseline_window", "for_")(_check_duration)
+
+
+class EvaluationHealth(_Section):
+    window: str
+    #: verdicts that mean the evaluator gave no judgment
+    failed_verdicts: tuple[str, ...]
+    error_ratio: float = Field(gt=0.0, le=1.0)
+    min_calls: int = Field(ge=0)
+    drop_ratio: float = Field(gt=0.0, le=1.0)
+    min_sampled: int = Field(ge=0)
+    for_: str = Field(alias="for")
+    severity: str
+
+    _durations = field_validator("window", "for_")(_check_duration)
+
+
+class EvaluationSpend(_Section):
+    window: str
+    usd_per_hour: float = Field(gt=0.0)
+    for_: str = Field(alias="for")
+    severity: str
+
+    _durations = field_validator("window", "for_")(_check_duration)
+
+
 class Profile(_Section):
     """Every window and threshold the rules use."""
 
@@ -191,6 +228,9 @@ class Profile(_Section):
     collector: CollectorHealth
     segment_failure_budget: SegmentFailureBudget
     offline_production_divergence: OfflineProductionDivergence
+    judged_failure_spike: JudgedFailureSpike
+    evaluation_health: EvaluationHealth
+    evaluation_spend: EvaluationSpend
 
     def segment_windows(self) -> dict[str, set[str]]:
         """Source -> the windows of the per-segment rules (budgets and divergence)."""
@@ -225,6 +265,11 @@ class Profile(_Section):
         add(cost.short_window, "cost_per_success", "runs_by_outcome")
         add(cost.baseline_window, "cost_per_success")
         add(self.collector.window, *_COLLECTOR_KEYS)
+        judged = self.judged_failure_spike
+        add(judged.short_window, "judged_failure_ratio", "judged_failures_by_reason", "judged_runs")
+        add(judged.baseline_window, "judged_failure_ratio")
+        add(self.evaluation_health.window, "evaluation_errors", "evaluation_drop_ratio")
+        add(self.evaluation_spend.window, "evaluation_cost")
         for keys in need.values():
             for key, dependencies in _DEPENDS.items():
                 if key in keys:
@@ -276,6 +321,7 @@ _COST: Final = "llmspans_task_cost_usd_total"
 _FEEDBACK: Final = "llmspans_feedback_total"
 _CAL_RUNS: Final = "llmspans_calibration_runs_total"
 _CAL_CONFIDENCE: Final = "llmspans_calibration_confidence_total"
+_APP_BASIS: Final = 'basis!="judge"'
 _QUALITY_HISTOGRAMS: Final = {
     "context_precision": (
         "llmspans_retrieval_context_precision",
@@ -290,6 +336,10 @@ _QUALITY_HISTOGRAMS: Final = {
         "pipeline:llmspans_generation_citation_precision",
     ),
 }
+_EVALUATIONS: Final = "llmspans_evaluations_total"
+_JUDGED_FAILURES: Final = "llmspans_judged_failures_total"
+_EVALUATION_DROPPED: Final = "llmspans_evaluation_dropped_total"
+_EVALUATION_COST: Final = "llmspans_evaluation_cost_usd_total"
 _COLLECTOR_KEYS: Final = ("received", "rejected", "rejected_requests", "dropped", "evicted", "late")
 #: recorded series computed from other recorded series of the same window
 _DEPENDS: Final[dict[str, tuple[str, ...]]] = {
@@ -298,6 +348,9 @@ _DEPENDS: Final[dict[str, tuple[str, ...]]] = {
     "slo_errors": ("runs",),
     "edit_rate": ("feedback",),
     "bypass_rate": ("feedback",),
+    "judged_failure_ratio": ("judged_failures", "judged_runs"),
+    "evaluation_errors": ("evaluations",),
+    "evaluation_drop_ratio": ("evaluation_dropped", "evaluations"),
 }
 
 
@@ -326,6 +379,19 @@ def rule_names(profile: Profile, window: str) -> dict[str, str]:
         "bypass_rate": f"pipeline:llmspans_feedback_bypass:ratio_rate{window}",
         "ece": f"pipeline:llmspans_calibration_ece:ratio_rate{window}",
         **{key: f"{prefix}:mean_rate{window}" for key, (_, prefix) in _QUALITY_HISTOGRAMS.items()},
+        "judged_runs": f"pipeline:llmspans_evaluations_judged:rate{window}",
+        "judged_failures": f"pipeline_segment_stage:llmspans_judged_failures:rate{window}",
+        "judged_failures_by_reason": (
+            f"pipeline_segment_stage_reason:llmspans_judged_failures:rate{window}"
+        ),
+        "judged_failure_ratio": (
+            f"pipeline_segment_stage:llmspans_judged_failures:ratio_rate{window}"
+        ),
+        "evaluations": f"pipeline_evaluator:llmspans_evaluations:rate{window}",
+        "evaluation_errors": f"pipeline_evaluator:llmspans_evaluation_errors:ratio_rate{window}",
+        "evaluation_dropped": f"reason:llmspans_evaluation_dropped:rate{window}",
+        "evaluation_drop_ratio": f"reason:llmspans_evaluation_dropped:ratio_rate{window}",
+        "evaluation_cost": f"evaluator:llmspans_evaluation_cost_usd:rate{window}",
         "received": f"instance:llmspans_collector_spans_received:rate{window}",
         "rejected": f"instance_reason:llmspans_collector_spans_rejected:rate{window}",
         "rejected_requests": f"instance_reason:llmspans_collector_requests_rejected:rate{window}",
@@ -387,14 +453,18 @@ def _recording_rules(profile: Profile, window: str, keys: set[str]) -> list[dict
         ),
         # ECE = sum over bins |correct runs - sum of confidences| / runs; rates over one
         # window scale numerator and denominator alike, so the ratio is the ECE of the
-        # runs in the window.
+        # runs in the window. The app's own bases only (labels, outcome: one per run);
+        # a judged run is counted again under basis="judge".
         (
             n["ece"],
             "sum by (pipeline) (\n  abs(\n"
-            f'    (\n      sum by (pipeline, bin) (rate({_CAL_RUNS}{{correct="true"}}[{w}]))\n'
-            f"      or 0 * sum by (pipeline, bin) (rate({_CAL_RUNS}[{w}]))\n    )\n"
-            f"    - sum by (pipeline, bin) (rate({_CAL_CONFIDENCE}[{w}]))\n  )\n)\n"
-            f"/ (sum by (pipeline) (rate({_CAL_RUNS}[{w}])) > 0)",
+            "    (\n      sum by (pipeline, bin) "
+            f'(rate({_CAL_RUNS}{{{_APP_BASIS},correct="true"}}[{w}]))\n'
+            f"      or 0 * sum by (pipeline, bin) (rate({_CAL_RUNS}{{{_APP_BASIS}}}[{w}]))\n"
+            "    )\n"
+            f"    - sum by (pipeline, bin) (rate({_CAL_CONFIDENCE}{{{_APP_BASIS}}}[{w}]))\n"
+            "  )\n)\n"
+            f"/ (sum by (pipeline) (rate({_CAL_RUNS}{{{_APP_BASIS}}}[{w}])) > 0)",
         ),
     ]
     for metric, prefix in _QUALITY_HISTOGRAMS.values():
@@ -405,6 +475,45 @@ def _recording_rules(profile: Profile, window: str, keys: set[str]) -> list[dict
                 f"/ (sum by (pipeline) (rate({metric}_count[{w}])) > 0)",
             )
         )
+    failed = "|".join(re.escape(v) for v in profile.evaluation_health.failed_verdicts)
+    rules += [
+        # Judged runs: evaluator calls that gave a judgment, per pipeline. The judged
+        # failure ratio divides a (pipeline, segment, stage)'s judged root causes by all
+        # judged runs of the pipeline: the evaluation counters carry no segment.
+        (
+            n["judged_runs"],
+            f'sum by (pipeline) (rate({_EVALUATIONS}{{verdict!~"{failed}"}}[{w}]))',
+        ),
+        (
+            n["judged_failures"],
+            f"sum by (pipeline, segment, stage) (rate({_JUDGED_FAILURES}[{w}]))",
+        ),
+        (
+            n["judged_failures_by_reason"],
+            f"sum by (pipeline, segment, stage, reason) (rate({_JUDGED_FAILURES}[{w}]))",
+        ),
+        (
+            n["judged_failure_ratio"],
+            f"{n['judged_failures']}\n  / on (pipeline) group_left ()\n({n['judged_runs']} > 0)",
+        ),
+        (n["evaluations"], f"sum by (pipeline, evaluator) (rate({_EVALUATIONS}[{w}]))"),
+        # Calls that gave no judgment (error, timeout) / all calls; 0 when none failed.
+        (
+            n["evaluation_errors"],
+            "(\n  sum by (pipeline, evaluator) "
+            f'(rate({_EVALUATIONS}{{verdict=~"{failed}"}}[{w}]))\n'
+            f"  or 0 * {n['evaluations']}\n)\n/ ({n['evaluations']} > 0)",
+        ),
+        (n["evaluation_dropped"], f"sum by (reason) (rate({_EVALUATION_DROPPED}[{w}]))"),
+        # Sampled runs dropped for a reason / sampled runs that reached the evaluation
+        # (evaluator calls plus drops; one call per run with one evaluator).
+        (
+            n["evaluation_drop_ratio"],
+            f"{n['evaluation_dropped']}\n/ on () group_left ()\n(\n"
+            f"  sum({n['evaluation_dropped']}) + (sum({n['evaluations']}) or vector(0))\n  > 0\n)",
+        ),
+        (n["evaluation_cost"], f"sum by (evaluator) (rate({_EVALUATION_COST}[{w}]))"),
+    ]
     rules += [
         (n["received"], f"sum by (instance) (rate(llmspans_collector_spans_received_total[{w}]))"),
         (
@@ -452,11 +561,18 @@ def _segment_recording_rules(profile: Profile) -> list[dict[str, Any]]:
     for source, windows in profile.segment_windows().items():
         for w in sorted(windows, key=lambda w: (duration_seconds(w), w)):
             n = segment_rule_names(source, w)
-            runs = f'sum by (pipeline, segment) (rate({_OUTCOMES}{{source="{source}"}}[{w}]))'
-            failures = (
-                "sum by (pipeline, segment) "
-                f'(rate({_OUTCOMES}{{source="{source}",outcome=~"{bad[source]}"}}[{w}]))'
-            )
+            every = f'{_OUTCOMES}{{source="{source}"}}'
+            bad_runs = f'{_OUTCOMES}{{source="{source}",outcome=~"{bad[source]}"}}'
+            if source == "offline":
+                # Evaluation sets run in batches: a batch that creates its series
+                # between two scrapes is counted whole (counted()), not from the
+                # series' second sample on as rate() would.
+                seconds = _num(duration_seconds(w))
+                runs = f"sum by (pipeline, segment) ({counted(every, w)}) / {seconds}"
+                failures = f"sum by (pipeline, segment) ({counted(bad_runs, w)}) / {seconds}"
+            else:
+                runs = f"sum by (pipeline, segment) (rate({every}[{w}]))"
+                failures = f"sum by (pipeline, segment) (rate({bad_runs}[{w}]))"
             rules += [
                 {"record": n["runs"], "expr": runs},
                 # A segment with runs but no failure has 0 failures, not no value.
@@ -853,7 +969,7 @@ def _divergence_alert(profile: Profile) -> dict[str, Any]:
     s1 = _num(duration_seconds(div.production_window))
     s2 = _num(duration_seconds(div.offline_window))
     return {
-        "alert": "LlmspansOfflineProductionDivergence",
+        "alert": "LLMSpansOfflineProductionDivergence",
         "expr": (
             f"abs({DIVERGENCE_Z}) > {_num(div.z)}\n"
             f"and on (pipeline, segment) ({prod['runs']} * {s1} >= {div.min_runs})\n"
@@ -879,6 +995,120 @@ def _divergence_alert(profile: Profile) -> dict[str, Any]:
     }
 
 
+def _judged_spike_alert(profile: Profile) -> dict[str, Any]:
+    spike = profile.judged_failure_spike
+    short = rule_names(profile, spike.short_window)
+    base = rule_names(profile, spike.baseline_window)
+    seconds = _num(duration_seconds(spike.short_window))
+    # As the stage spike: the top judged reason joins in by (pipeline, segment, stage).
+    expr = (
+        "(\n"
+        f"    {short['judged_failure_ratio']}\n"
+        f"  > {_num(spike.factor)} * {base['judged_failure_ratio']}\n"
+        f"  and {short['judged_failure_ratio']} > {_num(spike.floor)}\n"
+        f"  and on (pipeline) ({short['judged_runs']} * {seconds} >= {spike.min_runs})\n"
+        ")\n"
+        "+ on (pipeline, segment, stage) group_left (reason)\n"
+        "  (0 * topk by (pipeline, segment, stage) "
+        f"(1, {short['judged_failures_by_reason']}))"
+    )
+    return {
+        "alert": "LlmspansJudgedFailureSpike",
+        "expr": expr,
+        "for": spike.for_,
+        "labels": {"severity": spike.severity, "component": "evaluation"},
+        "annotations": {
+            "summary": (
+                "{{ $labels.pipeline }}/{{ $labels.segment }}: judged {{ $labels.stage }} "
+                "failures spiking (top reason {{ $labels.reason }})"
+            ),
+            "description": (
+                "{{ $value | humanizePercentage }} of the judged runs of pipeline "
+                "{{ $labels.pipeline }} were judged failed in segment {{ $labels.segment }} "
+                "with root cause in stage {{ $labels.stage }} over the last "
+                f"{spike.short_window}: more than {_num(spike.factor)}x its "
+                f"{spike.baseline_window} baseline and above {_num(spike.floor * 100)}%. "
+                "Most frequent reason: {{ $labels.reason }}. These runs may look successful "
+                "to the app: read the judge's explanation on their evaluate spans."
+            ),
+            "runbook_url": "docs/alerting.md#llmspansjudgedfailurespike",
+        },
+    }
+
+
+def _evaluation_alerts(profile: Profile) -> list[dict[str, Any]]:
+    health = profile.evaluation_health
+    n = rule_names(profile, health.window)
+    seconds = _num(duration_seconds(health.window))
+    failed = "/".join(health.failed_verdicts)
+    labels = {"severity": health.severity, "component": "evaluation"}
+    spend = profile.evaluation_spend
+    cost = rule_names(profile, spend.window)["evaluation_cost"]
+    return [
+        {
+            "alert": "LlmspansJudgeErrors",
+            "expr": (
+                f"{n['evaluation_errors']} > {_num(health.error_ratio)}\n"
+                f"and on (pipeline, evaluator) ({n['evaluations']} * {seconds}"
+                f" >= {health.min_calls})"
+            ),
+            "for": health.for_,
+            "labels": labels,
+            "annotations": {
+                "summary": (
+                    "{{ $labels.pipeline }}: evaluator {{ $labels.evaluator }} fails to judge"
+                ),
+                "description": (
+                    "{{ $value | humanizePercentage }} of the calls of evaluator "
+                    "{{ $labels.evaluator }} on sampled runs of pipeline {{ $labels.pipeline }} "
+                    f"ended {failed} over the last {health.window} (threshold "
+                    f"{_num(health.error_ratio * 100)}%): those runs have no judged figures. "
+                    "The judge endpoint is down, slow or answering malformed verdicts."
+                ),
+                "runbook_url": "docs/alerting.md#llmspansjudgeerrors",
+            },
+        },
+        {
+            "alert": "LlmspansEvaluationDrops",
+            "expr": (
+                f"{n['evaluation_drop_ratio']} > {_num(health.drop_ratio)}\n"
+                "and on () (\n"
+                f"  (sum({n['evaluation_dropped']}) + (sum({n['evaluations']}) or vector(0)))"
+                f" * {seconds}\n  >= {health.min_sampled}\n)"
+            ),
+            "for": health.for_,
+            "labels": labels,
+            "annotations": {
+                "summary": "sampled runs dropped before evaluation ({{ $labels.reason }})",
+                "description": (
+                    "{{ $value | humanizePercentage }} of the sampled runs were not evaluated "
+                    f"over the last {health.window} (reason {{{{ $labels.reason }}}}, threshold "
+                    f"{_num(health.drop_ratio * 100)}%): the judged figures rest on fewer runs "
+                    "than the sample rate promises. queue_full: judges too slow for the "
+                    "sample rate; budget_calls / budget_usd: the configured budget is spent."
+                ),
+                "runbook_url": "docs/alerting.md#llmspansevaluationdrops",
+            },
+        },
+        {
+            "alert": "LlmspansEvaluationOverBudget",
+            "expr": f"sum({cost}) * 3600 > {_num(spend.usd_per_hour)}",
+            "for": spend.for_,
+            "labels": {"severity": spend.severity, "component": "evaluation"},
+            "annotations": {
+                "summary": "evaluation spend above its hourly budget",
+                "description": (
+                    'Evaluators spend {{ $value | printf "%.2f" }} USD per hour (over the last '
+                    f"{spend.window}), above the budget of {_num(spend.usd_per_hour)} USD per "
+                    "hour: lower the evaluation sample rate, use a cheaper judge model, or set "
+                    "evaluation.usd_per_hour in the collector config to enforce it."
+                ),
+                "runbook_url": "docs/alerting.md#llmspansevaluationoverbudget",
+            },
+        },
+    ]
+
+
 def render(profile: Profile, profile_name: str = "production") -> str:
     """The rules file of ``profile`` as YAML text."""
     recording: list[dict[str, Any]] = []
@@ -894,6 +1124,8 @@ def render(profile: Profile, profile_name: str = "production") -> str:
         *_collector_alerts(profile),
         *_segment_budget_alerts(profile),
         _divergence_alert(profile),
+        _judged_spike_alert(profile),
+        *_evaluation_alerts(profile),
     ]
 
     def group(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from collector.grafana import build
-from llmspans.core.catalogue import CATALOGUE, COLLECTOR_HEALTH
+from collector.prometheus import render
+from llmspans.core.catalogue import CATALOGUE, COLLECTOR_HEALTH, EVALUATION
 
 from .conftest import ROOT, run_tool
 
@@ -114,6 +115,11 @@ def test_dashboards_are_valid_and_use_provisioned_datasources() -> None:
         for panel in dashboard["panels"]:
             position = panel["gridPos"]
             assert position["x"] >= 0 and position["x"] + position["w"] <= 24, panel["title"]
+            if panel["type"] == "row":
+                # expanded, so that its panels are the dashboard's and every query runs
+                assert position == {"h": 1, "w": 24, "x": 0, "y": position["y"]}, panel
+                assert panel["collapsed"] is False and not panel["panels"], panel["title"]
+                continue
             assert panel["datasource"]["uid"] in uids
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
@@ -142,9 +148,74 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_queries_use_only_metrics_the_collector_serves() -> None:
+def rows(dashboard: dict[str, Any]) -> dict[str, list[str]]:
+    """Row title -> the titles of the panels under it ("" for those before any row)."""
+    found: dict[str, list[str]] = {"": []}
+    current = ""
+    for panel in sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            current = panel["title"]
+            found[current] = []
+        else:
+            found[current].append(panel["title"])
+    return found
+
+
+def test_the_quality_dashboard_has_a_judged_row_below_the_app_labelled_one() -> None:
+    quality = next(d for d in dashboards() if d["uid"] == "llmspans-quality")
+    by_row = rows(quality)
+    assert list(by_row) == [
+        "",
+        "App-labelled quality",
+        "Judged quality (sampled runs, docs/evaluation.md)",
+    ]
+    judged = by_row["Judged quality (sampled runs, docs/evaluation.md)"]
+    exprs = dict(build.queries(quality))
+    judged_exprs = "\n".join(expr for title, expr in build.queries(quality) if title in judged)
+    # judged beside labelled, as two series of one panel
+    for title in (
+        "Context precision: judged and app-labelled",
+        "Context recall: judged and app-labelled",
+    ):
+        assert 'basis=~"labels|judge"' in exprs[title] and "basis)" in exprs[title]
+    # the app-labelled row reads the app's own labels only
+    for title in by_row["App-labelled quality"]:
+        for panel_title, expr in build.queries(quality):
+            if panel_title == title and "context_" in expr:
+                assert 'basis="labels"' in expr, title
+            if panel_title == title and "calibration" in expr:
+                counters = expr.count("_runs_total") + expr.count("_confidence_total")
+                assert counters == expr.count('basis!="judge"'), title
+    for family in EVALUATION:
+        assert family.prometheus_name in judged_exprs, family.prometheus_name
+
+
+def test_the_overview_has_a_divergence_row() -> None:
+    overview = next(d for d in dashboards() if d["uid"] == "llmspans-overview")
+    by_row = rows(overview)
+    (title,) = [t for t in by_row if t.startswith("Divergence")]
+    exprs = [expr for t, expr in build.queries(overview) if t in by_row[title]]
+    assert any(render.DIVERGENCE_Z in expr for expr in exprs)
+    assert any('source="offline"' in e and 'source="production"' not in e for e in exprs)
+    assert any('source="production"' in e for e in exprs)
+
+
+def test_queries_use_only_metrics_the_collector_serves_or_the_rules_record() -> None:
+    recorded = {
+        rule["record"]
+        for group in yaml.safe_load((ROOT / "collector/prometheus/rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    used_recorded = {
+        name
+        for dashboard in dashboards()
+        for _, expr in build.queries(dashboard)
+        for name in re.findall(r"\b([a-z_]+:[a-z_]+:[a-z0-9_]+)\b", expr)
+    }
+    assert used_recorded <= recorded, sorted(used_recorded - recorded)
     served = set()
-    for family in (*CATALOGUE, *COLLECTOR_HEALTH):
+    for family in (*CATALOGUE, *EVALUATION, *COLLECTOR_HEALTH):
         name = family.prometheus_name
         if family.kind == "counter":
             served.add(f"{name}_total")
@@ -155,11 +226,12 @@ def test_queries_use_only_metrics_the_collector_serves() -> None:
     used = set()
     for dashboard in dashboards():
         for _, expr in build.queries(dashboard):
-            used.update(re.findall(r"\b(llmspans_[a-z_]+)\b", expr))
+            plain = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", expr)
+            used.update(re.findall(r"\b(llmspans_[a-z_]+)\b", plain))
     assert used, "no llmspans metric in the dashboards"
     assert used <= served, f"not served by the collector: {sorted(used - served)}"
     # every SPEC section 4 metric family is on some dashboard
-    for family in CATALOGUE:
+    for family in (*CATALOGUE, *EVALUATION):
         assert any(name.startswith(family.prometheus_name) for name in used), family.otel_name
 
 
@@ -169,7 +241,7 @@ def test_failure_panels_link_to_their_traces(uid: str) -> None:
     linked = [
         panel
         for panel in dashboard["panels"]
-        if "llmspans_stage_failures_total" in json.dumps(panel["targets"])
+        if "llmspans_stage_failures_total" in json.dumps(panel.get("targets", []))
         and panel["type"] == "timeseries"
     ]
     assert linked

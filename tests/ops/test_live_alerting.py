@@ -14,6 +14,10 @@ The scenario (one run shared by the tests of this module):
 - a few deliberate collector-health events (a malformed request, a span with
   invalid ids, an orphan trace that times out, a late span, a wrong attribute
   type) so that every collector-health panel has a series.
+- sampled runs of a second pipeline, judged by a code evaluator in every
+  collector (some with the app's own labels, for judge agreement; a calls budget
+  that drops a few), and offline runs of the traffic's pipeline, so that the
+  Judged quality and Divergence rows have series.
 
 While the spike alert is firing every dashboard query runs against Prometheus.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import socket
@@ -35,14 +40,20 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
 
 from collector.grafana import build
 from collector.prometheus import render
 from llmspans import _attributes as A
 from llmspans.collector.alert_sink import WebhookSink
+from tests.evaluation import scenario
 from tests.listening import collector_ports, logged_port
 
 from .conftest import ROOT, Processes, binary, get_json, http_get, venv_binary, wait_for
@@ -208,6 +219,117 @@ def _health_events(live: Live) -> None:
     )
 
 
+# --- judged and offline runs ----------------------------------------------------------
+
+JUDGED_PIPELINE = "support_judged"
+#: the code evaluator every collector runs, and its budget: the reference, which gets
+#: every judged run, drops those past it (``budget_calls``)
+EVALUATOR = "tests.evaluation.judges:judge"
+CALLS_PER_MINUTE = 6
+OFFLINE_RUNS = 12
+
+
+def _record_judged_runs(tracer: Tracer) -> int:
+    """The scenario's runs (tests/evaluation/scenario.py), sampled, in segment billing.
+
+    They look successful to the app; the judge finds missed retrievals and wrong
+    answers. The ones that answered right come first and carry the app's labels
+    (relevant ids, correct), so judge agreement has data even where the budget drops
+    the last runs.
+    """
+    runs = sorted(scenario.RUNS, key=lambda run: run is not scenario.RUNS[-1])
+    for documents, answer, claims in runs:
+        labelled = "5 days" in answer
+        root: dict[str, Any] = {
+            A.STAGE: A.STAGE_PIPELINE,
+            A.PIPELINE: JUDGED_PIPELINE,
+            A.SEGMENT: "billing",
+            A.TASK_COMPLETED: True,
+            A.EVALUATION_SAMPLED: True,
+        }
+        retrieval: dict[str, Any] = {
+            A.STAGE: A.STAGE_RETRIEVAL,
+            A.RETRIEVAL_DOCUMENT_IDS: [doc for doc, _ in documents],
+            A.RETRIEVAL_SCORES: [0.9, 0.8],
+            A.RETRIEVAL_QUERY: "How long does a refund take?",
+            A.RETRIEVAL_DOCUMENTS_CONTENT: json.dumps(dict(documents)),
+        }
+        if labelled:
+            root[A.TASK_CORRECT] = True
+            retrieval[A.RETRIEVAL_RELEVANT_IDS] = ["d-refund"]
+        with tracer.start_as_current_span(f"invoke_workflow {JUDGED_PIPELINE}", attributes=root):
+            with tracer.start_as_current_span("retrieval kb", attributes=retrieval):
+                pass
+            with tracer.start_as_current_span(
+                "chat m",
+                attributes={
+                    A.STAGE: A.STAGE_GENERATION,
+                    A.GENERATION_CITATIONS: list(claims),
+                    A.GENERATION_CONFIDENCE: 0.9,
+                    A.GEN_AI_OUTPUT_MESSAGES: json.dumps(
+                        [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
+                    ),
+                    A.GENERATION_CLAIMS: json.dumps(claims),
+                },
+            ):
+                pass
+    return len(runs)
+
+
+def _record_offline_runs(tracer: Tracer) -> int:
+    """Runs of the traffic's pipeline from an evaluation set (source offline, segment
+    none as the traffic's), all successful: the divergence rules get both sides and
+    no stage gets a failure the spike tests do not expect."""
+    root = {
+        A.STAGE: A.STAGE_PIPELINE,
+        A.PIPELINE: "support_answer",
+        A.RUN_SOURCE: A.SOURCE_OFFLINE,
+        A.TASK_COMPLETED: True,
+    }
+    retrieval = {A.STAGE: A.STAGE_RETRIEVAL, A.RETRIEVAL_DOCUMENT_IDS: ["d-1", "d-2"]}
+    for _ in range(OFFLINE_RUNS):
+        with (
+            tracer.start_as_current_span("invoke_workflow support_answer", attributes=root),
+            tracer.start_as_current_span("retrieval kb", attributes=retrieval),
+        ):
+            pass
+    return OFFLINE_RUNS
+
+
+def _send_judged_and_offline_runs(live: Live) -> int:
+    """Record the runs with a real SDK and send each trace as the traffic does; the
+    number of runs sent."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("live")
+
+    def send() -> int:
+        by_trace: dict[int, list[Any]] = {}
+        for span in exporter.get_finished_spans():
+            assert span.context is not None
+            by_trace.setdefault(span.context.trace_id, []).append(span)
+        exporter.clear()
+        for trace_id, spans in by_trace.items():
+            _send_like_the_traffic(
+                live, trace_id.to_bytes(16, "big"), encode_spans(spans).SerializeToString()
+            )
+        return len(by_trace)
+
+    runs = _record_judged_runs(tracer) + _record_offline_runs(tracer)
+    assert send() == runs
+    # A second offline batch once Prometheus has scraped the series the first one
+    # created: rate() counts increments from a series' second sample on, so a single
+    # batch that creates its series would leave the offline side of the divergence
+    # rules empty.
+    time.sleep(3.0)
+    second = _record_offline_runs(tracer)
+    assert send() == second
+    runs += second
+    provider.shutdown()
+    return runs
+
+
 def _collector_metric(collector: Collector, name: str) -> float:
     """Sum of the samples ``name`` on a collector's /metrics (0 when it has none)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -232,6 +354,7 @@ def _collector_config(collector: Collector, directory: Path, dead_port: int) -> 
             "service_instance_id": collector.name,
         },
         "assembly": {"trace_idle_s": 0.5, "trace_timeout_s": 3.0},
+        "evaluation": {"evaluators": [EVALUATOR], "calls_per_minute": CALLS_PER_MINUTE},
         "exporters": [
             {"name": "file", "protocol": "file", "path": str(collector.traces_file)},
             # nothing listens there: its spans are dropped after a short retry
@@ -322,8 +445,12 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink, dead_port
     started = {}
     for collector in collectors.values():
         config = _collector_config(collector, live_dir, dead_port)
+        # the evaluator is imported from this checkout's tests package
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         started[collector.name] = processes.start(
-            collector.name, [venv_binary("llmspans-collector"), "--config", str(config)]
+            collector.name,
+            [venv_binary("llmspans-collector"), "--config", str(config)],
+            env={"PYTHONPATH": path},
         )
     for collector in collectors.values():
         ports = collector_ports(
@@ -382,6 +509,7 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink, dead_port
     )
 
     _health_events(live)
+    extra_runs = _send_judged_and_offline_runs(live)
     processes.start(
         "traffic",
         [
@@ -428,7 +556,7 @@ def _scenario(live_dir: Path, processes: Processes, sink: WebhookSink, dead_port
         time.sleep(1.0)
     traffic = processes.started[-1][1]
     assert traffic.wait(60) == 0, processes.log("traffic")
-    live.runs_sent = sum(
+    live.runs_sent = extra_runs + sum(
         int(m.group(1)) for m in re.finditer(r"ended runs=(\d+)", processes.log("traffic"))
     )
     _record_totals(live)
@@ -546,11 +674,11 @@ SHARDED_TOTALS = [
     'sum by (pipeline, stage, reason) (llmspans_stage_failures_total{job="JOB"})',
     'sum by (pipeline, stage, status) (llmspans_stage_calls_total{job="JOB"})',
     'sum by (pipeline, kind) (llmspans_feedback_total{job="JOB"})',
-    'sum by (pipeline, bin, correct) (llmspans_calibration_runs_total{job="JOB"})',
-    'sum by (pipeline, bin) (llmspans_calibration_confidence_total{job="JOB"})',
+    'sum by (pipeline, bin, correct) (llmspans_calibration_runs_total{job="JOB", basis!="judge"})',
+    'sum by (pipeline, bin) (llmspans_calibration_confidence_total{job="JOB", basis!="judge"})',
     'sum by (pipeline, outcome) (llmspans_task_cost_usd_total{job="JOB"})',
     'sum by (pipeline, stage, le) (llmspans_stage_duration_seconds_bucket{job="JOB"})',
-    'sum by (pipeline) (llmspans_retrieval_context_precision_sum{job="JOB"})',
+    'sum by (pipeline) (llmspans_retrieval_context_precision_sum{job="JOB", basis!="judge"})',
     'sum by (pipeline) (llmspans_generation_citation_precision_count{job="JOB"})',
     'sum by (le) (llmspans_collector_traces_evicted_total{job="JOB"})',
     'sum by (le) (llmspans_collector_late_spans_total{job="JOB"})',

@@ -131,6 +131,16 @@ def test_profiles_extend_and_validate(tmp_path: Path) -> None:
             "a total outage below the volume floor stays quiet",
         ),
         (
+            {"judged_failure_spike": {"min_runs": 0}},
+            "evaluation.test.yml",
+            "a judged spike below the volume floor stays quiet",
+        ),
+        (
+            {"evaluation_health": {"min_sampled": 0}},
+            "evaluation.test.yml",
+            "drops below the volume floor stay quiet",
+        ),
+        (
             {"stage_failure_spike": {"factor": 1.0000001, "baseline_window": "5m"}},
             "stage_failure_spike.test.yml",
             "retrieval spike fires with the top reason",
