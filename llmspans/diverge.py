@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from llmspans import _attributes as A
-from llmspans.core.convert import iter_otlp_json_lines
+from llmspans._tracefiles import Unreadable, iter_otlp_json_lines, open_trace_lines
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.metrics import Labeler, observations
 from llmspans.core.model import Thresholds, TraceResult
@@ -669,9 +669,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = EXIT_STATUS
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--offline", help="OTLP JSON lines file of offline runs")
-    parser.add_argument("--production", help="OTLP JSON lines file of production runs")
-    parser.add_argument("--shadow", help="OTLP JSON lines file of shadow runs")
+    files = "OTLP JSON lines file of {} runs (.gz is unpacked)"
+    parser.add_argument("--offline", help=files.format("offline"))
+    parser.add_argument("--production", help=files.format("production"))
+    parser.add_argument("--shadow", help=files.format("shadow"))
     parser.add_argument("--prometheus", help="Prometheus base URL, instead of files")
     parser.add_argument("--window", default="1h", help="window of the Prometheus queries")
     parser.add_argument("--confidence", type=_unit_open, default=0.95)
@@ -685,7 +686,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _lines(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as lines:
+    """The lines of one input (``.gz`` unpacked, ``-`` standard input), opened when
+    first read; a gzip file cut short is read up to the break, with a warning."""
+
+    def warn_break(message: str) -> None:
+        print(f"llmspans diverge: warning: {path}: {message}", file=sys.stderr)
+
+    with open_trace_lines(path, warn_break) as lines:
         yield from lines
 
 
@@ -714,7 +721,7 @@ def run(args: argparse.Namespace) -> int:
         files = [(p, _lines(p)) for p in (args.offline, args.production, args.shadow) if p]
         try:
             sides = read_sides(files, max_segments=args.max_segments, on_error=on_error)
-        except OSError as error:
+        except (OSError, Unreadable) as error:
             return fail(f"cannot read: {error}")
         if not sides:
             return fail("no pipeline runs in the input")

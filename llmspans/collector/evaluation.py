@@ -18,9 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST
 from llmspans.collector.config import Evaluation, LLMJudgeEntry
 from llmspans.collector.forwarding import Forwarder
-from llmspans.core.convert import SLIM_EXPORT_REQUEST
 from llmspans.core.judging import (
     EvaluatedRun,
     sampled_runs,

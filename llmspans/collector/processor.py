@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from llmspans import _attributes as A
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.collector.config import CollectorSettings
 from llmspans.collector.evaluation import (
     CollectorEvaluation,
@@ -39,7 +40,6 @@ from llmspans.collector.evaluation import (
 )
 from llmspans.collector.forwarding import Forwarder
 from llmspans.collector.metrics import MetricsStore
-from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.core.engine import Assembler, Engine, Finalised, Trace
 from llmspans.core.model import Thresholds, TraceResult, Verdict
 from llmspans.core.records import SpanRecord
@@ -242,7 +242,7 @@ class Processor:
         # The request was parsed (and so validated) with the full schema by the
         # receiver; the spans are read from the same bytes parsed with the slim
         # schema, which decodes only the attributes the core reads (see
-        # llmspans.core.convert.SlimDecoder). Re-serialising the slim message gives
+        # llmspans.collector._protobuf.SlimDecoder). Re-serialising the slim message gives
         # the same spans back.
         slim = SLIM_EXPORT_REQUEST.FromString(
             raw if raw is not None else request.SerializeToString()
