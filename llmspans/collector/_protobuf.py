@@ -48,7 +48,7 @@ from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS, SpanRecord, 
 if TYPE_CHECKING:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-__all__ = ["SLIM_EXPORT_REQUEST", "SlimDecoder", "record_from_otlp_span"]
+__all__ = ["SLIM_EXPORT_REQUEST", "SlimDecoder", "key_prefix", "record_from_otlp_span"]
 
 
 # --- OTLP protobuf -----------------------------------------------------------------
@@ -175,10 +175,7 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
             bad += 1
         else:
             setattr(record, field, value)
-    if bad:
-        record.bad_attributes = bad
-    if span.links:
-        record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+    _bad_and_links(record, bad, span.links)
     if collected is not None and record.stage is None and collected.wants_documents():
         for key_value in span.attributes:
             key = key_value.key
@@ -188,6 +185,14 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
                     found.into(collected)
     finish_record(record, collected)
     return record
+
+
+def _bad_and_links(record: SpanRecord, bad: int, links: Any) -> None:
+    """The count of wrongly typed attributes and the links (either schema's)."""
+    if bad:
+        record.bad_attributes = bad
+    if links:
+        record.links = tuple((link.trace_id, link.span_id) for link in links)
 
 
 #: key of another convention -> (slot, decoding code)
@@ -334,20 +339,30 @@ def _build_slim_request() -> type[Message]:
 #: it to forward it. ``resource`` and ``scope`` are the encoded messages.
 SLIM_EXPORT_REQUEST: Final[Any] = _build_slim_request()
 
-#: encoded ``KeyValue`` key prefix (tag 0x0A, one length byte, the key) of known keys
-#: (llmspans' own and the other conventions' scalar keys)
+
+def key_prefix(key: str) -> bytes:
+    """The encoded start of a ``KeyValue`` with this key: tag 0x0A, the length in one
+    byte, the key. Keys of 128 bytes or more take a longer length: ``ValueError``."""
+    raw = key.encode()
+    if len(raw) >= 0x80:
+        raise ValueError(f"no one-byte length for a key of {len(raw)} bytes")
+    return b"\x0a" + bytes([len(raw)]) + raw
+
+
+def _short(key: str) -> bool:
+    return len(key.encode()) < 0x80
+
+
+#: encoded ``KeyValue`` key prefix of known keys (llmspans' own and the other
+#: conventions' scalar keys)
 _KNOWN_PREFIXES: Final[frozenset[bytes]] = frozenset(
-    b"\x0a" + bytes([len(key.encode())]) + key.encode()
-    for key in (*_PROTO_FIELDS, *_FOREIGN_CODES)
-    if len(key.encode()) < 0x80
+    key_prefix(key) for key in (*_PROTO_FIELDS, *_FOREIGN_CODES) if _short(key)
 )
 #: the encoded starts of the indexed document keys (after tag and length)
 _INDEXED_WIRE_STARTS: Final = tuple(start.encode() for start in INDEXED_STARTS)
 #: encoded key prefix of each known key -> (record field, decoding code)
 _FIELDS_BY_PREFIX: Final[dict[bytes, tuple[str, int]]] = {
-    b"\x0a" + bytes([len(key.encode())]) + key.encode(): spec
-    for key, spec in _PROTO_FIELDS.items()
-    if len(key.encode()) < 0x80
+    key_prefix(key): spec for key, spec in _PROTO_FIELDS.items() if _short(key)
 }
 #: Encoded attributes up to this size have their decoded value cached.
 _CACHED_BYTES: Final = 64
@@ -556,10 +571,7 @@ class SlimDecoder:
                     self.ids_truncated += len(value) - self.max_ids
                     value = value[: self.max_ids]
                 setattr(record, field, value)
-        if bad:
-            record.bad_attributes = bad
-        if span.links:
-            record.links = tuple((link.trace_id, link.span_id) for link in span.links)
+        _bad_and_links(record, bad, span.links)
         if collected is not None and record.stage is None and collected.wants_documents():
             _slim_documents(span.attributes, collected)
         finish_record(record, collected)

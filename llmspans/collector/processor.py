@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from llmspans import _attributes as A
-from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder, key_prefix
 from llmspans.collector.config import CollectorSettings
 from llmspans.collector.evaluation import (
     CollectorEvaluation,
@@ -589,9 +589,7 @@ def _string_attribute(key: str, value: str) -> bytes:
 
 
 #: encoded key prefixes (tag, length, key) of the verdict attributes
-_VERDICT_PREFIXES: Final = frozenset(
-    b"\x0a" + bytes([len(key.encode())]) + key.encode() for key in _VERDICT_KEYS
-)
+_VERDICT_PREFIXES: Final = frozenset(key_prefix(key) for key in _VERDICT_KEYS)
 #: byte strings every encoded verdict key contains (llmspans.outcome, llmspans.failure.*)
 _VERDICT_OUTCOME: Final = A.OUTCOME.encode()
 _VERDICT_FAILURE: Final = A.FAILURE_STAGE.encode().rpartition(b".")[0]
