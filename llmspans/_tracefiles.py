@@ -11,13 +11,20 @@ with its number. ``llmspans eval`` reads its dataset with :func:`bounded_lines`.
 
 Bytes that are not UTF-8 become U+FFFD everywhere: such a line is still read, or
 reported as unreadable, instead of ending the whole read.
+
+Every reader keeps at most ``max_line_bytes`` + 1 bytes of one line (while it
+cuts one, a few times that: the cut bytes, their text and one piece of the rest):
+a longer line comes out cut to that many bytes and the rest of it is read past, so
+the consumer reports it as too long (:func:`iter_otlp_json_lines` with
+``max_line_bytes``) without a file of one endless line, or a gzip bomb, filling
+memory. The default, :data:`MAX_LINE_BYTES`, is the largest request the collector
+takes by default: one export request per line.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import io
+import gzip
 import json
 import sys
 import zlib
@@ -29,6 +36,7 @@ from llmspans.core.convert import records_from_otlp_json, salvage_otlp_json
 from llmspans.core.records import SpanRecord
 
 __all__ = [
+    "MAX_LINE_BYTES",
     "Unreadable",
     "bounded_lines",
     "gzip_lines",
@@ -37,8 +45,12 @@ __all__ = [
     "open_trace_lines",
 ]
 
-#: Bytes of compressed input read at a time.
+#: Bytes of input read (and of gzip output inflated) at a time.
 _CHUNK: Final = 1 << 16
+
+#: The longest line read whole by default: the collector's default
+#: ``max_request_bytes`` (one OTLP export request per line).
+MAX_LINE_BYTES: Final = 64 * 1024 * 1024
 
 
 class Unreadable(Exception):
@@ -47,68 +59,79 @@ class Unreadable(Exception):
 
 @contextlib.contextmanager
 def open_trace_lines(
-    path: str | Path, on_break: Callable[[str], None] | None = None
+    path: str | Path,
+    on_break: Callable[[str], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[Iterator[str]]:
     """The text lines of a traces file: ``-`` is standard input, a name ending in
     ``.gz`` is read through gzip (see :func:`gzip_lines` for ``on_break``; without
-    it a break raises :class:`Unreadable`), anything else is plain UTF-8.
+    it a break raises :class:`Unreadable`), anything else is plain UTF-8. Lines
+    longer than ``max_line_bytes`` come out cut (see the module docstring).
 
     Raises ``OSError`` when the file cannot be opened.
     """
     name = str(path)
     if name == "-":
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        try:
-            yield stdin
-        finally:
-            stdin.detach()  # standard input stays open for whoever reads it next
+        yield bounded_lines(sys.stdin.buffer, max_line_bytes)
     elif name.endswith(".gz"):
         with open(name, "rb") as raw:
-            yield gzip_lines(raw, on_break or _raise_break)
+            yield gzip_lines(raw, on_break or _raise_break, max_line_bytes)
     else:
-        with open(name, encoding="utf-8", errors="replace") as lines:
-            yield lines
+        with open(name, "rb") as raw:
+            yield bounded_lines(raw, max_line_bytes)
 
 
 def _raise_break(message: str) -> None:
     raise Unreadable(message)
 
 
-def gzip_lines(raw: BinaryIO, on_break: Callable[[str], None]) -> Iterator[str]:
+def gzip_lines(
+    raw: BinaryIO, on_break: Callable[[str], None], max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[str]:
     """The text lines of a gzip stream, read up to a break if there is one.
 
     A stream cut short, or corrupt part way, yields every complete line before the
     break, then reports it once through ``on_break``; one broken before its first
     complete line raises :class:`Unreadable`. Bytes that are not UTF-8 become
     U+FFFD, as for plain files. Concatenated gzip members are read one after another.
+    At most ``_CHUNK`` bytes are inflated at a time and at most ``max_line_bytes`` + 1
+    of one line kept: a longer line comes out cut to that.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = ""
+    pending = bytearray()  # the line read so far, never more than max_line_bytes + 1
+    cut = False  # the current line passed the bound: the rest of it is read past
     complete = 0
     problem: str | None = None
-    while True:
-        chunk = raw.read(_CHUNK)
-        if not chunk:
-            if not inflater.eof:
+    with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        while True:
+            try:
+                data = stream.read1(_CHUNK)
+            except EOFError:
                 problem = "the compressed data ends early (the file is truncated)"
-            break
-        try:
-            data = inflater.decompress(chunk)
-            while inflater.eof and inflater.unused_data:
-                rest = inflater.unused_data
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data += inflater.decompress(rest)
-        except zlib.error as error:
-            problem = f"corrupt compressed data ({error})"
-            break
-        *lines, pending = (pending + decoder.decode(data)).split("\n")
-        complete += len(lines)
-        yield from lines
+                break
+            except (gzip.BadGzipFile, zlib.error) as error:
+                problem = f"corrupt compressed data ({error})"
+                break
+            if not data:
+                break
+            start = 0
+            while True:
+                end = data.find(b"\n", start)
+                piece = data[start:] if end < 0 else data[start : end + 1]
+                if not cut:
+                    pending += piece
+                    if len(pending) > max_line_bytes + (end >= 0):
+                        del pending[max_line_bytes + 1 :]
+                        cut = True
+                if end < 0:
+                    break
+                complete += 1
+                yield pending.decode("utf-8", errors="replace")
+                pending.clear()
+                cut = False
+                start = end + 1
     if problem is None:
-        pending += decoder.decode(b"", final=True)
         if pending:
-            yield pending
+            yield pending.decode("utf-8", errors="replace")
         return
     if complete == 0:
         raise Unreadable(f"not a readable gzip file: {problem}")
@@ -119,7 +142,8 @@ def gzip_lines(raw: BinaryIO, on_break: Callable[[str], None]) -> Iterator[str]:
 def bounded_lines(raw: BinaryIO, max_line_bytes: int) -> Iterator[str]:
     """The file's lines, never holding more than ``max_line_bytes`` + 1 bytes of one:
     the rest of a longer line is read past and the line comes out cut to that many
-    bytes (so ``llmspans.offline.read_dataset`` reports it as too long)."""
+    bytes (so its reader, :func:`iter_otlp_json_lines` or
+    ``llmspans.offline.read_dataset``, reports it as too long)."""
     while True:
         line = raw.readline(max_line_bytes + 1)
         if not line:
@@ -151,17 +175,27 @@ def _not_a_trace_request(request: Any) -> str | None:
 def iter_otlp_json_lines(
     lines: Iterable[str],
     on_error: Callable[[int, str], None] | None = None,
+    max_line_bytes: int | None = None,
 ) -> Iterator[SpanRecord]:
     """Records from OTLP JSON lines (one export request per line; blank lines skipped).
 
-    A bad line (not JSON, malformed OTLP, or JSON that is no trace export request,
-    such as ``{"a": 1}``) raises ``ValueError`` with its 1-based line number, unless
+    A bad line (not JSON, malformed OTLP, JSON that is no trace export request, such
+    as ``{"a": 1}``, or longer than ``max_line_bytes`` in UTF-8 when that is given)
+    raises ``ValueError`` with its 1-based line number, unless
     ``on_error(line_number, message)`` is given: then each bad line is reported there
     once, its well-formed spans are still used, and every valid line is read.
     """
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
+            continue
+        # The line as read, not stripped: a line cut at the bound inside white space
+        # is still too long, not a piece of JSON cut short.
+        if max_line_bytes is not None and _longer(line.rstrip("\r\n"), max_line_bytes):
+            message = f"longer than {max_line_bytes} bytes"
+            if on_error is None:
+                raise ValueError(f"line {number}: {message}")
+            on_error(number, message)
             continue
         try:
             request = json.loads(text)
@@ -194,8 +228,19 @@ def iter_otlp_json_lines(
 def iter_otlp_json_file(
     path: str | Path,
     on_error: Callable[[int, str], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[SpanRecord]:
     """Records from an OTLP JSON lines file, gzip or plain, as :func:`open_trace_lines`
     reads it (see :func:`iter_otlp_json_lines` for ``on_error``)."""
-    with open_trace_lines(path) as lines:
-        yield from iter_otlp_json_lines(lines, on_error)
+    with open_trace_lines(path, max_line_bytes=max_line_bytes) as lines:
+        yield from iter_otlp_json_lines(lines, on_error, max_line_bytes)
+
+
+def _longer(text: str, max_bytes: int) -> bool:
+    """Whether ``text`` takes more than ``max_bytes`` in UTF-8 (a character takes one
+    to four bytes: only a line near the bound is encoded to tell)."""
+    if len(text) > max_bytes:
+        return True
+    if len(text) * 4 <= max_bytes:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > max_bytes

@@ -28,7 +28,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
 
-from llmspans._tracefiles import Unreadable, iter_otlp_json_lines, open_trace_lines
+from llmspans._tracefiles import (
+    MAX_LINE_BYTES,
+    Unreadable,
+    iter_otlp_json_lines,
+    open_trace_lines,
+)
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.judging import (
     EvaluatedRun,
@@ -64,6 +69,13 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "The per-stage report over recorded traces: OTLP JSON lines, as the OpenTelemetry "
@@ -76,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="OTLP JSON lines file (one export request per line; .gz is unpacked), or -",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=MAX_LINE_BYTES,
+        help="a longer line is reported and skipped without being held whole "
+        f"(default: {MAX_LINE_BYTES}, 64 MiB)",
+    )
     parser.add_argument(
         "--min-score",
         type=float,
@@ -112,6 +131,7 @@ def analyze_lines(
     *,
     evaluation_timeout_s: float = 60.0,
     evaluation_concurrency: int = 4,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Report:
     """The report over OTLP JSON lines; unreadable lines are listed in ``skipped_lines``.
 
@@ -125,7 +145,9 @@ def analyze_lines(
         assembler=Assembler(trace_idle_s=math.inf, trace_timeout_s=math.inf),
     )
     add = engine.assembler.add
-    for record in iter_otlp_json_lines(lines, lambda line, error: skipped.append((line, error))):
+    for record in iter_otlp_json_lines(
+        lines, lambda line, error: skipped.append((line, error)), max_line_bytes
+    ):
         add(record, 0.0)
     builder = ReportBuilder()
     sampled: list[tuple[Run, Verdict, EvaluatedRun]] = []
@@ -195,7 +217,11 @@ def run(args: argparse.Namespace) -> int:
 
     def analyze(lines: Iterable[str]) -> Report:
         return analyze_lines(
-            lines, thresholds, evaluators, evaluation_timeout_s=args.evaluation_timeout
+            lines,
+            thresholds,
+            evaluators,
+            evaluation_timeout_s=args.evaluation_timeout,
+            max_line_bytes=args.max_line_bytes,
         )
 
     def warn_break(message: str) -> None:
@@ -204,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
         # reported as unreadable, instead of ending the whole analysis.
-        with open_trace_lines(args.file, warn_break) as lines:
+        with open_trace_lines(args.file, warn_break, args.max_line_bytes) as lines:
             report = analyze(lines)
     except (OSError, Unreadable) as error:
         reason = getattr(error, "strerror", None) or str(error)

@@ -50,7 +50,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from llmspans import _attributes as A
-from llmspans._tracefiles import Unreadable, iter_otlp_json_lines, open_trace_lines
+from llmspans._tracefiles import (
+    MAX_LINE_BYTES,
+    Unreadable,
+    iter_otlp_json_lines,
+    open_trace_lines,
+)
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.metrics import Labeler, observations
 from llmspans.core.model import Thresholds, TraceResult
@@ -170,6 +175,7 @@ def read_sides(
     max_segments: int = 20,
     max_pipelines: int = 50,
     on_error: Callable[[str, int, str], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Sides:
     """Stream OTLP JSON lines files into per-source sides.
 
@@ -197,7 +203,8 @@ def read_sides(
                 if result is not None:
                     _add_result(result, labeler, sides, sampler)
 
-        for count, record in enumerate(iter_otlp_json_lines(lines, skipped), 1):
+        records = iter_otlp_json_lines(lines, skipped, max_line_bytes)
+        for count, record in enumerate(records, 1):
             assembler.add(record, float(count))
             if count % _DUE_EVERY == 0:
                 evaluate(assembler.due(float(count)))
@@ -683,16 +690,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-segments", type=_positive, default=20, help="segments per pipeline (default 20)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        default=MAX_LINE_BYTES,
+        help="a longer line is reported and skipped without being held whole "
+        f"(default: {MAX_LINE_BYTES}, 64 MiB)",
+    )
 
 
-def _lines(path: str) -> Iterator[str]:
+def _lines(path: str, max_line_bytes: int) -> Iterator[str]:
     """The lines of one input (``.gz`` unpacked, ``-`` standard input), opened when
     first read; a gzip file cut short is read up to the break, with a warning."""
 
     def warn_break(message: str) -> None:
         print(f"llmspans diverge: warning: {path}: {message}", file=sys.stderr)
 
-    with open_trace_lines(path, warn_break) as lines:
+    with open_trace_lines(path, warn_break, max_line_bytes) as lines:
         yield from lines
 
 
@@ -718,9 +732,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"llmspans diverge: {name}: skipped line {line}: {error}", file=sys.stderr)
             errors.append(name)
 
-        files = [(p, _lines(p)) for p in (args.offline, args.production, args.shadow) if p]
+        paths = (args.offline, args.production, args.shadow)
+        files = [(p, _lines(p, args.max_line_bytes)) for p in paths if p]
         try:
-            sides = read_sides(files, max_segments=args.max_segments, on_error=on_error)
+            sides = read_sides(
+                files,
+                max_segments=args.max_segments,
+                on_error=on_error,
+                max_line_bytes=args.max_line_bytes,
+            )
         except (OSError, Unreadable) as error:
             return fail(f"cannot read: {error}")
         if not sides:
