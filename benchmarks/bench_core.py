@@ -46,7 +46,7 @@ def _best(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def run(spans: int, repeat: int) -> dict[str, Any]:
-    from llmspans.core.convert import record_from_otlp_span
+    from llmspans.collector._protobuf import record_from_otlp_span
     from llmspans.core.evaluate import evaluate_trace
     from llmspans.core.metrics import observations
     from llmspans.core.model import Thresholds
@@ -74,7 +74,7 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
         ],
         repeat,
     )
-    from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
+    from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder
 
     def slim_records(decoder: SlimDecoder) -> list[Any]:
         return [

@@ -22,16 +22,18 @@ not one readable line.
 from __future__ import annotations
 
 import argparse
-import codecs
-import io
 import json
 import math
 import sys
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO, Final, TextIO
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, TextIO
 
-from llmspans.core.convert import iter_otlp_json_lines
+from llmspans._tracefiles import (
+    MAX_LINE_BYTES,
+    Unreadable,
+    iter_otlp_json_lines,
+    open_trace_lines,
+)
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.judging import (
     EvaluatedRun,
@@ -53,9 +55,6 @@ __all__ = ["EXIT_STATUS", "add_arguments", "analyze_lines", "run"]
 #: How many unreadable lines are listed on stderr before the rest is summarised.
 _MAX_LISTED_ERRORS = 20
 
-#: Bytes of compressed input read at a time.
-_CHUNK: Final = 1 << 16
-
 EXIT_STATUS: Final = """exit status:
   0  the report was printed (unreadable lines, if any, are listed on stderr)
   1  the file cannot be read at all (missing, unreadable, not gzip, broken before
@@ -67,6 +66,13 @@ def _unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
 
 
@@ -82,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="OTLP JSON lines file (one export request per line; .gz is unpacked), or -",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=MAX_LINE_BYTES,
+        help="a longer line is reported and skipped without being held whole "
+        f"(default: {MAX_LINE_BYTES}, 64 MiB)",
+    )
     parser.add_argument(
         "--min-score",
         type=float,
@@ -118,6 +131,7 @@ def analyze_lines(
     *,
     evaluation_timeout_s: float = 60.0,
     evaluation_concurrency: int = 4,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Report:
     """The report over OTLP JSON lines; unreadable lines are listed in ``skipped_lines``.
 
@@ -131,7 +145,9 @@ def analyze_lines(
         assembler=Assembler(trace_idle_s=math.inf, trace_timeout_s=math.inf),
     )
     add = engine.assembler.add
-    for record in iter_otlp_json_lines(lines, lambda line, error: skipped.append((line, error))):
+    for record in iter_otlp_json_lines(
+        lines, lambda line, error: skipped.append((line, error)), max_line_bytes
+    ):
         add(record, 0.0)
     builder = ReportBuilder()
     sampled: list[tuple[Run, Verdict, EvaluatedRun]] = []
@@ -188,52 +204,6 @@ def _report_skipped(report: Report, stderr: TextIO) -> None:
         print(f"llmspans analyze: ... and {hidden} more unreadable lines", file=stderr)
 
 
-class _Unreadable(Exception):
-    """The input cannot be read at all."""
-
-
-def _gzip_lines(raw: BinaryIO, on_break: Callable[[str], None]) -> Iterator[str]:
-    """The text lines of a gzip stream, read up to a break if there is one.
-
-    A stream cut short, or corrupt part way, yields every complete line before the
-    break, then reports it once through ``on_break``; one broken before its first
-    complete line raises :class:`_Unreadable`. Bytes that are not UTF-8 become
-    U+FFFD, as for plain files. Concatenated gzip members are read one after another.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = ""
-    complete = 0
-    problem: str | None = None
-    while True:
-        chunk = raw.read(_CHUNK)
-        if not chunk:
-            if not inflater.eof:
-                problem = "the compressed data ends early (the file is truncated)"
-            break
-        try:
-            data = inflater.decompress(chunk)
-            while inflater.eof and inflater.unused_data:
-                rest = inflater.unused_data
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data += inflater.decompress(rest)
-        except zlib.error as error:
-            problem = f"corrupt compressed data ({error})"
-            break
-        *lines, pending = (pending + decoder.decode(data)).split("\n")
-        complete += len(lines)
-        yield from lines
-    if problem is None:
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            yield pending
-        return
-    if complete == 0:
-        raise _Unreadable(f"not a readable gzip file: {problem}")
-    dropped = " (the incomplete line after it is ignored)" if pending.strip() else ""
-    on_break(f"{problem}; read up to line {complete}{dropped}")
-
-
 def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(
         min_score=args.min_score, min_citation_precision=args.min_citation_precision
@@ -247,25 +217,22 @@ def run(args: argparse.Namespace) -> int:
 
     def analyze(lines: Iterable[str]) -> Report:
         return analyze_lines(
-            lines, thresholds, evaluators, evaluation_timeout_s=args.evaluation_timeout
+            lines,
+            thresholds,
+            evaluators,
+            evaluation_timeout_s=args.evaluation_timeout,
+            max_line_bytes=args.max_line_bytes,
         )
 
     def warn_break(message: str) -> None:
         print(f"llmspans analyze: warning: {args.file}: {message}", file=sys.stderr)
 
     try:
-        if args.file == "-":
-            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-            report = analyze(stdin)
-        elif args.file.endswith(".gz"):
-            with open(args.file, "rb") as raw:
-                report = analyze(_gzip_lines(raw, warn_break))
-        else:
-            # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
-            # reported as unreadable, instead of ending the whole analysis.
-            with open(args.file, encoding="utf-8", errors="replace") as lines:
-                report = analyze(lines)
-    except (OSError, _Unreadable) as error:
+        # Bytes that are not UTF-8 become U+FFFD: such a line is still read, or
+        # reported as unreadable, instead of ending the whole analysis.
+        with open_trace_lines(args.file, warn_break, args.max_line_bytes) as lines:
+            report = analyze(lines)
+    except (OSError, Unreadable) as error:
         reason = getattr(error, "strerror", None) or str(error)
         print(f"llmspans analyze: cannot read {args.file}: {reason}", file=sys.stderr)
         return 1

@@ -50,7 +50,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from llmspans import _attributes as A
-from llmspans.core.convert import iter_otlp_json_lines
+from llmspans._tracefiles import (
+    MAX_LINE_BYTES,
+    Unreadable,
+    iter_otlp_json_lines,
+    open_trace_lines,
+)
 from llmspans.core.engine import Assembler, Engine
 from llmspans.core.metrics import Labeler, observations
 from llmspans.core.model import Thresholds, TraceResult
@@ -170,6 +175,7 @@ def read_sides(
     max_segments: int = 20,
     max_pipelines: int = 50,
     on_error: Callable[[str, int, str], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Sides:
     """Stream OTLP JSON lines files into per-source sides.
 
@@ -197,7 +203,8 @@ def read_sides(
                 if result is not None:
                     _add_result(result, labeler, sides, sampler)
 
-        for count, record in enumerate(iter_otlp_json_lines(lines, skipped), 1):
+        records = iter_otlp_json_lines(lines, skipped, max_line_bytes)
+        for count, record in enumerate(records, 1):
             assembler.add(record, float(count))
             if count % _DUE_EVERY == 0:
                 evaluate(assembler.due(float(count)))
@@ -696,9 +703,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = EXIT_STATUS
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--offline", help="OTLP JSON lines file of offline runs")
-    parser.add_argument("--production", help="OTLP JSON lines file of production runs")
-    parser.add_argument("--shadow", help="OTLP JSON lines file of shadow runs")
+    files = "OTLP JSON lines file of {} runs (.gz is unpacked)"
+    parser.add_argument("--offline", help=files.format("offline"))
+    parser.add_argument("--production", help=files.format("production"))
+    parser.add_argument("--shadow", help=files.format("shadow"))
     parser.add_argument("--prometheus", help="Prometheus base URL, instead of files")
     parser.add_argument("--window", default="1h", help="window of the Prometheus queries")
     parser.add_argument("--confidence", type=_unit_open, default=0.95)
@@ -709,10 +717,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-segments", type=_positive, default=20, help="segments per pipeline (default 20)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        default=MAX_LINE_BYTES,
+        help="a longer line is reported and skipped without being held whole "
+        f"(default: {MAX_LINE_BYTES}, 64 MiB)",
+    )
 
 
-def _lines(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as lines:
+def _lines(path: str, max_line_bytes: int) -> Iterator[str]:
+    """The lines of one input (``.gz`` unpacked, ``-`` standard input), opened when
+    first read; a gzip file cut short is read up to the break, with a warning."""
+
+    def warn_break(message: str) -> None:
+        print(f"llmspans diverge: warning: {path}: {message}", file=sys.stderr)
+
+    with open_trace_lines(path, warn_break, max_line_bytes) as lines:
         yield from lines
 
 
@@ -738,10 +759,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"llmspans diverge: {name}: skipped line {line}: {error}", file=sys.stderr)
             errors.append(name)
 
-        files = [(p, _lines(p)) for p in (args.offline, args.production, args.shadow) if p]
+        paths = (args.offline, args.production, args.shadow)
+        files = [(p, _lines(p, args.max_line_bytes)) for p in paths if p]
         try:
-            sides = read_sides(files, max_segments=args.max_segments, on_error=on_error)
-        except OSError as error:
+            sides = read_sides(
+                files,
+                max_segments=args.max_segments,
+                on_error=on_error,
+                max_line_bytes=args.max_line_bytes,
+            )
+        except (OSError, Unreadable) as error:
             return fail(f"cannot read: {error}")
         if not sides:
             return fail("no pipeline runs in the input")

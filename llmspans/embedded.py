@@ -44,11 +44,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import StatusCode
 
 from llmspans._logging import log_internal_error
 from llmspans._metrics_endpoint import MetricsPusher, MetricsServer
 from llmspans.core import exposition
-from llmspans.core.convert import record_from_readable_span
+from llmspans.core.convert import read_attributes
 from llmspans.core.engine import Assembler, Engine, Trace
 from llmspans.core.judging import (
     sampled_runs,
@@ -63,7 +64,34 @@ from llmspans.evaluation._runner import (
     record_outcomes,
 )
 
-__all__ = ["EmbeddedProcessor"]
+__all__ = ["EmbeddedProcessor", "record_from_readable_span"]
+
+
+def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
+    """The record of an ended SDK span (what a ``SpanProcessor.on_end`` receives).
+
+    Ids, times, status and links are read from the span; its attributes through the
+    core's :func:`~llmspans.core.convert.read_attributes`, as every source's are.
+    """
+    context = span.context
+    parent = span.parent
+    record = SpanRecord(
+        trace_id=context.trace_id.to_bytes(16, "big") if context is not None else b"",
+        span_id=context.span_id.to_bytes(8, "big") if context is not None else b"",
+        parent_span_id=parent.span_id.to_bytes(8, "big") if parent is not None else b"",
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or 0,
+        error=span.status.status_code is StatusCode.ERROR,
+        links=tuple(
+            (link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
+            for link in span.links
+        ),
+    )
+    attributes = span.attributes
+    if attributes:
+        read_attributes(record, attributes)
+    return record
 
 
 class EmbeddedProcessor(SpanProcessor):

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -50,6 +50,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from llmspans import _attributes as A
 from llmspans._runs import RunLabels, run_labels, run_source
+from llmspans._tracefiles import bounded_lines
 from llmspans._tracing import get_tracer_provider, use_tracer_provider
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
@@ -118,22 +119,6 @@ def read_dataset(
             yield _line(number, text)
         except ValueError as error:
             skipped.append((number, str(error)))
-
-
-def bounded_lines(raw: BinaryIO, max_line_bytes: int) -> Iterator[str]:
-    """The file's lines, never holding more than ``max_line_bytes`` + 1 bytes of one:
-    the rest of a longer line is read past and the line comes out cut to that many
-    bytes (so :func:`read_dataset` reports it as too long)."""
-    while True:
-        line = raw.readline(max_line_bytes + 1)
-        if not line:
-            return
-        if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            while True:  # skip the rest of the long line, a bounded piece at a time
-                rest = raw.readline(max_line_bytes + 1)
-                if not rest or rest.endswith(b"\n"):
-                    break
-        yield line.decode("utf-8", errors="replace")
 
 
 def _call_args(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -1,8 +1,9 @@
 """The OTLP trace wire format as the collector reads and writes it.
 
 Protobuf requests parse with the runtime's own (upb) parser, which validates them;
-the processor then reads the spans from the same bytes with the core's slim schema
-(``llmspans.core.convert.SlimDecoder``), decoding only the attributes the core uses.
+the processor then reads the spans from the same bytes with the slim schema
+(``llmspans.collector._protobuf.SlimDecoder``), decoding only the attributes the
+core uses.
 OTLP JSON requests are converted into protobuf first (hex ids into bytes, integer
 or named enums, 64-bit integers as strings or numbers), so both encodings share one
 path after decoding; spans with invalid ids are dropped there and reported as a

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, key_prefix
 from llmspans.collector.config import Evaluation, LLMJudgeEntry
 from llmspans.collector.forwarding import Forwarder
-from llmspans.core.convert import SLIM_EXPORT_REQUEST
 from llmspans.core.judging import (
     EvaluatedRun,
     sampled_runs,
@@ -36,9 +36,7 @@ __all__ = ["CollectorEvaluation", "evaluators_of", "request_without_content", "w
 
 #: encoded key prefixes of the content attributes stripped before forwarding
 _CONTENT_PREFIXES: Final = tuple(
-    b"\x0a" + bytes([len(key.encode())]) + key.encode()
-    for key, (field, _) in ATTRIBUTE_FIELDS.items()
-    if field in CONTENT_FIELDS
+    key_prefix(key) for key, (field, _) in ATTRIBUTE_FIELDS.items() if field in CONTENT_FIELDS
 )
 
 
@@ -68,10 +66,7 @@ def without_content(span: bytes) -> bytes:
     request = SLIM_EXPORT_REQUEST()
     slim = request.resource_spans.add().scope_spans.add().spans.add()
     slim.ParseFromString(span)
-    attributes = slim.attributes
-    for index in reversed(range(len(attributes))):
-        if attributes[index].startswith(_CONTENT_PREFIXES):
-            del attributes[index]
+    _drop_content(slim)
     stripped: bytes = slim.SerializeToString()
     return stripped
 
@@ -85,12 +80,17 @@ def request_without_content(payload: bytes) -> bytes:
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                attributes = span.attributes
-                for index in reversed(range(len(attributes))):
-                    if attributes[index].startswith(_CONTENT_PREFIXES):
-                        del attributes[index]
+                _drop_content(span)
     stripped: bytes = request.SerializeToString()
     return stripped
+
+
+def _drop_content(span: Any) -> None:
+    """Delete the content attributes from a slim span's encoded attributes."""
+    attributes = span.attributes
+    for index in reversed(range(len(attributes))):
+        if attributes[index].startswith(_CONTENT_PREFIXES):
+            del attributes[index]
 
 
 def _any_value(value: AttributeValue) -> AnyValue:

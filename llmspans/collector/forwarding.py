@@ -231,28 +231,18 @@ class Exporter(abc.ABC):
                 self._idle.set()
 
     async def _deliver(self, payload: bytes, spans: int) -> bool:
-        """Send with retries; True when the backend took the batch."""
-        try:
-            await self._send(payload)
-        except _Permanent as error:
-            _log.error("exporter %s: dropping %d spans: %s", self.name, spans, error)
-            return False
-        except _Retry as error:
-            self._failing(error)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self._failing(error)
-        else:
-            self._recovered()
-            return True
-        return await self._retry(payload, spans)
+        """Send with retries; True when the backend took the batch.
 
-    async def _retry(self, payload: bytes, spans: int) -> bool:
+        Retries wait the delay the backend asked for (``Retry-After``, gRPC
+        ``RetryInfo``), from the first failure on, else an exponential backoff;
+        after ``_max_elapsed`` seconds of retries the batch is dropped.
+        """
+        sent, delay = await self._attempt(payload, spans)
+        if sent is not None:
+            return sent
         max_elapsed = self._max_elapsed()
         deadline = time.monotonic() + max_elapsed
         backoff = _BACKOFF_START_S
-        delay: float | None = None
         while True:
             wait = retry_wait(delay, backoff)
             if time.monotonic() + wait > deadline:
@@ -266,22 +256,29 @@ class Exporter(abc.ABC):
                 return False
             await asyncio.sleep(wait)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            try:
-                await self._send(payload)
-            except _Permanent as error:
-                _log.error("exporter %s: dropping %d spans: %s", self.name, spans, error)
-                return False
-            except _Retry as error:
-                delay = error.delay
-                self._failing(error)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                delay = None
-                self._failing(error)
-            else:
-                self._recovered()
-                return True
+            sent, delay = await self._attempt(payload, spans)
+            if sent is not None:
+                return sent
+
+    async def _attempt(self, payload: bytes, spans: int) -> tuple[bool | None, float | None]:
+        """One send: ``(True, None)`` taken, ``(False, None)`` refused for good (the
+        batch is dropped), ``(None, delay)`` to be retried, after ``delay`` seconds
+        when the backend asked for one."""
+        try:
+            await self._send(payload)
+        except _Permanent as error:
+            _log.error("exporter %s: dropping %d spans: %s", self.name, spans, error)
+            return False, None
+        except _Retry as error:
+            self._failing(error)
+            return None, error.delay
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._failing(error)
+            return None, None
+        self._recovered()
+        return True, None
 
     # --- outages: one line when one starts, a summary while it lasts, one when it ends ---
 
@@ -351,22 +348,30 @@ def _check_partial_success(exporter: str, body: bytes) -> None:
         )
 
 
-class HttpExporter(Exporter):
-    """OTLP/HTTP protobuf to ``endpoint`` (a full URL, usually ending in ``/v1/traces``)."""
+class _OtlpExporter(Exporter):
+    """What both OTLP exporters take from their configuration: queue, concurrency,
+    batch size and how long a batch is retried."""
 
     def __init__(self, config: OtlpExporter, name: str, metrics: MetricsStore) -> None:
         super().__init__(name, config.queue_size, metrics)
         self.config = config
         self.concurrency = config.concurrency
         self.max_batch_spans = config.max_batch_spans
+
+    def _max_elapsed(self) -> float:
+        return self.config.retry_max_elapsed_s
+
+
+class HttpExporter(_OtlpExporter):
+    """OTLP/HTTP protobuf to ``endpoint`` (a full URL, usually ending in ``/v1/traces``)."""
+
+    def __init__(self, config: OtlpExporter, name: str, metrics: MetricsStore) -> None:
+        super().__init__(config, name, metrics)
         self._session: aiohttp.ClientSession | None = None
         headers = {"Content-Type": "application/x-protobuf", **config.headers}
         if config.compression == "gzip":
             headers["Content-Encoding"] = "gzip"
         self._headers = headers
-
-    def _max_elapsed(self) -> float:
-        return self.config.retry_max_elapsed_s
 
     async def _send(self, payload: bytes) -> None:
         if self._session is None:
@@ -429,20 +434,14 @@ def _identity(value: bytes) -> bytes:
     return value
 
 
-class GrpcExporter(Exporter):
+class GrpcExporter(_OtlpExporter):
     """OTLP/gRPC to ``endpoint`` (``host:port``); payload bytes go out as they are."""
 
     def __init__(self, config: OtlpExporter, name: str, metrics: MetricsStore) -> None:
-        super().__init__(name, config.queue_size, metrics)
-        self.config = config
-        self.concurrency = config.concurrency
-        self.max_batch_spans = config.max_batch_spans
+        super().__init__(config, name, metrics)
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
-
-    def _max_elapsed(self) -> float:
-        return self.config.retry_max_elapsed_s
 
     async def _send(self, payload: bytes) -> None:
         if self._channel is None:

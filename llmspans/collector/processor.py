@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from llmspans import _attributes as A
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder, key_prefix
 from llmspans.collector.config import CollectorSettings
 from llmspans.collector.evaluation import (
     CollectorEvaluation,
@@ -39,7 +40,6 @@ from llmspans.collector.evaluation import (
 )
 from llmspans.collector.forwarding import Forwarder
 from llmspans.collector.metrics import MetricsStore
-from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.core.engine import Assembler, Engine, Finalised, Trace
 from llmspans.core.model import Thresholds, TraceResult, Verdict
 from llmspans.core.records import SpanRecord
@@ -98,6 +98,20 @@ class _Held:
     resource_schema: str
     scope: bytes
     scope_schema: str
+
+
+@dataclass(slots=True)
+class _Intake:
+    """What taking one request's spans did, for the collector's own metrics."""
+
+    late: int
+    truncated: int
+    invalid: int
+    bad_attributes: int
+    #: spans taken out of the request (invalid ids, pipeline spans held back)
+    taken_out: int
+    #: notes for the sender's partial success
+    messages: list[str]
 
 
 class Processor:
@@ -238,40 +252,51 @@ class Processor:
         as they are when no span is taken out). ``rejected``/``errors`` report spans
         the decoder already dropped (OTLP JSON with invalid ids). Raises
         :class:`Backpressure` or :class:`TooLarge` without taking anything.
-        """
-        # The request was parsed (and so validated) with the full schema by the
-        # receiver; the spans are read from the same bytes parsed with the slim
-        # schema, which decodes only the attributes the core reads (see
-        # llmspans.core.convert.SlimDecoder). Re-serialising the slim message gives
-        # the same spans back.
-        slim = SLIM_EXPORT_REQUEST.FromString(
-            raw if raw is not None else request.SerializeToString()
-        )
-        total = 0
-        for resource_spans in slim.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                total += len(scope_spans.spans)
-        metrics = self.metrics
-        metrics.count("llmspans_collector_spans_received", total + rejected)
-        try:
-            self._admit(total, len(raw) if raw is not None else request.ByteSize())
-        except Backpressure as refusal:
-            self.reject(refusal.reason, total + rejected)
-            raise
-        except TooLarge:
-            self.reject("too_large", total + rejected)
-            raise
 
-        messages = list(errors)
-        # The clock is read per span: a request whose conversion takes longer than
-        # trace_idle_s (huge id lists) must not leave its trace looking idle to the
-        # sweep that runs between the pieces of a large body.
-        clock = self.clock
-        add = self.assembler.add
-        truncated_before = self.assembler.truncated_spans
+        The steps: read the spans with the slim schema, admit the request whole,
+        convert each span and hand it to the engine's assembler (holding pipeline
+        spans back), count what happened, forward the rest.
+        """
+        slim = _slim_request(request, raw)
+        total = _span_count(slim)
+        self._admit_request(total, rejected, len(raw) if raw is not None else request.ByteSize())
         # Each span's share of the request's bytes, plus what its id lists hold in
         # memory: the in-flight byte estimate (docs/collector.md, memory model).
         share = len(raw) // total if raw is not None and total else 0
+        intake = self._assemble(slim, share, list(errors))
+        self._count_intake(intake, rejected)
+        forward = total - intake.taken_out
+        if forward:
+            self._forward(slim, raw if not intake.taken_out else None, forward)
+        return Accepted(total + rejected, intake.invalid + rejected, "; ".join(intake.messages))
+
+    def _admit_request(self, spans: int, rejected: int, size: int) -> None:
+        """Count the request's spans as received and admit it whole (:meth:`_admit`);
+        a refused request is counted with its reason and the refusal re-raised."""
+        self.metrics.count("llmspans_collector_spans_received", spans + rejected)
+        try:
+            self._admit(spans, size)
+        except Backpressure as refusal:
+            self.reject(refusal.reason, spans + rejected)
+            raise
+        except TooLarge:
+            self.reject("too_large", spans + rejected)
+            raise
+
+    def _assemble(self, slim: Any, share: int, messages: list[str]) -> _Intake:
+        """Convert every span of an admitted request and hand it to the assembler.
+
+        Spans with invalid ids are taken out of the request (and described in
+        ``messages``, a few of them); pipeline spans are taken out and held on their
+        trace until its verdict. One pass over the spans: the collector's hot loop.
+
+        The clock is read per span: a request whose conversion takes longer than
+        trace_idle_s (huge id lists) must not leave its trace looking idle to the
+        sweep that runs between the pieces of a large body.
+        """
+        clock = self.clock
+        add = self.assembler.add
+        truncated_before = self.assembler.truncated_spans
         convert = self._decoder.record
         late = 0
         bad_attributes = 0
@@ -285,23 +310,11 @@ class Processor:
                 remove: list[int] = []
                 for index, span in enumerate(spans):
                     record = convert(span)
-                    trace_id = record.trace_id
-                    span_id = record.span_id
-                    if (
-                        len(trace_id) != 16
-                        or trace_id == _ZERO_TRACE_ID
-                        or len(span_id) != 8
-                        or span_id == _ZERO_SPAN_ID
-                        or (record.parent_span_id and len(record.parent_span_id) != 8)
-                    ):
+                    if not _valid_ids(record):
                         invalid += 1
                         remove.append(index)
                         if len(messages) < _MAX_ERROR_EXAMPLES:
-                            messages.append(
-                                f"span {record.name!r}: invalid ids (trace {trace_id.hex()!r}, "
-                                f"span {span_id.hex()!r}, "
-                                f"parent {record.parent_span_id.hex()!r})"
-                            )
+                            messages.append(_invalid_ids(record))
                         continue
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
@@ -313,50 +326,55 @@ class Processor:
                     # the decoder interns them, one string object each instead of one
                     # per span (memory per in-flight span).
                     if record.stage == A.STAGE_PIPELINE:
+                        # The resource and scope bytes are read once per group and
+                        # shared by every pipeline span held from it.
                         if resource_bytes is None:
                             resource_bytes = resource_spans.resource
                         if scope_bytes is None:
                             scope_bytes = scope_spans.scope
-                        if trace.held is None:
-                            trace.held = []
-                        trace.held.append(
-                            _Held(
-                                span_id,
-                                span.SerializeToString(),
-                                resource_bytes,
-                                resource_spans.schema_url,
-                                scope_bytes,
-                                scope_spans.schema_url,
-                            )
+                        _hold(
+                            trace,
+                            record,
+                            span,
+                            resource=resource_bytes,
+                            resource_schema=resource_spans.schema_url,
+                            scope=scope_bytes,
+                            scope_schema=scope_spans.schema_url,
                         )
                         remove.append(index)
                 if remove:
                     taken_out += len(remove)
                     for index in reversed(remove):
                         del spans[index]
-
-        if late:
-            metrics.count("llmspans_collector_late_spans", late)
         truncated = self.assembler.truncated_spans - truncated_before
-        if truncated:
-            metrics.count("llmspans_collector_spans_truncated", truncated)
-        if invalid:
-            metrics.count("llmspans_collector_spans_rejected", invalid, reason="invalid_id")
+        return _Intake(late, truncated, invalid, bad_attributes, taken_out, messages)
+
+    def _count_intake(self, intake: _Intake, rejected: int) -> None:
+        """The collector's own metrics of one request's spans; a note for the sender
+        when known attributes had the wrong type."""
+        metrics = self.metrics
+        if intake.late:
+            metrics.count("llmspans_collector_late_spans", intake.late)
+        if intake.truncated:
+            metrics.count("llmspans_collector_spans_truncated", intake.truncated)
+        if intake.invalid:
+            metrics.count("llmspans_collector_spans_rejected", intake.invalid, reason="invalid_id")
         if rejected:
             metrics.count("llmspans_collector_spans_rejected", rejected, reason="invalid_id")
-        if bad_attributes:
-            metrics.count("llmspans_collector_bad_attributes", bad_attributes)
-            messages.append(
-                f"{bad_attributes} known attribute value(s) had the wrong type and were "
-                "ignored (docs/conventions.md section 3 lists the types)"
+        if intake.bad_attributes:
+            metrics.count("llmspans_collector_bad_attributes", intake.bad_attributes)
+            intake.messages.append(
+                f"{intake.bad_attributes} known attribute value(s) had the wrong type and "
+                "were ignored (docs/conventions.md section 3 lists the types)"
             )
-        forward = total - taken_out
-        if forward:
-            payload = raw if raw is not None and not taken_out else slim.SerializeToString()
-            if self._strip_content:
-                payload = request_without_content(payload)
-            self.forwarder.submit(payload, forward)
-        return Accepted(total + rejected, invalid + rejected, "; ".join(messages))
+
+    def _forward(self, slim: Any, raw: bytes | None, spans: int) -> None:
+        """Hand the request's remaining ``spans`` to the exporters: ``raw`` as it came
+        when given (nothing was taken out), else the slim request re-serialised."""
+        payload = raw if raw is not None else slim.SerializeToString()
+        if self._strip_content:
+            payload = request_without_content(payload)
+        self.forwarder.submit(payload, spans)
 
     # --- finalisation ----------------------------------------------------------------
 
@@ -486,6 +504,74 @@ class Processor:
 _ID_BYTES: Final = 64
 
 
+def _slim_request(request: ExportTraceServiceRequest, raw: bytes | None) -> Any:
+    """The request read again with the slim schema.
+
+    The request was parsed (and so validated) with the full schema by the receiver;
+    the spans are read from the same bytes parsed with the slim schema, which
+    decodes only the attributes the core reads (see
+    llmspans.collector._protobuf.SlimDecoder). Re-serialising the slim message gives
+    the same spans back.
+    """
+    return SLIM_EXPORT_REQUEST.FromString(raw if raw is not None else request.SerializeToString())
+
+
+def _span_count(slim: Any) -> int:
+    total = 0
+    for resource_spans in slim.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            total += len(scope_spans.spans)
+    return total
+
+
+def _valid_ids(record: SpanRecord) -> bool:
+    """Whether a span has a trace id and a span id (non-zero, of their sizes) and a
+    parent id of its size when it has one."""
+    trace_id = record.trace_id
+    span_id = record.span_id
+    return not (
+        len(trace_id) != 16
+        or trace_id == _ZERO_TRACE_ID
+        or len(span_id) != 8
+        or span_id == _ZERO_SPAN_ID
+        or (record.parent_span_id and len(record.parent_span_id) != 8)
+    )
+
+
+def _hold(
+    trace: Trace,
+    record: SpanRecord,
+    span: Any,
+    *,
+    resource: bytes,
+    resource_schema: str,
+    scope: bytes,
+    scope_schema: str,
+) -> None:
+    """Keep a pipeline span on its trace, encoded with its resource and scope, until
+    the trace's verdict is written onto it."""
+    held = _Held(
+        record.span_id,
+        span.SerializeToString(),
+        resource,
+        resource_schema,
+        scope,
+        scope_schema,
+    )
+    if trace.held is None:
+        trace.held = [held]
+    else:
+        trace.held.append(held)
+
+
+def _invalid_ids(record: SpanRecord) -> str:
+    """What the sender is told about a span refused for its ids."""
+    return (
+        f"span {record.name!r}: invalid ids (trace {record.trace_id.hex()!r}, "
+        f"span {record.span_id.hex()!r}, parent {record.parent_span_id.hex()!r})"
+    )
+
+
 def _id_bytes(record: SpanRecord) -> int:
     ids = 0
     for found in (
@@ -507,9 +593,7 @@ def _string_attribute(key: str, value: str) -> bytes:
 
 
 #: encoded key prefixes (tag, length, key) of the verdict attributes
-_VERDICT_PREFIXES: Final = frozenset(
-    b"\x0a" + bytes([len(key.encode())]) + key.encode() for key in _VERDICT_KEYS
-)
+_VERDICT_PREFIXES: Final = frozenset(key_prefix(key) for key in _VERDICT_KEYS)
 #: byte strings every encoded verdict key contains (llmspans.outcome, llmspans.failure.*)
 _VERDICT_OUTCOME: Final = A.OUTCOME.encode()
 _VERDICT_FAILURE: Final = A.FAILURE_STAGE.encode().rpartition(b".")[0]

@@ -2,9 +2,10 @@
 OpenInference and Traceloop OpenLLMetry.
 
 Teams that already trace their LLM calls with one of those instrumentations get
-attribution without writing ``llmspans.*`` attributes: the converters of
-:mod:`llmspans.core.convert` read the extra keys listed here (and nothing else of
-those conventions) and :func:`apply` turns them into the fields of a
+attribution without writing ``llmspans.*`` attributes: the converter of every span
+source (:mod:`llmspans.core.convert` and the adapters around it) reads the extra
+keys listed here (and nothing else of those conventions) and :func:`apply` turns
+them into the fields of a
 :class:`~llmspans.core.records.SpanRecord` the rules already read.
 
 **Precedence**, one rule for every field: a value written by llmspans wins over a

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import attrgetter
+from typing import Final
 
 from llmspans import _attributes as A
 from llmspans.core.evaluate import evaluate_trace
@@ -43,6 +46,9 @@ from llmspans.core.records import SpanRecord
 from llmspans.core.store import MetricStore
 
 __all__ = ["Assembler", "Engine", "Finalised", "Trace"]
+
+_LAST_SEEN: Final = attrgetter("last_seen")
+_FIRST_SEEN: Final = attrgetter("first_seen")
 
 
 class Finalised(Enum):
@@ -181,27 +187,36 @@ class Assembler:
         # from the front after each removal would rescan the holes deletions leave in
         # a dict, quadratic in the number of traces finalised at once.
         if budget > 0 and not math.isinf(self.trace_idle_s):
-            idle_before = now - self.trace_idle_s
-            idle: list[Trace] = []
-            for trace in self._idle_order.values():
-                if trace.last_seen > idle_before or len(idle) >= budget:
-                    break
-                idle.append(trace)
-            for trace in idle:
-                self._finish(trace)
+            idle = self._finish_front(
+                self._idle_order.values(), _LAST_SEEN, now - self.trace_idle_s, budget
+            )
             found.extend((trace, Finalised.IDLE) for trace in idle)
             budget -= len(idle)
         if budget > 0:
-            timeout_before = now - self.trace_timeout_s
-            timed_out: list[Trace] = []
-            for trace in self._traces.values():
-                if trace.first_seen > timeout_before or len(timed_out) >= budget:
-                    break
-                timed_out.append(trace)
-            for trace in timed_out:
-                self._finish(trace)
+            timed_out = self._finish_front(
+                self._traces.values(), _FIRST_SEEN, now - self.trace_timeout_s, budget
+            )
             found.extend((trace, Finalised.TIMEOUT) for trace in timed_out)
         return found
+
+    def _finish_front(
+        self,
+        order: Iterable[Trace],
+        seen: Callable[[Trace], float],
+        before: float,
+        budget: int,
+    ) -> list[Trace]:
+        """Finish the traces at the front of ``order`` whose ``seen`` time is at or
+        before ``before``, at most ``budget`` of them; ``order`` is sorted by that
+        time, so the walk stops at the first trace not yet due."""
+        due: list[Trace] = []
+        for trace in order:
+            if seen(trace) > before or len(due) >= budget:
+                break
+            due.append(trace)
+        for trace in due:
+            self._finish(trace)
+        return due
 
     def evict(self, max_traces: int, max_spans: int) -> list[tuple[Trace, Finalised]]:
         """Remove and return the oldest traces until at most ``max_traces`` traces and

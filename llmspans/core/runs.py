@@ -241,32 +241,28 @@ _CITATIONS: Final = attrgetter("citations")
 
 def retrieved_ids(run: Run) -> tuple[str, ...]:
     """Every document id the run's retrievals returned, in order, without repeats."""
-    facts = run.facts
-    if "retrieved_ids" not in facts:
-        facts["retrieved_ids"] = _ids_of_spans(
-            run.stages.get(A.STAGE_RETRIEVAL, ()), _DOCUMENT_IDS
-        )
-    result: tuple[str, ...] = facts["retrieved_ids"]
-    return result
+    return _stage_ids(run, "retrieved_ids", A.STAGE_RETRIEVAL, _DOCUMENT_IDS)
 
 
 def relevant_ids(run: Run) -> tuple[str, ...]:
     """The ground-truth relevant ids recorded on the run's retrievals (labels)."""
-    facts = run.facts
-    if "relevant_ids" not in facts:
-        facts["relevant_ids"] = _ids_of_spans(
-            run.stages.get(A.STAGE_RETRIEVAL, ()), _RELEVANT_IDS
-        )
-    result: tuple[str, ...] = facts["relevant_ids"]
-    return result
+    return _stage_ids(run, "relevant_ids", A.STAGE_RETRIEVAL, _RELEVANT_IDS)
 
 
 def cited_ids(run: Run) -> tuple[str, ...]:
     """Every document id the run's generations cite, in order, without repeats."""
+    return _stage_ids(run, "cited_ids", A.STAGE_GENERATION, _CITATIONS)
+
+
+def _stage_ids(
+    run: Run, fact: str, stage: str, ids: Callable[[SpanRecord], tuple[str, ...] | None]
+) -> tuple[str, ...]:
+    """The ids ``ids`` reads from the run's spans of ``stage``, in order, without
+    repeats; derived once per run and kept in ``run.facts[fact]``."""
     facts = run.facts
-    if "cited_ids" not in facts:
-        facts["cited_ids"] = _ids_of_spans(run.stages.get(A.STAGE_GENERATION, ()), _CITATIONS)
-    result: tuple[str, ...] = facts["cited_ids"]
+    if fact not in facts:
+        facts[fact] = _ids_of_spans(run.stages.get(stage, ()), ids)
+    result: tuple[str, ...] = facts[fact]
     return result
 
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Final
 
 from llmspans import _attributes as A
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds
+from llmspans.embedded import record_from_readable_span
 from llmspans.testing import capture_spans
 
 from . import MODEL_PRICES

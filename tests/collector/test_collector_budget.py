@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder
 from llmspans.collector.budget import ByteBudget
 from llmspans.collector.config import (
     BUDGET_SHARES,
@@ -22,7 +23,6 @@ from llmspans.collector.config import (
 from llmspans.collector.forwarding import Forwarder, HttpExporter
 from llmspans.collector.metrics import MetricsStore
 from llmspans.collector.processor import Backpressure, Processor, TooLarge
-from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder
 
 MiB = 1024 * 1024
 

@@ -220,3 +220,45 @@ async def test_an_outage_is_logged_when_it_starts_while_it_lasts_and_when_it_end
     assert sum("backend back after" in line for line in lines) == 1
     assert len(lines) <= 8  # a summary per interval, not a line per attempt
     assert metrics.health_value("llmspans_collector_spans_forwarded", exporter="flaky") == 4
+
+
+async def test_the_first_retry_waits_the_delay_the_backend_asked_for() -> None:
+    """A 503 with ``Retry-After: 1`` on the very first attempt: the next attempt comes
+    a second later (plus jitter), not after the 0.1 s backoff."""
+    import time
+
+    from aiohttp import web
+
+    attempts: list[float] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        await request.read()
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    metrics = MetricsStore()
+    config = OtlpExporter(
+        protocol="http", endpoint=f"http://127.0.0.1:{port}/v1/traces", concurrency=1
+    )
+    exporter = HttpExporter(config, "asked", metrics)
+    try:
+        await exporter.start()
+        exporter.submit(_payload(3), 3)
+        assert await exporter.flush(10.0)
+    finally:
+        await exporter.close()
+        await runner.cleanup()
+    assert len(attempts) == 2
+    gap = attempts[1] - attempts[0]
+    print(f"\n[figures] first retry after {gap:.3f} s (asked: 1 s, jitter at most 0.2 s)")
+    assert 1.0 <= gap < 2.0
+    assert metrics.health_value("llmspans_collector_spans_forwarded", exporter="asked") == 3

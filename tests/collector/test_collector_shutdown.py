@@ -15,7 +15,7 @@ import yaml
 from collector_support import Sink, emit_run, grpc_sender, http_sender
 
 from llmspans import _attributes as A
-from llmspans.core.convert import iter_otlp_json_file
+from llmspans._tracefiles import iter_otlp_json_file
 from tests.listening import collector_ports
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+from llmspans._tracefiles import iter_otlp_json_lines
 from llmspans.collector._wire import RequestError, json_to_protobuf, protobuf_to_json
-from llmspans.core.convert import iter_otlp_json_lines
 
 
 def test_json_with_hex_ids_integer_enums_and_string_int64() -> None:

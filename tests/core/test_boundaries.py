@@ -38,7 +38,7 @@ def test_importing_the_core_loads_no_collector_module() -> None:
         "import sys\n"
         "import llmspans.core.convert, llmspans.core.runs, llmspans.core.attribution\n"
         "import llmspans.core.evaluate, llmspans.core.metrics, llmspans.core.report\n"
-        "import llmspans.embedded, llmspans.analyze\n"
+        "import llmspans.embedded, llmspans.analyze, llmspans.diverge, llmspans._tracefiles\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[:2] == ['llmspans', 'collector'])\n"
         "assert not bad, bad\n"
         "print('ok')\n"
@@ -50,11 +50,26 @@ def test_importing_the_core_loads_no_collector_module() -> None:
 
 
 def test_core_does_no_io() -> None:
-    """Only the file reader in convert.py opens files; nothing in the core prints or logs."""
+    """Nothing in the core opens a file, prints or logs: reading trace files is
+    ``llmspans._tracefiles``'s, the sockets are the adapters'."""
     for path in CORE.glob("*.py"):
         names = _imports(path)
         assert not names & {"logging", "socket", "urllib", "http", "subprocess", "os"}, path.name
+        assert not names & {"io", "gzip", "zlib", "pathlib", "sys"}, path.name
         source = path.read_text(encoding="utf-8")
         assert "print(" not in source, path.name
-        if path.name != "convert.py":
-            assert ".open(" not in source and "open(" not in source.replace(".open(", ""), path.name
+        assert ".open(" not in source and "open(" not in source.replace(".open(", ""), path.name
+
+
+def test_core_reads_no_span_wire_format() -> None:
+    """The core converts decoded data only: the OTLP protobuf span decoders are the
+    collector's (``llmspans.collector._protobuf``). (The OTLP metrics the core writes,
+    in exposition.py, are output, not input.)"""
+    span_wire = (
+        "google.protobuf",
+        "opentelemetry.proto.trace",
+        "opentelemetry.proto.collector.trace",
+    )
+    for path in CORE.glob("*.py"):
+        wire = {name for name in _imports(path) if name.startswith(span_wire)}
+        assert not wire, f"{path.name} imports {wire}"

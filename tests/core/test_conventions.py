@@ -22,18 +22,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Span, Status, StatusCode
 
 from llmspans import _attributes as A
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
 from llmspans.core.conventions import MAX_INDEXED_DOCUMENTS
-from llmspans.core.convert import (
-    SLIM_EXPORT_REQUEST,
-    SlimDecoder,
-    record_from_otlp_span,
-    record_from_readable_span,
-    records_from_otlp_json,
-)
+from llmspans.core.convert import records_from_otlp_json
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import Aggregates, accumulate
 from llmspans.core.model import Thresholds, TraceResult
 from llmspans.core.records import SpanRecord
+from llmspans.embedded import record_from_readable_span
 
 Tracing = tuple[TracerProvider, InMemorySpanExporter]
 

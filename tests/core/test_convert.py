@@ -22,14 +22,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from llmspans import _attributes as A
-from llmspans.core.convert import (
-    iter_otlp_json_file,
-    iter_otlp_json_lines,
-    record_from_otlp_span,
-    record_from_readable_span,
-    records_from_otlp_json,
-)
+from llmspans._tracefiles import iter_otlp_json_file, iter_otlp_json_lines
+from llmspans.collector._protobuf import record_from_otlp_span
+from llmspans.core.convert import records_from_otlp_json
 from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
+from llmspans.embedded import record_from_readable_span
 
 Tracing = tuple[TracerProvider, InMemorySpanExporter]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -178,6 +179,36 @@ def test_shadow_against_production(
     assert status == 1
     recall = _row(rows, "billing", "context_recall")
     assert recall["comparison"] == "shadow" and recall["significant"] is True
+
+
+def test_gzip_inputs_give_the_rows_of_the_plain_files(
+    planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offline, production = planted
+    plain = _json_rows(capsys, "--offline", str(offline), "--production", str(production))
+    packed = []
+    for path in planted:
+        target = tmp_path / f"{path.name}.gz"
+        target.write_bytes(gzip.compress(path.read_bytes()))
+        packed.append(str(target))
+    assert _json_rows(capsys, "--offline", packed[0], "--production", packed[1]) == plain
+    assert plain[0] == 1 and plain[1]
+
+    # Cut short: read up to the break, with a warning that names the file.
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(production.read_bytes(), compresslevel=0)[:-5000])
+    assert main(["diverge", "--offline", packed[0], "--production", str(cut)]) == 1
+    captured = capsys.readouterr()
+    assert "billing" in captured.out
+    err = captured.err
+    assert f"warning: {cut}: the compressed data ends early" in err
+    assert "read up to line" in err
+
+    # Not gzip at all: exit status 2, said so.
+    fake = tmp_path / "plain.jsonl.gz"
+    fake.write_bytes(production.read_bytes())
+    assert main(["diverge", "--offline", packed[0], "--production", str(fake)]) == 2
+    assert "not a readable gzip file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmspans import _attributes as A
-from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.metrics import Aggregates, Labeler, accumulate, observations
 from llmspans.core.model import Thresholds

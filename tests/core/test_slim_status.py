@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmspans import _attributes as A
-from llmspans.core.convert import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
+from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, SlimDecoder, record_from_otlp_span
 from llmspans.core.records import SpanRecord
 
 _TRACE = bytes(range(1, 17))

@@ -12,7 +12,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from llmspans import _attributes as A
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.judging import (
     MAX_RUN_DOCUMENTS,
@@ -24,6 +23,7 @@ from llmspans.core.judging import (
 from llmspans.core.metrics import Aggregates
 from llmspans.core.model import Thresholds
 from llmspans.core.records import MAX_CONTENT_CHARS
+from llmspans.embedded import record_from_readable_span
 from llmspans.evaluation import (
     Document,
     EvaluationRunner,

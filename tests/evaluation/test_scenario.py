@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llmspans import _attributes as A
 from llmspans import analyze
 from llmspans.core import exposition
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.judging import accumulate_judgment, sampled_runs
 from llmspans.core.model import Thresholds
 from llmspans.core.store import MetricStore
+from llmspans.embedded import record_from_readable_span
 from tests.core.test_embedded import write_otlp_json_lines
 
 from . import judges, scenario

@@ -14,9 +14,9 @@ from llmspans import _attributes as A
 from llmspans._demo.faults import Fault, draw_fault, parse_faults
 from llmspans._demo.plan import PipelineShape, make_plan
 from llmspans._demo.summary import expected_stage_rate
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds
+from llmspans.embedded import record_from_readable_span
 from llmspans.testing import CapturedSpans, capture_spans
 
 ALL_STAGES = ("retrieval", "context_selection", "generation", "action")

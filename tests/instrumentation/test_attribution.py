@@ -12,9 +12,9 @@ import pytest
 from llama_index.core.postprocessor import SimilarityPostprocessor
 
 import llmspans
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds, TraceResult
+from llmspans.embedded import record_from_readable_span
 
 from .conftest import Spans
 from .fake_providers import FakeProviderServer

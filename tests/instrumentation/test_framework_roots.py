@@ -21,9 +21,9 @@ from opentelemetry.trace import StatusCode
 
 import llmspans
 from llmspans import _attributes as attr
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds
+from llmspans.embedded import record_from_readable_span
 
 from .conftest import Spans
 from .fake_providers import FakeProviderServer

@@ -129,7 +129,8 @@ def test_a_raising_pipeline_is_counted_and_bad_names_exit_2(tmp_path: Path) -> N
 def test_a_huge_line_is_read_past_in_bounded_pieces() -> None:
     import io
 
-    from llmspans.offline import bounded_lines, read_dataset
+    from llmspans._tracefiles import bounded_lines
+    from llmspans.offline import read_dataset
 
     data = b'{"input": "a"}\n' + b"x" * 5_000_000 + b'\n{"input": "b"}\n'
     pieces = list(bounded_lines(io.BytesIO(data), 1000))

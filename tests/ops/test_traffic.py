@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from llmspans import _attributes as A
 from llmspans.collector.traffic.pipeline import FAULT_MODES, FaultMix, SupportPipeline
 from llmspans.collector.traffic.shard import TraceShardingExporter
-from llmspans.core.convert import record_from_readable_span
 from llmspans.core.evaluate import evaluate_trace
 from llmspans.core.model import Thresholds
+from llmspans.embedded import record_from_readable_span
 from llmspans.testing import SeededIdGenerator, capture_spans
 
 #: the (stage, reason) SPEC section 5 gives each fault mode of the generator

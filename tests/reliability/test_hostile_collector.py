@@ -446,7 +446,7 @@ def test_atheris_fuzz_of_the_collector_request_decoding(tmp_path: Path) -> None:
             import opentelemetry.proto.collector.trace.v1.trace_service_pb2
             with atheris.instrument_imports():
                 from llmspans.collector._wire import RequestError, json_to_protobuf, parse_request
-                from llmspans.core.convert import record_from_otlp_span
+                from llmspans.collector._protobuf import record_from_otlp_span
 
             def one_input(data: bytes) -> None:
                 try:

@@ -26,12 +26,9 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from llmspans.core.convert import (
-    iter_otlp_json_file,
-    iter_otlp_json_lines,
-    record_from_otlp_span,
-    records_from_otlp_json,
-)
+from llmspans._tracefiles import iter_otlp_json_file, iter_otlp_json_lines
+from llmspans.collector._protobuf import record_from_otlp_span
+from llmspans.core.convert import records_from_otlp_json
 from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
 
 from .support import (
@@ -339,7 +336,8 @@ ATHERIS_TARGET = textwrap.dedent(
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
         )
-        from llmspans.core.convert import records_from_otlp_json, record_from_otlp_span
+        from llmspans.collector._protobuf import record_from_otlp_span
+        from llmspans.core.convert import records_from_otlp_json
 
     def one_input(data: bytes) -> None:
         request = ExportTraceServiceRequest()
