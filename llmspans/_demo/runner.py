@@ -45,13 +45,14 @@ from llmspans._demo.traces import (
     iter_root_verdicts,
 )
 from llmspans._demo.users import simulated_feedback
+from llmspans._tracefiles import bounded_lines
 from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
 from llmspans.cost import ModelPrice, get_price_table, set_price_table
 from llmspans.diverge import compare as diverge_compare
 from llmspans.diverge import coverage, read_sides
 from llmspans.evaluation import should_sample
-from llmspans.offline import bounded_lines, read_dataset, record_dataset
+from llmspans.offline import read_dataset, record_dataset
 
 #: share of the requests each example gets
 WEIGHTS = {"support_rag": 0.4, "sql_analyst": 0.35, "booking_agent": 0.25}
