@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as _ProtoSpanType
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from opentelemetry.trace import StatusCode
 
@@ -47,6 +49,9 @@ from llmspans.core.conventions import (
     FOREIGN_FIELDS,
     INDEXED_STARTS,
     PART_OTHER,
+    RESULT_EVENT,
+    RESULT_ID,
+    RESULT_SCORE,
     Collected,
     apply,
     indexed_key,
@@ -200,6 +205,12 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
             for key in attributes:
                 if key.startswith(INDEXED_STARTS):
                     _collect_python(collected, key, attributes[key])
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        for event in span.events:
+            if event.name == RESULT_EVENT:
+                found = event.attributes or {}
+                if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
+                    break
     if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
@@ -359,9 +370,42 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
                 found = _proto_foreign(key, key_value.value)
                 if found is not None:
                     found.into(collected)
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        _proto_results(span.events, collected)
     if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
+
+
+def _proto_results(events: Iterable[Any], collected: Collected) -> None:
+    """The result events of an OpenLLMetry vector-store query (OTLP ``Span.Event``s):
+    each one's id and score; bounded by :meth:`Collected.result`."""
+    for event in events:
+        if event.name != RESULT_EVENT:
+            continue
+        document_id: object = None
+        score: object = None
+        for key_value in event.attributes:
+            if key_value.key == RESULT_ID:
+                document_id = _proto_scalar(key_value.value)
+            elif key_value.key == RESULT_SCORE:
+                score = _proto_scalar(key_value.value)
+        if not collected.result(document_id, score):
+            return
+
+
+def _proto_scalar(value: Any) -> object:
+    """A scalar ``AnyValue`` as a Python value (``None`` for anything else)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
 
 
 #: key of another convention -> (slot, decoding code)
@@ -736,9 +780,28 @@ class SlimDecoder:
             record.links = tuple((link.trace_id, link.span_id) for link in span.links)
         if collected is not None and record.stage is None and collected.wants_documents():
             _slim_documents(span.attributes, collected)
+        if collected is not None and record.stage is None and collected.wants_results(record.name):
+            # The slim schema leaves events out (upb keeps them as unknown fields):
+            # decoded on vector-store queries only.
+            _proto_results(_slim_events(span), collected)
         if collected is not None or (record.operation is not None and record.stage is None):
             apply(record, collected)
         return record
+
+
+#: ``Span.events`` (field 11, length-delimited) and its message, for the slim decoder
+_SPAN_EVENTS: Final = 11
+_LENGTH_DELIMITED: Final = 2
+_PROTO_EVENT: Final = _ProtoSpanType.Event
+
+
+def _slim_events(span: Any) -> Iterator[Any]:
+    """The events of a slim ``Span``, decoded one at a time from its unknown fields."""
+    unknown = UnknownFieldSet(span)
+    for index in range(len(unknown)):
+        field = unknown[index]
+        if field.field_number == _SPAN_EVENTS and field.wire_type == _LENGTH_DELIMITED:
+            yield _PROTO_EVENT.FromString(field.data)
 
 
 def _slim_documents(attributes: Any, collected: Collected) -> None:
@@ -1009,9 +1072,32 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             )
         )
     record.links = tuple(links)
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        _json_results(span.get("events"), collected, path)
     if collected is not None or (record.operation is not None and record.stage is None):
         apply(record, collected)
     return record
+
+
+def _json_results(events: Any, collected: Collected, path: str) -> None:
+    """The result events of an OpenLLMetry vector-store query (OTLP JSON)."""
+    for index, item in enumerate(_expect_list(events, f"{path}.events")):
+        event = _expect_object(item, f"{path}.events[{index}]")
+        if event.get("name") != RESULT_EVENT:
+            continue
+        found: dict[str, object] = {}
+        attributes = _expect_list(event.get("attributes"), f"{path}.events[{index}].attributes")
+        for number, item_attribute in enumerate(attributes):
+            attribute_path = f"{path}.events[{index}].attributes[{number}]"
+            attribute = _expect_object(item_attribute, attribute_path)
+            key = attribute.get("key")
+            raw = attribute.get("value")
+            if key in (RESULT_ID, RESULT_SCORE) and raw is not None:
+                decoded = _json_any_value(raw, f"{attribute_path}.value")
+                if decoded is not _BAD:
+                    found[key] = decoded
+        if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
+            return
 
 
 def _json_spans(request: Any) -> Iterator[tuple[str, Any]]:
