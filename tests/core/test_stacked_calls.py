@@ -2,11 +2,16 @@
 conventions", precedence): a stage span inside a span of the same stage, with no
 other stage between and overlapping in time, is folded into the outer span."""
 
+# ruff: noqa: SIM117  (nested ``with`` blocks draw the span tree)
+
 from __future__ import annotations
 
 import copy
 import random
 import time
+from pathlib import Path
+
+import pytest
 
 from llmspans import _attributes as A
 from llmspans.core.evaluate import evaluate_trace
@@ -189,3 +194,42 @@ def test_a_deep_chain_of_stacked_spans_is_folded_in_linear_time() -> None:
     # about half a second; a walk per span up the whole chain takes minutes
     assert time.perf_counter() - started < 20
     assert _calls(result) == 1
+
+
+def test_the_embedded_mode_and_analyze_count_a_stacked_call_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same SDK spans through the embedded processor and through ``llmspans
+    analyze`` (OTLP JSON): llmspans' generation span with a peer's chat span inside."""
+    from .test_embedded import Harness, _analyze_json, _total, write_otlp_json_lines
+
+    harness = Harness()
+    tracer = harness.tracer
+    with tracer.start_as_current_span(
+        "invoke_workflow support", attributes={A.STAGE: A.STAGE_PIPELINE, A.PIPELINE: "support"}
+    ):
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini",
+            attributes={A.STAGE: A.STAGE_GENERATION, A.PIPELINE: "support", A.COST_USD: 0.25},
+        ):
+            with tracer.start_as_current_span(
+                "openai.chat",
+                attributes={
+                    A.GEN_AI_OPERATION_NAME: "chat",
+                    A.GEN_AI_RESPONSE_FINISH_REASONS: ("content_filter",),
+                },
+            ):
+                pass
+    metrics = harness.metrics()
+    assert _total(metrics[A.METRIC_STAGE_CALLS], pipeline="support", stage="generation") == 1
+    assert _total(metrics[A.METRIC_TASK_COST], pipeline="support") == 0.25
+    assert _total(
+        metrics[A.METRIC_STAGE_FAILURES], pipeline="support", stage="generation", reason="refused"
+    ) == 1
+    path = tmp_path / "traces.jsonl"
+    write_otlp_json_lines(harness.exporter.get_finished_spans(), path, per_line=2)
+    report = _analyze_json(path, capsys)
+    pipeline = report["pipelines"]["support"]
+    assert pipeline["stages"]["generation"]["calls"] == 1
+    assert pipeline["stages"]["generation"]["failures_by_reason"] == {"refused": 1}
+    assert pipeline["cost_usd"] == 0.25
