@@ -121,15 +121,8 @@ def assemble(
                 runs_by_root[(span.trace_id, span.span_id)] = run
                 runs_per_trace.setdefault(span.trace_id, []).append(run)
 
-    folded = _stacked(spans, by_key, runs_by_root)
-    if folded is not None:
-        # the inner spans of a call seen twice go, their outer spans carry both
-        spans = [
-            kept
-            for kept in (folded.get((span.trace_id, span.span_id), span) for span in spans)
-            if kept is not None
-        ]
-
+    # a stage with a second span in a run: the only runs where a call may be seen twice
+    repeated: list[Run] = []
     # owner[key] is the run a span belongs to (None: under no pipeline, or unknown).
     owner: dict[_Key, Run | None] = {}
     standalone: list[SpanRecord] = []
@@ -158,9 +151,44 @@ def assemble(
                 stages[stage] = [span]
             else:
                 found.append(span)
+                repeated.append(owning)
 
+    if repeated or len(standalone) > 1:
+        standalone = _fold_stacked(repeated, standalone, by_key, runs_by_root)
     runs = sorted(runs_by_root.values(), key=_ROOT_START_ORDER)
     return runs, standalone, feedback
+
+
+def _fold_stacked(
+    repeated: list[Run],
+    standalone: list[SpanRecord],
+    by_key: dict[_Key, SpanRecord],
+    runs_by_root: dict[_Key, Run],
+) -> list[SpanRecord]:
+    """Fold the calls seen twice (module docstring) in the runs that have a stage with
+    several spans and among the standalone spans; returns the standalone spans left.
+    Only reached when a stage repeats, so traces of one span per stage pay nothing."""
+    runs = list({id(run): run for run in repeated}.values())
+    candidates = [
+        span for run in runs for spans in run.stages.values() if len(spans) > 1 for span in spans
+    ]
+    candidates.extend(standalone)
+    candidates.sort(key=_START_ORDER)
+    folded = _stacked(candidates, by_key, runs_by_root)
+    if folded is None:
+        return standalone
+    for run in runs:
+        for stage, spans in run.stages.items():
+            run.stages[stage] = _kept(spans, folded)
+        run.spans = _kept(run.spans, folded)
+    return _kept(standalone, folded)
+
+
+def _kept(spans: list[SpanRecord], folded: dict[_Key, SpanRecord | None]) -> list[SpanRecord]:
+    """``spans`` with each folded inner span gone and each outer one replaced by its
+    folded copy, in the same order."""
+    found = (folded.get((span.trace_id, span.span_id), span) for span in spans)
+    return [span for span in found if span is not None]
 
 
 #: The facts an inner span of a call seen twice gives its outer span when the outer
@@ -194,8 +222,8 @@ def _stacked(
 ) -> dict[_Key, SpanRecord | None] | None:
     """The calls seen twice among ``spans`` (start order): for each folded inner span
     ``None``, for each outer span that took facts its folded copy; ``None`` when
-    there is none (the common case, decided without a walk when no working stage
-    has two spans in the trace, or when every stage span's parent is a run root)."""
+    there is none (decided without a walk when no working stage has two spans, or
+    when every stage span's parent is a run root)."""
     candidates = [span for span in spans if span.stage in _WORKING_STAGES]
     if len(candidates) < 2 or len({span.stage for span in candidates}) == len(candidates):
         return None
