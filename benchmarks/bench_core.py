@@ -1,6 +1,7 @@
 """The collector's per-span work, step by step, in one process (no network).
 
     python benchmarks/bench_core.py [--spans 60000] [--quick]
+    python benchmarks/bench_core.py --conventions [--spans 60000] [--repeat 9] [--instructions]
 
 The same batches the load generator sends are pushed through the collector's own
 ``Processor`` (admission, conversion, assembly, evaluation, metrics, enrichment)
@@ -20,14 +21,33 @@ with no exporter attached, then each step is timed on its own:
 
 Microseconds of process CPU time per span (wall time would count the waits of a
 shared machine), best of ``--repeat`` passes.
+
+``--conventions`` measures instead what reading the other conventions (``gen_ai.*``,
+OpenInference, OpenLLMetry: :mod:`llmspans.core.conventions`) and folding calls seen
+twice cost spans that carry none of them (the load is llmspans' own spans): the
+collector's path (slim parse, ``SlimDecoder``, ``evaluate_trace``) and the full
+converter's (``record_from_otlp_span``, ``evaluate_trace``), each with the
+conventions read and with them bypassed (the converters' table of foreign keys
+emptied, ``apply`` and the stacked-call check made no-ops), in alternating rounds:
+median CPU ns per span of each and of the difference. ``--instructions`` counts
+the same two paths in CPU instructions under ``valgrind --tool=cachegrind`` (one
+child per variant plus a baseline child that only builds the input; the garbage
+collector off during the pass), which a shared machine's noise does not move.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import re
+import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from _common import machine, write_result
@@ -162,12 +182,230 @@ def run(spans: int, repeat: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def conventions_bypassed() -> Iterator[None]:
+    """The core with the other conventions not read: what a span without them would
+    cost if the converters knew nothing of them (and assembly folded nothing)."""
+    from llmspans.collector import _protobuf
+    from llmspans.core import convert, runs
+
+    saved = (_protobuf._FOREIGN_CODES, convert.FOREIGN_FIELDS, convert.apply, runs._stacked)
+    _protobuf._FOREIGN_CODES = {}  # type: ignore[misc]
+    convert.FOREIGN_FIELDS = {}  # type: ignore[misc]
+    convert.apply = lambda record, collected: None
+    runs._stacked = lambda spans, by_key, runs_by_root: None
+    try:
+        yield
+    finally:
+        (_protobuf._FOREIGN_CODES, convert.FOREIGN_FIELDS, convert.apply, runs._stacked) = saved  # type: ignore[misc]
+
+
+_PATHS = ("slim + evaluate", "convert + evaluate")
+
+
+def _conventions_input(spans: int) -> tuple[list[bytes], int]:
+    batches = [data for data, _ in RequestBuilder(LoadShape(), seed=7).batches(spans)]
+    total = sum(
+        len(ss.spans)
+        for b in batches
+        for rs in ExportTraceServiceRequest.FromString(b).resource_spans
+        for ss in rs.scope_spans
+    )
+    return batches, total
+
+
+def _conventions_pass(path: str, batches: list[bytes]) -> None:
+    """One pass of ``path`` over every span: records, grouped by trace, evaluated."""
+    from llmspans.collector._protobuf import (
+        SLIM_EXPORT_REQUEST,
+        SlimDecoder,
+        record_from_otlp_span,
+    )
+    from llmspans.core.evaluate import evaluate_trace
+    from llmspans.core.model import Thresholds
+
+    thresholds = Thresholds()
+    by_trace: dict[bytes, list[Any]] = {}
+    if path == _PATHS[0]:
+        decoder = SlimDecoder()
+        for b in batches:
+            for rs in SLIM_EXPORT_REQUEST.FromString(b).resource_spans:
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        rec = decoder.record(sp)
+                        by_trace.setdefault(rec.trace_id, []).append(rec)
+    else:
+        for b in batches:
+            for rs in ExportTraceServiceRequest.FromString(b).resource_spans:
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        rec = record_from_otlp_span(sp)
+                        by_trace.setdefault(rec.trace_id, []).append(rec)
+    for records in by_trace.values():
+        evaluate_trace(records, thresholds)
+
+
+def conventions_cost(spans: int, repeat: int) -> dict[str, Any]:
+    """CPU ns per span of both paths with the conventions read and bypassed, in
+    alternating rounds (the order flips every round), medians over ``repeat``."""
+    batches, total = _conventions_input(spans)
+    for path in _PATHS:  # warm up: imports, caches, the allocator
+        _conventions_pass(path, batches)
+        with conventions_bypassed():
+            _conventions_pass(path, batches)
+    rows = []
+    for path in _PATHS:
+        on: list[float] = []
+        off: list[float] = []
+        for round_ in range(repeat):
+            for bypass in (round_ % 2 == 1, round_ % 2 == 0):
+                gc.collect()
+                start = time.process_time()
+                if bypass:
+                    with conventions_bypassed():
+                        _conventions_pass(path, batches)
+                else:
+                    _conventions_pass(path, batches)
+                (off if bypass else on).append(1e9 * (time.process_time() - start) / total)
+        differences = [a - b for a, b in zip(on, off, strict=True)]
+        rows.append(
+            {
+                "path": path,
+                "ns_per_span_read": round(statistics.median(on)),
+                "ns_per_span_bypassed": round(statistics.median(off)),
+                "difference_ns_median": round(statistics.median(differences)),
+                "difference_ns_min": round(min(differences)),
+                "difference_ns_max": round(max(differences)),
+            }
+        )
+    return {"spans": total, "repeat": repeat, "rows": rows}
+
+
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def _child(variant: str, spans: int) -> int:
+    """One valgrind child: build the input, then run one variant (or none)."""
+    batches, _ = _conventions_input(spans)
+    if variant == "none":
+        from llmspans.collector import _protobuf  # noqa: F401
+        from llmspans.core import convert, evaluate, runs  # noqa: F401
+
+        return 0
+    path, _, mode = variant.partition("|")
+    # A full collection lands wherever the allocation count says: off, so that the
+    # two variants differ by their own work only.
+    gc.collect()
+    gc.disable()
+    if mode == "bypassed":
+        with conventions_bypassed():
+            _conventions_pass(path, batches)
+    else:
+        _conventions_pass(path, batches)
+    return 0
+
+
+def conventions_instructions(spans: int) -> dict[str, Any]:
+    """Instructions per span of both paths, read and bypassed, under cachegrind."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    if shutil.which("valgrind") is None:
+        return {"skipped": "valgrind not installed"}
+    _, total = _conventions_input(spans)
+    # "read again": the same child twice, whose difference is the method's noise floor
+    variants = ["none"] + [
+        f"{p}|{m}" for p in _PATHS for m in ("read", "read again", "bypassed")
+    ]
+
+    def count(variant: str) -> int:
+        argv = [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            variant,
+            "--spans",
+            str(spans),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=1800, check=False
+        )
+        found = _REFS.search(done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"{variant!r} exited with {done.returncode}:\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = dict(zip(variants, pool.map(count, variants), strict=True))
+    rows = []
+    for path in _PATHS:
+        read = (counts[f"{path}|read"] - counts["none"]) / total
+        again = (counts[f"{path}|read again"] - counts["none"]) / total
+        bypassed = (counts[f"{path}|bypassed"] - counts["none"]) / total
+        rows.append(
+            {
+                "path": path,
+                "instructions_per_span_read": round(read),
+                "instructions_per_span_bypassed": round(bypassed),
+                "difference": round(read - bypassed),
+                "difference_share": round((read - bypassed) / bypassed, 4),
+                "noise_floor": round(abs(again - read)),
+            }
+        )
+    return {"spans": total, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=int, default=60_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument(
+        "--conventions",
+        action="store_true",
+        help="what reading the other conventions costs spans without them",
+    )
+    parser.add_argument(
+        "--instructions", action="store_true", help="with --conventions: count instructions too"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.spans)
+    if args.conventions:
+        if args.quick:
+            args.spans, args.repeat = 3000, 3
+        found: dict[str, Any] = {
+            "benchmark": "core_conventions",
+            "machine": machine(),
+            "quick": args.quick,
+            "cpu": conventions_cost(args.spans, args.repeat),
+        }
+        if args.instructions:
+            found["instructions"] = conventions_instructions(min(args.spans, 6000))
+        for row in found["cpu"]["rows"]:
+            print(
+                f"{row['path']:>20}: {row['ns_per_span_read']} ns/span read, "
+                f"{row['ns_per_span_bypassed']} bypassed, difference median "
+                f"{row['difference_ns_median']} (from {row['difference_ns_min']} "
+                f"to {row['difference_ns_max']})",
+                file=sys.stderr,
+            )
+        for row in found.get("instructions", {}).get("rows", []):
+            print(
+                f"{row['path']:>20}: {row['instructions_per_span_read']} instructions/span "
+                f"read, {row['instructions_per_span_bypassed']} bypassed "
+                f"({row['difference_share']:+.2%}; the same child twice differs by "
+                f"{row['noise_floor']})",
+                file=sys.stderr,
+            )
+        print(write_result("core_conventions", found))
+        return 0
     if args.quick:
         args.spans, args.repeat = 3000, 1
     result = {

@@ -90,7 +90,7 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
     )
     attributes = span.attributes
     if attributes:
-        read_attributes(record, attributes)
+        read_attributes(record, attributes, span.events)
     return record
 
 

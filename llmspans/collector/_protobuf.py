@@ -23,13 +23,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as _ProtoSpanType
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 
 from llmspans.core.conventions import (
     FOREIGN_FIELDS,
     INDEXED_STARTS,
     PART_OTHER,
+    RESULT_EVENT,
+    RESULT_ID,
+    RESULT_SCORE,
     Collected,
     indexed_key,
 )
@@ -183,8 +188,56 @@ def record_from_otlp_span(span: ProtoSpan) -> SpanRecord:
                 found = _proto_foreign(key, key_value.value)
                 if found is not None:
                     found.into(collected)
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        _proto_results(span.events, collected)
     finish_record(record, collected)
     return record
+
+
+def _proto_results(events: Any, collected: Collected) -> None:
+    """The result events of an OpenLLMetry vector-store query (OTLP ``Span.Event``s):
+    each one's id and score; bounded by :meth:`Collected.result`."""
+    for event in events:
+        if event.name != RESULT_EVENT:
+            continue
+        document_id: object = None
+        score: object = None
+        for key_value in event.attributes:
+            if key_value.key == RESULT_ID:
+                document_id = _proto_scalar(key_value.value)
+            elif key_value.key == RESULT_SCORE:
+                score = _proto_scalar(key_value.value)
+        if not collected.result(document_id, score):
+            return
+
+
+def _proto_scalar(value: Any) -> object:
+    """A scalar ``AnyValue`` as a Python value (``None`` for anything else)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+#: ``Span.events`` (field 11, length-delimited) and its message, for the slim decoder
+_SPAN_EVENTS: Final = 11
+_LENGTH_DELIMITED: Final = 2
+_PROTO_EVENT: Final = _ProtoSpanType.Event
+
+
+def _slim_events(span: Any) -> Any:
+    """The events of a slim ``Span``, decoded one at a time from its unknown fields."""
+    unknown = UnknownFieldSet(span)
+    for index in range(len(unknown)):
+        field = unknown[index]
+        if field.field_number == _SPAN_EVENTS and field.wire_type == _LENGTH_DELIMITED:
+            yield _PROTO_EVENT.FromString(field.data)
 
 
 def _bad_and_links(record: SpanRecord, bad: int, links: Any) -> None:
@@ -574,6 +627,10 @@ class SlimDecoder:
         _bad_and_links(record, bad, span.links)
         if collected is not None and record.stage is None and collected.wants_documents():
             _slim_documents(span.attributes, collected)
+        if collected is not None and record.stage is None and collected.wants_results(record.name):
+            # The slim schema leaves events out (upb keeps them as unknown fields):
+            # decoded on vector-store queries only.
+            _proto_results(_slim_events(span), collected)
         finish_record(record, collected)
         return record
 

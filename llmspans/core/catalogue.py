@@ -71,7 +71,8 @@ CATALOGUE: Final[tuple[Metric, ...]] = (
         A.METRIC_STAGE_CALLS,
         "llmspans_stage_calls",
         "counter",
-        "Stage spans seen: +1 per stage span, in runs and standalone, by status (ok/error).",
+        "Stage spans seen: +1 per stage span, in runs and standalone, by status (ok/error); "
+        "a span inside a span of the same stage (one call seen twice) counts once.",
         ("pipeline", "stage", "status"),
     ),
     Metric(

@@ -29,10 +29,18 @@ from typing import Final
 from llmspans import _attributes as A
 from llmspans.core.records import SpanRecord, ValueKind
 
+#: ``db.system`` and ``db.operation`` as OpenLLMetry writes them (the names of the
+#: database conventions before ``db.system.name`` and ``db.operation.name``)
+DB_SYSTEM: Final = "db.system"
+DB_OPERATION: Final = "db.operation"
+
 __all__ = [
     "FOREIGN_FIELDS",
     "INDEXED_PREFIXES",
     "MAX_INDEXED_DOCUMENTS",
+    "RESULT_EVENT",
+    "RESULT_ID",
+    "RESULT_SCORE",
     "Collected",
     "apply",
     "indexed_key",
@@ -49,7 +57,23 @@ FOREIGN_FIELDS: Final[dict[str, tuple[str, ValueKind]]] = {
     A.OPENINFERENCE_LLM_FINISH_REASON: ("openinference_finish_reason", ValueKind.STR),
     A.TRACELOOP_SPAN_KIND: ("traceloop_kind", ValueKind.STR),
     A.TRACELOOP_WORKFLOW_NAME: ("traceloop_workflow", ValueKind.STR),
+    # OpenLLMetry's vector-store instrumentations (chromadb, pinecone): the database
+    # and the operation of a span; a query's results are events (see RESULT_EVENT)
+    DB_SYSTEM: ("db_system", ValueKind.STR),
+    DB_OPERATION: ("db_operation", ValueKind.STR),
 }
+
+#: The vector stores whose OpenLLMetry query spans are retrievals (``db.system``,
+#: compared in lower case): those whose instrumentation writes one result event per
+#: document returned, so that no event means an empty result. (Its qdrant
+#: instrumentation, for one, records no result: a query there would look empty.)
+VECTOR_STORES: Final = frozenset({"chroma", "pinecone"})
+#: The event OpenLLMetry adds to a vector-store query span per document it returned,
+#: with the document's id (and, for some stores, its score) as event attributes.
+RESULT_EVENT: Final = "db.query.result"
+RESULT_ID: Final = "db.query.result.id"
+RESULT_SCORE: Final = "db.query.result.score"
+_QUERY: Final = "query"
 
 #: OpenInference's indexed document lists: ``{prefix}.{i}.document.id`` / ``.score``.
 INDEXED_PREFIXES: Final[dict[str, str]] = {
@@ -141,6 +165,30 @@ class Collected:
         cheaply twice read those in a second pass, so other spans never test their
         keys against :data:`INDEXED_STARTS`."""
         return self.values.get("openinference_kind") in _DOCUMENT_KINDS
+
+    def wants_results(self, name: str) -> bool:
+        """Whether the span is an OpenLLMetry vector-store query (``db.system`` a vector
+        store, ``db.operation`` or the last part of the span name ``query``), the only
+        spans whose :data:`RESULT_EVENT` events are read."""
+        values = self.values
+        return "db_system" in values and _is_query(values, name)
+
+    def result(self, document_id: object, score: object) -> bool:
+        """One :data:`RESULT_EVENT` of a vector-store query, in event order: its id and
+        score attributes as decoded (``None`` when absent). Bounded like the indexed
+        documents: past :data:`MAX_INDEXED_DOCUMENTS` the cap is marked (one bad
+        attribute) and ``False`` says to read no further event."""
+        results = self.documents.setdefault("results", {})
+        index = len(results)
+        if index >= MAX_INDEXED_DOCUMENTS:
+            results[-1] = [None, None]
+            return False
+        results[index] = [None, None]
+        if document_id is not None:
+            self.document("results", index, PART_ID, document_id)
+        if score is not None:
+            self.document("results", index, PART_SCORE, score)
+        return True
 
     def add(self, slot: str, value: object) -> None:
         """A typed value of a :data:`FOREIGN_FIELDS` key."""
@@ -239,8 +287,25 @@ def _kind(record: SpanRecord, values: dict[str, object]) -> str | None:
             return found
     kind = values.get("traceloop_kind")
     if isinstance(kind, str):
-        return _BY_TRACELOOP_KIND.get(kind)
+        found = _BY_TRACELOOP_KIND.get(kind)
+        if found is not None:
+            return found
+    if "db_system" in values and _is_query(values, record.name):
+        return A.STAGE_RETRIEVAL
     return None
+
+
+def _is_query(values: dict[str, object], name: str) -> bool:
+    """Whether a span with these values and this name is an OpenLLMetry vector-store
+    query (``db.system`` a vector store, ``db.operation`` or else the last part of
+    the span name ``query``: ``chroma.query``, ``pinecone.query``)."""
+    system = values.get("db_system")
+    if not isinstance(system, str) or system.lower() not in VECTOR_STORES:
+        return False
+    operation = values.get("db_operation")
+    if isinstance(operation, str):
+        return operation == _QUERY
+    return name.rpartition(".")[2] == _QUERY
 
 
 def _run_name(record: SpanRecord, values: dict[str, object]) -> str | None:
@@ -272,7 +337,11 @@ def apply(record: SpanRecord, collected: Collected | None) -> None:
         record.bad_attributes += collected.bad
     if record.stage is not None:
         return
-    if collected is not None and collected.bad_documents and collected.wants_documents():
+    if (
+        collected is not None
+        and collected.bad_documents
+        and (collected.wants_documents() or collected.wants_results(record.name))
+    ):
         record.bad_attributes += collected.bad_documents
     values = collected.values if collected is not None else {}
     kind = _kind(record, values)
@@ -331,6 +400,11 @@ def _retrieved(record: SpanRecord, values: dict[str, object], collected: Collect
             found = [], []
     elif found is None and values.get("openinference_kind") == "RETRIEVER":
         found = [], []
+    if found is None and collected is not None and _is_query(values, record.name):
+        # OpenLLMetry adds one event per document returned, none for an empty result.
+        documents = collected.documents
+        found = _ranked(documents.get("results")) if documents.get("results") else ([], [])
+        _count_caps(record, documents)
     if found is None:
         return
     ids, scores = found

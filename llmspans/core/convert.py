@@ -32,13 +32,16 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from llmspans import _attributes as A
 from llmspans.core.conventions import (
     FOREIGN_FIELDS,
     INDEXED_STARTS,
+    RESULT_EVENT,
+    RESULT_ID,
+    RESULT_SCORE,
     Collected,
     apply,
     indexed_key,
@@ -165,8 +168,12 @@ def finish_record(record: SpanRecord, collected: Collected | None) -> None:
 # --- attributes held as Python values ----------------------------------------------
 
 
-def read_attributes(record: SpanRecord, attributes: Mapping[str, object]) -> None:
-    """Fill ``record`` from a span's attributes held as Python values (an SDK span's).
+def read_attributes(
+    record: SpanRecord, attributes: Mapping[str, object], events: Iterable[Any] = ()
+) -> None:
+    """Fill ``record`` from a span's attributes held as Python values (an SDK span's);
+    ``events`` (objects with ``name`` and ``attributes``) are read on an OpenLLMetry
+    vector-store query only, for its result events.
 
     One pass over the span's own attributes: a membership test per known key would
     cost a raised ``KeyError`` per absent key on the SDK's attribute mapping. Values
@@ -192,6 +199,12 @@ def read_attributes(record: SpanRecord, attributes: Mapping[str, object]) -> Non
         for key in attributes:
             if key.startswith(INDEXED_STARTS):
                 collect_attribute(collected, key, attributes[key])
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        for event in events:
+            if event.name == RESULT_EVENT:
+                found = event.attributes or {}
+                if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
+                    break
     finish_record(record, collected)
 
 
@@ -462,8 +475,31 @@ def _json_span(span: Any, path: str) -> SpanRecord:
             )
         )
     record.links = tuple(links)
+    if collected is not None and record.stage is None and collected.wants_results(record.name):
+        _json_results(span.get("events"), collected, path)
     finish_record(record, collected)
     return record
+
+
+def _json_results(events: Any, collected: Collected, path: str) -> None:
+    """The result events of an OpenLLMetry vector-store query (OTLP JSON)."""
+    for index, item in enumerate(_expect_list(events, f"{path}.events")):
+        event = _expect_object(item, f"{path}.events[{index}]")
+        if event.get("name") != RESULT_EVENT:
+            continue
+        found: dict[str, object] = {}
+        attributes = _expect_list(event.get("attributes"), f"{path}.events[{index}].attributes")
+        for number, item_attribute in enumerate(attributes):
+            attribute_path = f"{path}.events[{index}].attributes[{number}]"
+            attribute = _expect_object(item_attribute, attribute_path)
+            key = attribute.get("key")
+            raw = attribute.get("value")
+            if key in (RESULT_ID, RESULT_SCORE) and raw is not None:
+                decoded = _json_any_value(raw, f"{attribute_path}.value")
+                if decoded is not BAD:
+                    found[key] = decoded
+        if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
+            return
 
 
 def _json_spans(request: Any) -> Iterator[tuple[str, Any]]:

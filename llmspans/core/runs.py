@@ -19,6 +19,16 @@ messy, and :func:`assemble` decides as follows:
   an llmspans pipeline, or in another chain, is a step of the enclosing run. (One
   without a parent is marked a ``pipeline`` span by the converters already.) A
   missing parent ends the walk: the span is the top of what arrived.
+* **One call seen twice counts once.** A working-stage span whose nearest stage
+  ancestor (the first ancestor that has a stage or opens a run) is a span of the
+  **same** stage, and whose time overlaps it, is that stage's call seen by a second
+  instrumentation (llmspans' instrumentor and OpenInference, OpenLLMetry or
+  openai-v2 stacked on one client; a peer's span inside an ``@llmspans.generation``).
+  It is folded into the outer span (:func:`_fold`): the outer span is the one stage
+  call, each fact it lacks is taken from the inner one, and the inner span is neither
+  a stage call nor part of the run. This is llmspans' own rule for a client call
+  inside a decorated stage of the same kind (it enriches the stage instead of
+  opening a second span), applied to spans other instrumentations wrote.
 * A stage's spans are kept in start-time order, whatever order they arrived in.
 * A span seen twice (same trace and span id) counts once; a parent cycle in bad
   input ends the ancestor walk instead of looping.
@@ -27,6 +37,7 @@ messy, and :func:`assemble` decides as follows:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from itertools import chain
 from operator import attrgetter
 from typing import Final
@@ -110,6 +121,8 @@ def assemble(
                 runs_by_root[(span.trace_id, span.span_id)] = run
                 runs_per_trace.setdefault(span.trace_id, []).append(run)
 
+    # a stage with a second span in a run: the only runs where a call may be seen twice
+    repeated: list[Run] = []
     # owner[key] is the run a span belongs to (None: under no pipeline, or unknown).
     owner: dict[_Key, Run | None] = {}
     standalone: list[SpanRecord] = []
@@ -138,9 +151,180 @@ def assemble(
                 stages[stage] = [span]
             else:
                 found.append(span)
+                repeated.append(owning)
 
+    if repeated or len(standalone) > 1:
+        standalone = _fold_stacked(repeated, standalone, by_key, runs_by_root)
     runs = sorted(runs_by_root.values(), key=_ROOT_START_ORDER)
     return runs, standalone, feedback
+
+
+def _fold_stacked(
+    repeated: list[Run],
+    standalone: list[SpanRecord],
+    by_key: dict[_Key, SpanRecord],
+    runs_by_root: dict[_Key, Run],
+) -> list[SpanRecord]:
+    """Fold the calls seen twice (module docstring) in the runs that have a stage with
+    several spans and among the standalone spans; returns the standalone spans left.
+    Only reached when a stage repeats, so traces of one span per stage pay nothing."""
+    runs = list({id(run): run for run in repeated}.values())
+    candidates = [
+        span for run in runs for spans in run.stages.values() if len(spans) > 1 for span in spans
+    ]
+    candidates.extend(standalone)
+    candidates.sort(key=_START_ORDER)
+    folded = _stacked(candidates, by_key, runs_by_root)
+    if folded is None:
+        return standalone
+    for run in runs:
+        for stage, spans in run.stages.items():
+            run.stages[stage] = _kept(spans, folded)
+        run.spans = _kept(run.spans, folded)
+    return _kept(standalone, folded)
+
+
+def _kept(spans: list[SpanRecord], folded: dict[_Key, SpanRecord | None]) -> list[SpanRecord]:
+    """``spans`` with each folded inner span gone and each outer one replaced by its
+    folded copy, in the same order."""
+    found = (folded.get((span.trace_id, span.span_id), span) for span in spans)
+    return [span for span in found if span is not None]
+
+
+#: The facts an inner span of a call seen twice gives its outer span when the outer
+#: span lacks them (None there). Identity, times, status, stage, pipeline, run
+#: labels and operation stay the outer span's.
+_FOLDED_FACTS: Final = (
+    "document_ids",
+    "scores",
+    "relevant_ids",
+    "input_ids",
+    "selected_ids",
+    "citations",
+    "confidence",
+    "refused",
+    "output_valid",
+    "cost_usd",
+    "verified",
+    "verification",
+    "task_completed",
+    "task_correct",
+    "query",
+    "documents_content",
+    "input_messages",
+    "output_messages",
+    "claims",
+)
+
+
+def _stacked(
+    spans: Sequence[SpanRecord], by_key: dict[_Key, SpanRecord], runs_by_root: dict[_Key, Run]
+) -> dict[_Key, SpanRecord | None] | None:
+    """The calls seen twice among ``spans`` (start order): for each folded inner span
+    ``None``, for each outer span that took facts its folded copy; ``None`` when
+    there is none (decided without a walk when no working stage has two spans, or
+    when every stage span's parent is a run root)."""
+    candidates = [span for span in spans if span.stage in _WORKING_STAGES]
+    if len(candidates) < 2 or len({span.stage for span in candidates}) == len(candidates):
+        return None
+    # nearest[key]: the nearest ancestor with a stage or a run of its own of the span
+    # with that key (memoised for the spans without stage on the way: linear walks)
+    nearest: dict[_Key, SpanRecord | None] = {}
+    outer_of: dict[_Key, _Key] = {}
+    for span in candidates:
+        parent_id = span.parent_span_id
+        trace_id = span.trace_id
+        if not parent_id or (trace_id, parent_id) in runs_by_root:
+            continue
+        found = _nearest_stage(trace_id, parent_id, by_key, runs_by_root, nearest)
+        if (
+            found is not None
+            and found.stage == span.stage
+            and span.start_ns <= found.end_ns
+            and found.start_ns <= span.end_ns
+        ):
+            outer_of[(trace_id, span.span_id)] = (trace_id, found.span_id)
+    if not outer_of:
+        return None
+    # Each inner span goes to its top outer span (three stacked instrumentations make
+    # a chain); a cycle in bad input folds nothing.
+    # top_of memoises the top of every span on a resolved chain (linear in all).
+    top_of: dict[_Key, _Key | None] = {}
+    inner_of: dict[_Key, list[SpanRecord]] = {}
+    for key, outer in outer_of.items():
+        path = [key]
+        seen = {key}
+        top: _Key | None = outer
+        while top is not None and top in outer_of:
+            if top in top_of:
+                top = top_of[top]
+                break
+            if top in seen:
+                top = None
+                break
+            seen.add(top)
+            path.append(top)
+            top = outer_of[top]
+        for on_path in path:
+            top_of[on_path] = top
+        if top is not None:
+            inner_of.setdefault(top, []).append(by_key[key])
+    folded: dict[_Key, SpanRecord | None] = {}
+    for top, inners in inner_of.items():
+        merged = _fold(by_key[top], inners)
+        folded[top] = merged
+        for inner in inners:
+            folded[(inner.trace_id, inner.span_id)] = None
+    return folded or None
+
+
+def _nearest_stage(
+    trace_id: bytes,
+    parent_id: bytes,
+    by_key: dict[_Key, SpanRecord],
+    runs_by_root: dict[_Key, Run],
+    nearest: dict[_Key, SpanRecord | None],
+) -> SpanRecord | None:
+    """The nearest ancestor (from ``parent_id`` up) with a stage or a run of its own;
+    ``None`` when a parent is missing or the input has a cycle."""
+    path: list[_Key] = []
+    seen: set[_Key] = set()
+    result: SpanRecord | None = None
+    while parent_id:
+        key = (trace_id, parent_id)
+        if key in nearest:
+            result = nearest[key]
+            break
+        parent = by_key.get(key)
+        if parent is None or key in seen:
+            break
+        if parent.stage is not None or key in runs_by_root:
+            result = parent
+            break
+        seen.add(key)
+        path.append(key)
+        parent_id = parent.parent_span_id
+    for key in path:
+        nearest[key] = result
+    return result
+
+
+def _fold(outer: SpanRecord, inners: Sequence[SpanRecord]) -> SpanRecord:
+    """A copy of ``outer`` with each fact it lacks taken from ``inners`` (in start
+    order: the nearest instrumentation first). The outer span's status stands: an
+    error raised inside reaches the outer span unless the code between handled it,
+    and a handled error did not fail the stage (as for llmspans' own instrumentor
+    inside a decorated stage); only its ``error.type`` may come from inside."""
+    merged = replace(outer)
+    for inner in inners:
+        for name in _FOLDED_FACTS:
+            if getattr(merged, name) is None:
+                value = getattr(inner, name)
+                if value is not None:
+                    setattr(merged, name, value)
+        if merged.error and merged.error_type is None and inner.error:
+            merged.error_type = inner.error_type
+    return merged
 
 
 def _enclosed(span: SpanRecord, by_key: dict[_Key, SpanRecord], covered: dict[_Key, bool]) -> bool:

@@ -107,6 +107,41 @@ def test_core(run_script: RunScript) -> None:
     assert all(value > 0 for value in steps.values())
 
 
+def test_core_conventions(run_script: RunScript) -> None:
+    data = run_script("bench_core.py", "--conventions", "--quick", result="core_conventions")
+    rows = {row["path"]: row for row in data["cpu"]["rows"]}
+    assert rows.keys() == {"slim + evaluate", "convert + evaluate"}
+    for row in rows.values():
+        assert row["ns_per_span_read"] > 0 and row["ns_per_span_bypassed"] > 0
+        assert row["difference_ns_min"] <= row["difference_ns_median"] <= row["difference_ns_max"]
+
+
+def test_the_bypass_gives_the_same_records_to_spans_without_other_conventions() -> None:
+    """What the conventions benchmark compares: the same work, minus the reading."""
+    import bench_core
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from llmspans.collector._protobuf import record_from_otlp_span
+
+    spans = [
+        span
+        for data, _ in RequestBuilder(LoadShape(), seed=3).batches(600)
+        for resource in ExportTraceServiceRequest.FromString(data).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    read = [record_from_otlp_span(span) for span in spans]
+    retriever = Span(trace_id=b"t" * 16, span_id=b"s" * 8, name="retriever")
+    kind = retriever.attributes.add(key="openinference.span.kind")
+    kind.value.string_value = "RETRIEVER"
+    assert record_from_otlp_span(retriever).stage == "retrieval"
+    with bench_core.conventions_bypassed():
+        bypassed = [record_from_otlp_span(span) for span in spans]
+        assert record_from_otlp_span(retriever).stage is None  # the reading is off
+    assert bypassed == read
+    assert record_from_otlp_span(retriever).stage == "retrieval"  # and back on
+
+
 def test_collector(run_script: RunScript) -> None:
     data = run_script(
         "bench_collector.py", "--quick", "--targets", "llmspans", "python-naive", result="collector"

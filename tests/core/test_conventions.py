@@ -400,3 +400,94 @@ def test_documents_without_ids_are_unknown_not_empty(tracing: Tracing) -> None:
         pass
     (record,) = _evaluate(tracing)[0].values()
     assert record.stage == A.STAGE_RETRIEVAL and record.document_ids is None
+
+
+# --- OpenLLMetry vector-store queries ----------------------------------------------------
+
+
+def _vector_query(
+    tracing: Tracing, name: str, results: list[dict[str, Any]], **attributes: Any
+) -> None:
+    with _span(tracing, "workflow", **{"traceloop.span.kind": "workflow"}):
+        with _span(tracing, name, **attributes) as span:
+            for result in results:
+                span.add_event("db.query.result", result)
+            span.add_event("db.query.embeddings", {"db.query.embeddings.vector": "[1.0]"})
+
+
+def test_openllmetry_chroma_query_results_are_the_retrieved_ids(tracing: Tracing) -> None:
+    _vector_query(
+        tracing,
+        "chroma.query",
+        [
+            {"db.query.result.id": "doc-a", "db.query.result.distance": 0.1},
+            {"db.query.result.id": "doc-c", "db.query.result.distance": 0.4},
+        ],
+        **{"db.system": "chroma", "db.operation": "query"},
+    )
+    records, result, _ = _evaluate(tracing)
+    query = records["chroma.query"]
+    assert (query.stage, query.document_ids, query.scores) == (
+        A.STAGE_RETRIEVAL,
+        ("doc-a", "doc-c"),
+        None,  # distances are not scores
+    )
+    assert _verdicts(result) == [("workflow", "unverified", None, None)]
+
+
+def test_openllmetry_empty_vector_query_is_retrieval_empty(tracing: Tracing) -> None:
+    _vector_query(tracing, "chroma.query", [], **{"db.system": "chroma", "db.operation": "query"})
+    records, result, _ = _evaluate(tracing)
+    assert records["chroma.query"].document_ids == ()
+    assert _verdicts(result) == [("workflow", "failure", "retrieval", "empty")]
+
+
+def test_pinecone_query_by_its_span_name_with_scores(tracing: Tracing) -> None:
+    _vector_query(
+        tracing,
+        "pinecone.query",
+        [
+            {"db.query.result.id": "p1", "db.query.result.score": 0.9},
+            {"db.query.result.id": "p2", "db.query.result.score": 0.5},
+        ],
+        **{"db.system": "Pinecone"},
+    )
+    query = _evaluate(tracing)[0]["pinecone.query"]
+    assert (query.document_ids, query.scores) == (("p1", "p2"), (0.9, 0.5))
+
+
+def test_other_database_spans_and_operations_are_no_stage(tracing: Tracing) -> None:
+    _vector_query(tracing, "SELECT", [], **{"db.system": "postgresql", "db.operation": "query"})
+    _vector_query(tracing, "chroma.add", [], **{"db.system": "chroma", "db.operation": "add"})
+    records, result, _ = _evaluate(tracing)
+    assert records["SELECT"].stage is None and records["chroma.add"].stage is None
+    assert _verdicts(result) == [("workflow", "unverified", None, None)] * 2
+
+
+def test_a_result_without_id_makes_the_ids_unknown(tracing: Tracing) -> None:
+    _vector_query(
+        tracing,
+        "chroma.query",
+        [{"db.query.result.id": "doc-a"}, {"db.query.result.distance": 0.3}],
+        **{"db.system": "chroma", "db.operation": "query"},
+    )
+    query = _evaluate(tracing)[0]["chroma.query"]
+    assert query.stage == A.STAGE_RETRIEVAL and query.document_ids is None
+
+
+def test_result_events_are_bounded() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=5000))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    results = [{"db.query.result.id": f"d{index}"} for index in range(MAX_INDEXED_DOCUMENTS + 500)]
+    results[3] = {"db.query.result.id": "d3", "db.query.result.score": "high"}  # wrong type
+    _vector_query(
+        (provider, exporter),
+        "chroma.query",
+        results,
+        **{"db.system": "chroma", "db.operation": "query"},
+    )
+    query = _evaluate((provider, exporter))[0]["chroma.query"]
+    assert query.document_ids is not None and len(query.document_ids) == MAX_INDEXED_DOCUMENTS
+    assert query.scores is None
+    assert query.bad_attributes == 2  # the wrong score, the cap
