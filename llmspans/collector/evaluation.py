@@ -11,18 +11,16 @@ forwarded like any span. Runs on the event loop thread, like the processor.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, key_prefix
 from llmspans.collector.config import Evaluation, LLMJudgeEntry
 from llmspans.collector.forwarding import Forwarder
 from llmspans.core.judging import (
-    EvaluatedRun,
     sampled_runs,
 )
 from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
@@ -30,9 +28,15 @@ from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS
 from llmspans.core.store import MetricStore
 from llmspans.evaluation import EvaluationRunner, Evaluator, LLMJudge, load_evaluator
 from llmspans.evaluation._runner import record_outcomes
-from llmspans.evaluation._spans import AttributeValue, evaluation_attributes, evaluation_span_name
+from llmspans.evaluation._spans import SCOPE_NAME, AttributeValue, EvaluationSpan, evaluation_span
 
-__all__ = ["CollectorEvaluation", "evaluators_of", "request_without_content", "without_content"]
+__all__ = [
+    "CollectorEvaluation",
+    "evaluators_of",
+    "otlp_span",
+    "request_without_content",
+    "without_content",
+]
 
 #: encoded key prefixes of the content attributes stripped before forwarding
 _CONTENT_PREFIXES: Final = tuple(
@@ -144,13 +148,11 @@ class CollectorEvaluation:
             return 0
         request = ExportTraceServiceRequest()
         scope_spans = request.resource_spans.add().scope_spans.add()
-        scope_spans.scope.name = "llmspans.evaluation"
-        for outcome, judged in zip(outcomes, verdicts, strict=True):
-            run = outcome.context[0]
-            attributes = evaluation_attributes(
-                outcome.run, outcome.evaluator, outcome.judgment, outcome.status, judged
-            )
-            scope_spans.spans.append(_span(run, outcome.run, attributes))
+        scope_spans.scope.name = SCOPE_NAME
+        scope_spans.spans.extend(
+            otlp_span(evaluation_span(outcome, judged))
+            for outcome, judged in zip(outcomes, verdicts, strict=True)
+        )
         self.forwarder.submit(request.SerializeToString(), len(outcomes))
         return len(outcomes)
 
@@ -160,16 +162,21 @@ class CollectorEvaluation:
         self.collect()
 
 
-def _span(run: Run, evaluated: EvaluatedRun, attributes: dict[str, AttributeValue]) -> Span:
-    now = time.time_ns()
+def otlp_span(built: EvaluationSpan) -> Span:
+    """The OTLP encoding of an ``evaluate`` span, in a trace of its own."""
     span = Span(
         trace_id=os.urandom(16),
         span_id=os.urandom(8),
-        name=evaluation_span_name(evaluated),
+        name=built.name,
         kind=Span.SPAN_KIND_INTERNAL,
-        start_time_unix_nano=now,
-        end_time_unix_nano=now,
+        start_time_unix_nano=built.start_ns,
+        end_time_unix_nano=built.end_ns,
     )
-    span.links.add(trace_id=run.root.trace_id, span_id=run.root.span_id)
-    span.attributes.extend(KeyValue(key=key, value=_any_value(v)) for key, v in attributes.items())
+    span.links.add(trace_id=built.link[0], span_id=built.link[1])
+    span.attributes.extend(
+        KeyValue(key=key, value=_any_value(v)) for key, v in built.attributes.items()
+    )
+    if built.error is not None:
+        span.status.code = Status.STATUS_CODE_ERROR
+        span.status.message = built.error
     return span
