@@ -275,6 +275,11 @@ class EvaluationRunner(Generic[T]):
         if self._ready is not None:
             self._ready.set()
 
+    def depth(self) -> tuple[int, int]:
+        """(runs queued, runs being judged) right now."""
+        with self._lock:
+            return len(self._queue), self._busy
+
     def take(self) -> tuple[list[Outcome[T]], dict[str, int]]:
         """The outcomes and drops (by reason) since the last call."""
         with self._lock:
