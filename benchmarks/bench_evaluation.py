@@ -325,7 +325,8 @@ def main() -> int:
     result = {
         "benchmark": "evaluation",
         "machine": machine(),
-        "spans": spans,
+        "quick": args.quick,
+        "spans": pairs[0][0]["spans"] if pairs else spans,
         "sampled_share": args.share,
         "judge_s": args.judge_s,
         "concurrency": args.concurrency,
