@@ -86,7 +86,8 @@ class CountingSink(Target):
 
 
 class LlmspansCollector(Target):
-    """The llmspans collector, forwarding to a :class:`CountingSink` (started here)."""
+    """The llmspans collector, forwarding to a :class:`CountingSink` (started here);
+    ``evaluation`` is its config's evaluation section (none: evaluation off)."""
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class LlmspansCollector(Target):
         finalized_cache_size: int = 100_000,
         forward: bool = True,
         extra_env: dict[str, str] | None = None,
+        evaluation: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.trace_idle_s = trace_idle_s
@@ -131,6 +133,8 @@ class LlmspansCollector(Target):
             "attribution": {"min_score": None, "min_citation_precision": 1.0},
             "exporters": exporters,
         }
+        if evaluation is not None:
+            config["evaluation"] = evaluation
         OUT.mkdir(parents=True, exist_ok=True)
         self.config_path = OUT / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -2,7 +2,7 @@
 
     python benchmarks/loadgen.py --protocol http --endpoint http://127.0.0.1:4318/v1/traces \
         --spans 200000 [--concurrency 4] [--rate SPANS_PER_S] [--spans-per-trace 6] \
-        [--payload-bytes 0] [--duration S]
+        [--payload-bytes 0] [--sampled-share 0.01] [--duration S]
 
 All requests are serialized before the clock starts, so what is measured is the
 receiver, not the generator. Closed loop by default (``--concurrency`` requests in
@@ -172,7 +172,11 @@ async def send_all(  # noqa: PLR0917
 
 def build_batches(args: argparse.Namespace) -> tuple[Iterator[tuple[bytes, int]], float]:
     """The batches to send, and the serialized bytes per span."""
-    shape = LoadShape(spans_per_trace=args.spans_per_trace, payload_bytes=args.payload_bytes)
+    shape = LoadShape(
+        spans_per_trace=args.spans_per_trace,
+        payload_bytes=args.payload_bytes,
+        sampled_share=args.sampled_share,
+    )
     builder = RequestBuilder(shape, seed=args.seed)
     if args.duration:
         # Endless fresh trace ids; each batch costs one bytes.replace while sending.
@@ -190,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-spans", type=int, default=512)
     parser.add_argument("--spans-per-trace", type=int, default=6)
     parser.add_argument("--payload-bytes", type=int, default=0)
+    parser.add_argument(
+        "--sampled-share",
+        type=float,
+        default=0.0,
+        help="share of runs whose root is marked llmspans.evaluation.sampled",
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
         "--rate", type=float, default=None, help="spans/s (default: as fast as possible)"

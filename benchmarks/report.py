@@ -219,6 +219,48 @@ def core_section(d: dict[str, Any]) -> list[str]:
     return lines + _table(["step", "µs per span", "spans/s on one core"], rows)
 
 
+def evaluation_section(d: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### 2c. Continuous evaluation: the collector with and without a judge of "
+        f"{d['judge_s']} s per call ({d['sampled_share']:.0%} of runs sampled, "
+        f"{d['concurrency']} calls at once, a queue of {d['queue_size']}; "
+        f"{d['spans']:,} spans per pass)",
+        "",
+    ]
+    rows = []
+    for index, pair in enumerate(d["pairs"], 1):
+        off, on = pair["off"], pair["on"]
+        ev = on["evaluation"]
+        ratio = (
+            on["spans_per_cpu_s"] / off["spans_per_cpu_s"]
+            if on["spans_per_cpu_s"] and off["spans_per_cpu_s"]
+            else None
+        )
+        rows.append(
+            [
+                str(index),
+                _fmt(off["spans_per_cpu_s"]),
+                _fmt(on["spans_per_cpu_s"]),
+                _fmt(ratio, 3),
+                f"{_fmt(ev['queue_queued_max'])} / {_fmt(ev['queue_queued_mean'], 1)}",
+                _fmt(ev["sampled_runs"]),
+                _fmt(sum(ev["judgments_by_verdict"].values())),
+                ", ".join(f"{k} {v:.0f}" for k, v in ev["dropped_by_reason"].items()) or "0",
+            ]
+        )
+    header = [
+        "pair",
+        "spans/CPU-s off",
+        "spans/CPU-s on",
+        "on/off",
+        "queue max / mean",
+        "sampled",
+        "judged",
+        "dropped",
+    ]
+    return lines + _table(header, rows)
+
+
 def memory_section(d: dict[str, Any], targets: list[list[str]]) -> list[str]:
     lines = ["### 3. Collector memory", ""]
     if "skipped" in d:
@@ -332,7 +374,15 @@ def scaling_section(d: dict[str, Any]) -> list[str]:
 def render(command: str) -> tuple[str, dict[str, Any]]:
     parts = {
         name: _load(name)
-        for name in ("decorators", "instructions", "collector", "core", "memory", "scaling")
+        for name in (
+            "decorators",
+            "instructions",
+            "collector",
+            "core",
+            "evaluation",
+            "memory",
+            "scaling",
+        )
     }
     machine = next((p["machine"] for p in parts.values() if p and "machine" in p), {})
     targets: list[list[str]] = []
@@ -345,6 +395,8 @@ def render(command: str) -> tuple[str, dict[str, Any]]:
         body += [*collector_section(parts["collector"], targets), ""]
     if parts["core"]:
         body += [*core_section(parts["core"]), ""]
+    if parts["evaluation"]:
+        body += [*evaluation_section(parts["evaluation"]), ""]
     if parts["memory"]:
         body += [*memory_section(parts["memory"], targets), ""]
     if parts["scaling"]:

@@ -7,7 +7,10 @@
 #   bash benchmarks/run.sh --soak 600     with the full ten-minute steady-load profile
 #   bash benchmarks/run.sh --only decorators collector    a subset (decorators,
 #                                         instructions, core, collector, memory, scaling,
-#                                         profile)
+#                                         profile, evaluation)
+#   bash benchmarks/run.sh --only evaluation   continuous evaluation: the real collector with
+#                                         and without a judge of 2 s per call (about 8
+#                                         minutes, so not in the default set)
 #
 # The benchmark environment is benchmarks/.venv (created on first use): llmspans
 # installed editable with the collector extra, plus the comparison packages and
@@ -17,7 +20,8 @@ cd "$(dirname "$0")/.."
 
 quick=""
 soak=""
-only=(decorators instructions core collector memory scaling profile)
+defaults=(decorators instructions core collector memory scaling profile)
+only=("${defaults[@]}")
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick="--quick"; shift ;;
@@ -38,7 +42,7 @@ if [ ! -x "$PY" ] || ! "$PY" -c "import llmspans.collector, traceloop.sdk, langf
 fi
 
 command="bash benchmarks/run.sh${quick:+ $quick}${soak:+ --soak $soak}"
-if [ "${#only[@]}" -lt 7 ]; then
+if [ "${only[*]}" != "${defaults[*]}" ]; then
     command+=" --only ${only[*]}"
 fi
 # Only the selected benchmarks' results are replaced: a subset run keeps the others'
@@ -56,6 +60,7 @@ for name in "${only[@]}"; do
         memory) timeout 2400 "$PY" benchmarks/bench_memory.py $quick ${soak:+--soak "$soak"} ;;
         scaling) timeout 1200 "$PY" benchmarks/bench_scaling.py $quick ;;
         profile) timeout 900 "$PY" benchmarks/bench_profile.py $quick ;;
+        evaluation) timeout 1800 "$PY" benchmarks/bench_evaluation.py $quick ;;
         *) echo "unknown benchmark: $name" >&2; exit 2 ;;
     esac
 done

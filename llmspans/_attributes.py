@@ -216,6 +216,10 @@ PIPELINE_FRAMEWORK: Final = "llmspans.pipeline.framework"
 EVALUATION_SAMPLED: Final = "llmspans.evaluation.sampled"
 #: On a generation span: a JSON object, cited document id -> the claim it is cited for.
 GENERATION_CLAIMS: Final = "llmspans.generation.claims"
+#: On a span of a sampled run: its content attributes were recorded only because the
+#: run is sampled (content capture is off); the collector strips them before
+#: forwarding unless ``evaluation.forward_content`` (docs/evaluation.md).
+EVALUATION_SAMPLED_CONTENT: Final = "llmspans.evaluation.sampled_content"
 #: On an ``evaluate {pipeline}`` span: the evaluator, its verdict and the judged figures.
 EVALUATION_EVALUATOR: Final = "llmspans.evaluation.evaluator"
 EVALUATION_VERDICT: Final = "llmspans.evaluation.verdict"
@@ -257,3 +261,20 @@ OPENINFERENCE_RERANKER_OUTPUT: Final = "reranker.output_documents"  # .{i}.docum
 # Traceloop OpenLLMetry
 TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
 TRACELOOP_WORKFLOW_NAME: Final = "traceloop.workflow.name"
+
+
+#: Every attribute that holds content (recorded only when capture is on, or in a run
+#: sampled for evaluation): what the collector strips from a span that carries
+#: ``llmspans.evaluation.sampled_content``.
+CONTENT_ATTRIBUTES: Final = frozenset(
+    (
+        RETRIEVAL_QUERY,
+        GEN_AI_RETRIEVAL_QUERY_TEXT,
+        RETRIEVAL_DOCUMENTS_CONTENT,
+        GEN_AI_INPUT_MESSAGES,
+        GEN_AI_OUTPUT_MESSAGES,
+        GENERATION_CLAIMS,
+        GEN_AI_TOOL_CALL_ARGUMENTS,
+        GEN_AI_TOOL_CALL_RESULT,
+    )
+)

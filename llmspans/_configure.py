@@ -454,6 +454,7 @@ def _embedded_processor(
         metrics_protocol=protocol,
         metrics_headers=headers,
         resource=[(str(key), str(value)) for key, value in provider.resource.attributes.items()],
+        tracer_provider=provider,
     )
     provider.add_span_processor(processor)
     return processor

@@ -64,6 +64,16 @@ def capture_enabled() -> bool:
     return False
 
 
+def captured_for_evaluation() -> bool:
+    """Whether content is recorded only because the current run is sampled for
+    evaluation (capture itself is off): its span is then marked
+    ``llmspans.evaluation.sampled_content`` so the collector can strip it."""
+    capture = STATE.capture
+    if capture is None:
+        capture = _read_env()[0]
+    return not capture and bool(STATE.sampled_runs) and run_sampled(current_run_span())
+
+
 def max_length() -> int:
     """Maximum number of characters of one captured value."""
     length = STATE.max_length

@@ -591,6 +591,8 @@ def _put_content(state: Stage, key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
         state.pending[key] = text
+        if _content.captured_for_evaluation():
+            state.pending[A.EVALUATION_SAMPLED_CONTENT] = True
 
 
 def _retrieval_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -50,6 +50,8 @@ def _put_content(updates: dict[str, Any], key: str, value: object) -> None:
     text = _content.prepare_content(value)
     if text is not None:
         updates[key] = text
+        if _content.captured_for_evaluation():
+            updates[A.EVALUATION_SAMPLED_CONTENT] = True
 
 
 # --- retrieval ---------------------------------------------------------------

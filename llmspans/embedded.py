@@ -43,11 +43,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from llmspans._logging import log_internal_error
 from llmspans._metrics_endpoint import MetricsPusher, MetricsServer
+from llmspans._tracing import get_tracer_provider
+from llmspans._version import VERSION
 from llmspans.core import exposition
 from llmspans.core.convert import read_attributes
 from llmspans.core.engine import Assembler, Engine, Trace
@@ -63,6 +66,7 @@ from llmspans.evaluation._runner import (
     load_evaluator,
     record_outcomes,
 )
+from llmspans.evaluation._spans import SCOPE_NAME, EvaluationSpan, evaluation_span
 
 __all__ = ["EmbeddedProcessor", "record_from_readable_span"]
 
@@ -108,6 +112,15 @@ class EmbeddedProcessor(SpanProcessor):
     ``metrics_endpoint`` (an OTLP/HTTP URL ending in ``/v1/metrics``, or
     ``host:port`` with ``metrics_protocol="grpc"``) receives an OTLP push every
     ``push_interval_s`` and at shutdown, with ``resource`` attributes.
+
+    With ``evaluators``, sampled runs are judged in background threads (bounded by
+    ``evaluation_concurrency``, ``evaluation_queue_size``, ``evaluation_timeout_s``
+    and the budget); each judgment is recorded into the metrics and emitted as an
+    ``evaluate {pipeline}`` span linked to the run's root, through
+    ``tracer_provider`` (default: the provider the library traces through, else the
+    global one), as the collector forwards it. Judgments that come back while the
+    provider shuts down reach its exporters only when this processor was added
+    before their span processors (processors shut down in the order they were added).
     """
 
     def __init__(
@@ -135,7 +148,10 @@ class EmbeddedProcessor(SpanProcessor):
         evaluation_timeout_s: float = 60.0,
         evaluation_calls_per_minute: float | None = None,
         evaluation_usd_per_hour: float | None = None,
+        tracer_provider: otel_trace.TracerProvider | None = None,
     ) -> None:
+        self._tracer_provider = tracer_provider
+        self._tracer: otel_trace.Tracer | None = None
         self.trace_timeout_s = trace_timeout_s
         self._max_inflight_traces = max(1, max_inflight_traces)
         self._max_inflight_spans = max(1, max_inflight_spans)
@@ -206,6 +222,9 @@ class EmbeddedProcessor(SpanProcessor):
     # --- SpanProcessor ---------------------------------------------------------------
 
     def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == SCOPE_NAME:
+            return  # an ``evaluate`` span this processor emitted: not a run
         try:
             self._on_end(span)
         except Exception as error:
@@ -280,15 +299,49 @@ class EmbeddedProcessor(SpanProcessor):
                 log_internal_error("embedded.evaluate", error)
 
     def collect_evaluations(self) -> int:
-        """Record the judgments that came back so far; how many there were."""
+        """Record the judgments that came back so far and emit their ``evaluate``
+        spans; how many there were."""
         if self.evaluation is None:
             return 0
         outcomes, dropped = self.evaluation.take()
         store = self.store
         thresholds = self.engine.thresholds
         with self._lock:
-            record_outcomes(outcomes, dropped, store, thresholds, store.labeler)
+            verdicts = record_outcomes(outcomes, dropped, store, thresholds, store.labeler)
+        for outcome, judged in zip(outcomes, verdicts, strict=True):
+            try:
+                self._emit(evaluation_span(outcome, judged))
+            except Exception as error:
+                log_internal_error("embedded.evaluation_span", error)
         return len(outcomes)
+
+    def _emit(self, built: EvaluationSpan) -> None:
+        """Start and end ``built`` through the app's tracer provider, in a trace of
+        its own linked to the judged run's root."""
+        tracer = self._tracer
+        if tracer is None:
+            provider = (
+                self._tracer_provider or get_tracer_provider() or otel_trace.get_tracer_provider()
+            )
+            tracer = self._tracer = provider.get_tracer(SCOPE_NAME, VERSION)
+        trace_id, span_id = built.link
+        linked = SpanContext(
+            int.from_bytes(trace_id, "big"),
+            int.from_bytes(span_id, "big"),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+        span = tracer.start_span(
+            built.name,
+            context=otel_context.Context(),  # a trace of its own, not the caller's
+            kind=SpanKind.INTERNAL,
+            attributes=built.attributes,
+            links=[Link(linked)],
+            start_time=built.start_ns,
+        )
+        if built.error is not None:
+            span.set_status(Status(StatusCode.ERROR, built.error))
+        span.end(end_time=built.end_ns)
 
     def sweep(self) -> None:
         """Finalise the traces that have waited ``trace_timeout_s``."""

@@ -11,33 +11,44 @@ forwarded like any span. Runs on the event loop thread, like the processor.
 from __future__ import annotations
 
 import os
-import time
-from typing import Any, Final
+from collections.abc import MutableSequence, Sequence
+from typing import Final
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from llmspans import _attributes as A
 from llmspans.collector._protobuf import SLIM_EXPORT_REQUEST, key_prefix
 from llmspans.collector.config import Evaluation, LLMJudgeEntry
 from llmspans.collector.forwarding import Forwarder
 from llmspans.core.judging import (
-    EvaluatedRun,
     sampled_runs,
 )
 from llmspans.core.model import Run, Thresholds, TraceResult, Verdict
-from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS
 from llmspans.core.store import MetricStore
 from llmspans.evaluation import EvaluationRunner, Evaluator, LLMJudge, load_evaluator
 from llmspans.evaluation._runner import record_outcomes
-from llmspans.evaluation._spans import AttributeValue, evaluation_attributes, evaluation_span_name
+from llmspans.evaluation._spans import SCOPE_NAME, AttributeValue, EvaluationSpan, evaluation_span
 
-__all__ = ["CollectorEvaluation", "evaluators_of", "request_without_content", "without_content"]
+__all__ = [
+    "CollectorEvaluation",
+    "evaluators_of",
+    "otlp_span",
+    "request_without_content",
+    "without_content",
+]
 
-#: encoded key prefixes of the content attributes stripped before forwarding
-_CONTENT_PREFIXES: Final = tuple(
-    key_prefix(key) for key, (field, _) in ATTRIBUTE_FIELDS.items() if field in CONTENT_FIELDS
-)
+
+#: encoded key prefixes of the content attributes stripped from a marked span
+_CONTENT_PREFIXES: Final = tuple(sorted(key_prefix(key) for key in A.CONTENT_ATTRIBUTES))
+#: the marker of a span whose content was recorded only because its run is sampled
+_MARK_PREFIX: Final = key_prefix(A.EVALUATION_SAMPLED_CONTENT)
+#: the marker as exporters encode it (``bool_value: true``)
+_MARK: Final = KeyValue(
+    key=A.EVALUATION_SAMPLED_CONTENT, value=AnyValue(bool_value=True)
+).SerializeToString()
 
 
 def evaluators_of(settings: Evaluation) -> list[tuple[str, Evaluator]]:
@@ -59,38 +70,63 @@ def evaluators_of(settings: Evaluation) -> list[tuple[str, Evaluator]]:
     return found
 
 
+def _marked(attributes: Sequence[bytes]) -> bool:
+    """Whether encoded attributes hold ``llmspans.evaluation.sampled_content = true``."""
+    for attribute in attributes:
+        if attribute.startswith(_MARK_PREFIX):
+            if attribute == _MARK:
+                return True
+            try:
+                value = KeyValue.FromString(attribute).value
+            except DecodeError:
+                return False
+            return value.WhichOneof("value") == "bool_value" and value.bool_value
+    return False
+
+
+def _strip(attributes: MutableSequence[bytes]) -> bool:
+    """Remove the content attributes from a marked span's encoded attributes; whether
+    any were removed."""
+    if not _marked(attributes):
+        return False
+    removed = False
+    for index in reversed(range(len(attributes))):
+        if attributes[index].startswith(_CONTENT_PREFIXES):
+            del attributes[index]
+            removed = True
+    return removed
+
+
 def without_content(span: bytes) -> bytes:
-    """An encoded slim span without the content attributes of sampled runs."""
-    if not any(prefix in span for prefix in _CONTENT_PREFIXES):
+    """An encoded span without the content its run recorded only because it was
+    sampled (the span carries ``llmspans.evaluation.sampled_content``); the same
+    bytes for any other span (docs/evaluation.md)."""
+    if _MARK_PREFIX not in span:
         return span
-    request = SLIM_EXPORT_REQUEST()
-    slim = request.resource_spans.add().scope_spans.add().spans.add()
+    slim = SLIM_EXPORT_REQUEST().resource_spans.add().scope_spans.add().spans.add()
     slim.ParseFromString(span)
-    _drop_content(slim)
+    if not _strip(slim.attributes):
+        return span
     stripped: bytes = slim.SerializeToString()
     return stripped
 
 
 def request_without_content(payload: bytes) -> bytes:
-    """An encoded export request without the content attributes of sampled runs (the
-    same bytes when it holds none)."""
-    if not any(prefix in payload for prefix in _CONTENT_PREFIXES):
+    """An encoded export request without the content sampled runs recorded only for
+    their judge (:func:`without_content` of each span); the same bytes when no span
+    carries the marker, which costs one substring search."""
+    if _MARK_PREFIX not in payload:
         return payload
     request = SLIM_EXPORT_REQUEST.FromString(payload)
+    removed = False
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                _drop_content(span)
+                removed = _strip(span.attributes) or removed
+    if not removed:
+        return payload
     stripped: bytes = request.SerializeToString()
     return stripped
-
-
-def _drop_content(span: Any) -> None:
-    """Delete the content attributes from a slim span's encoded attributes."""
-    attributes = span.attributes
-    for index in reversed(range(len(attributes))):
-        if attributes[index].startswith(_CONTENT_PREFIXES):
-            del attributes[index]
 
 
 def _any_value(value: AttributeValue) -> AnyValue:
@@ -144,13 +180,11 @@ class CollectorEvaluation:
             return 0
         request = ExportTraceServiceRequest()
         scope_spans = request.resource_spans.add().scope_spans.add()
-        scope_spans.scope.name = "llmspans.evaluation"
-        for outcome, judged in zip(outcomes, verdicts, strict=True):
-            run = outcome.context[0]
-            attributes = evaluation_attributes(
-                outcome.run, outcome.evaluator, outcome.judgment, outcome.status, judged
-            )
-            scope_spans.spans.append(_span(run, outcome.run, attributes))
+        scope_spans.scope.name = SCOPE_NAME
+        scope_spans.spans.extend(
+            otlp_span(evaluation_span(outcome, judged))
+            for outcome, judged in zip(outcomes, verdicts, strict=True)
+        )
         self.forwarder.submit(request.SerializeToString(), len(outcomes))
         return len(outcomes)
 
@@ -160,16 +194,21 @@ class CollectorEvaluation:
         self.collect()
 
 
-def _span(run: Run, evaluated: EvaluatedRun, attributes: dict[str, AttributeValue]) -> Span:
-    now = time.time_ns()
+def otlp_span(built: EvaluationSpan) -> Span:
+    """The OTLP encoding of an ``evaluate`` span, in a trace of its own."""
     span = Span(
         trace_id=os.urandom(16),
         span_id=os.urandom(8),
-        name=evaluation_span_name(evaluated),
+        name=built.name,
         kind=Span.SPAN_KIND_INTERNAL,
-        start_time_unix_nano=now,
-        end_time_unix_nano=now,
+        start_time_unix_nano=built.start_ns,
+        end_time_unix_nano=built.end_ns,
     )
-    span.links.add(trace_id=run.root.trace_id, span_id=run.root.span_id)
-    span.attributes.extend(KeyValue(key=key, value=_any_value(v)) for key, v in attributes.items())
+    span.links.add(trace_id=built.link[0], span_id=built.link[1])
+    span.attributes.extend(
+        KeyValue(key=key, value=_any_value(v)) for key, v in built.attributes.items()
+    )
+    if built.error is not None:
+        span.status.code = Status.STATUS_CODE_ERROR
+        span.status.message = built.error
     return span

@@ -154,12 +154,10 @@ class Processor:
             if settings.evaluation.evaluators
             else None
         )
-        #: With evaluation on, the content attributes sampled runs record are stripped
-        #: from every forwarded span unless evaluation.forward_content: a stage span is
-        #: forwarded before its root says whether the run was sampled.
-        self._strip_content = (
-            self.evaluation is not None and not settings.evaluation.forward_content
-        )
+        #: Content a sampled run recorded only for its judge (its spans are marked
+        #: llmspans.evaluation.sampled_content) is stripped before forwarding unless
+        #: evaluation.forward_content, whether or not this collector judges.
+        self._strip_content = not settings.evaluation.forward_content
         metrics.gauges["llmspans_collector_traces_inflight"] = lambda: [
             ((), float(self.assembler.inflight_traces))
         ]

@@ -119,6 +119,14 @@ class Collector:
         gauges["llmspans_collector_memory_limit_bytes"] = lambda: [
             ((("budget", name),), float(value)) for name, value in budgets
         ]
+        evaluation = processor.evaluation
+        if evaluation is not None:
+            gauges["llmspans_collector_evaluation_queue_runs"] = lambda: [
+                ((("state", state),), float(count))
+                for state, count in zip(
+                    ("queued", "running"), evaluation.runner.depth(), strict=True
+                )
+            ]
         gauges["llmspans_collector_connections"] = lambda: [
             ((("listener", guard.name),), float(guard.open)) for guard in self._guards
         ]

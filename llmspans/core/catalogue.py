@@ -295,6 +295,13 @@ COLLECTOR_HEALTH: Final[tuple[Metric, ...]] = (
         "forward_queue_spans", "gauge", "Spans waiting in an exporter's queue.", ("exporter",)
     ),
     _health(
+        "evaluation_queue_runs",
+        "gauge",
+        "Sampled runs waiting for an evaluator (queued) or being judged (running); "
+        "no samples with evaluation off.",
+        ("state",),
+    ),
+    _health(
         "receive_bytes",
         "gauge",
         "Bytes of request bodies being received and decoded (the receive budget).",

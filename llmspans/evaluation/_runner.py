@@ -84,7 +84,8 @@ def load_evaluator(spec: str) -> Evaluator:
 
 @dataclass(frozen=True, slots=True)
 class Outcome(Generic[T]):
-    """One evaluator call: its judgment, or None with ``status`` ``error``/``timeout``."""
+    """One evaluator call: its judgment, or None with ``status`` ``error``/``timeout``;
+    ``start_ns``/``end_ns`` are when the call started and returned (Unix nanoseconds)."""
 
     context: T
     run: EvaluatedRun
@@ -92,6 +93,8 @@ class Outcome(Generic[T]):
     judgment: Judgment | None
     status: str
     detail: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def record_outcomes(
@@ -272,6 +275,11 @@ class EvaluationRunner(Generic[T]):
         if self._ready is not None:
             self._ready.set()
 
+    def depth(self) -> tuple[int, int]:
+        """(runs queued, runs being judged) right now."""
+        with self._lock:
+            return len(self._queue), self._busy
+
     def take(self) -> tuple[list[Outcome[T]], dict[str, int]]:
         """The outcomes and drops (by reason) since the last call."""
         with self._lock:
@@ -367,6 +375,7 @@ class EvaluationRunner(Generic[T]):
     async def _call(
         self, context: T, run: EvaluatedRun, name: str, evaluator: Evaluator
     ) -> Outcome[T]:
+        start_ns = time.time_ns()
         try:
             if inspect.iscoroutinefunction(evaluator):
                 pending: Awaitable[Any] = evaluator(run)
@@ -376,12 +385,17 @@ class EvaluationRunner(Generic[T]):
             if inspect.isawaitable(found):
                 found = await asyncio.wait_for(found, self.timeout_s)
         except TimeoutError:
-            return Outcome(context, run, name, None, VERDICT_TIMEOUT, "timed out")
+            return Outcome(
+                context, run, name, None, VERDICT_TIMEOUT, "timed out", start_ns, time.time_ns()
+            )
         except Exception as error:  # an evaluator's fault is counted, never raised
             _log.warning("evaluator %s failed: %s", name, error)
-            return Outcome(context, run, name, None, VERDICT_ERROR, repr(error)[:500])
-        if not isinstance(found, Judgment):
+            detail = repr(error)[:500]
             return Outcome(
-                context, run, name, None, VERDICT_ERROR, f"returned {type(found).__name__}"
+                context, run, name, None, VERDICT_ERROR, detail, start_ns, time.time_ns()
             )
-        return Outcome(context, run, name, found, "ok")
+        end_ns = time.time_ns()
+        if not isinstance(found, Judgment):
+            detail = f"returned {type(found).__name__}"
+            return Outcome(context, run, name, None, VERDICT_ERROR, detail, start_ns, end_ns)
+        return Outcome(context, run, name, found, "ok", "", start_ns, end_ns)

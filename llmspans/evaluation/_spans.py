@@ -1,19 +1,82 @@
-"""What an ``evaluate {pipeline}`` span carries (docs/evaluation.md)."""
+"""What an ``evaluate {pipeline}`` span carries (docs/evaluation.md).
+
+:func:`evaluation_span` builds the one description of the span of an evaluator call
+(name, attributes, the link to the judged run's root, times, error); the collector
+encodes it as OTLP (:mod:`llmspans.collector.evaluation`) and the embedded mode
+starts it through the app's tracer provider (:mod:`llmspans.embedded`), so both
+emit the same span.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmspans import _attributes as A
 from llmspans.core.judging import EvaluatedRun, Judgment, judgment_verdict
-from llmspans.core.model import Verdict
+from llmspans.core.model import Run, Verdict
 
-__all__ = ["evaluation_attributes", "evaluation_span_name"]
+if TYPE_CHECKING:
+    from llmspans.evaluation._runner import Outcome
+
+__all__ = [
+    "SCOPE_NAME",
+    "EvaluationSpan",
+    "evaluation_attributes",
+    "evaluation_span",
+    "evaluation_span_name",
+]
 
 AttributeValue = str | bool | float | Sequence[str]
 
 #: Longest explanation kept on a span, in characters.
 MAX_EXPLANATION_CHARS = 2000
+#: Longest error detail kept as the span's status description, in characters.
+MAX_ERROR_CHARS = 500
+#: The instrumentation scope of ``evaluate`` spans (the embedded mode skips its own).
+SCOPE_NAME = "llmspans.evaluation"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationSpan:
+    """The ``evaluate {pipeline}`` span of one evaluator call, before encoding.
+
+    It starts a trace of its own; ``link`` is the (trace id, span id) of the judged
+    run's root. ``error`` is the status description of a call that gave no judgment
+    (``error`` / ``timeout``), else None.
+    """
+
+    name: str
+    attributes: dict[str, AttributeValue]
+    link: tuple[bytes, bytes]
+    start_ns: int
+    end_ns: int
+    error: str | None
+
+
+def evaluation_span(
+    outcome: Outcome[tuple[Run, Verdict]], judged: Verdict | None
+) -> EvaluationSpan:
+    """The span of one evaluator call (``judged``: the judged verdict that
+    :func:`~llmspans.evaluation._runner.record_outcomes` returned for it)."""
+    root = outcome.context[0].root
+    end_ns = outcome.end_ns or time.time_ns()
+    start_ns = outcome.start_ns or end_ns
+    error = None
+    if outcome.judgment is None:
+        error = (outcome.detail or outcome.status)[:MAX_ERROR_CHARS]
+    return EvaluationSpan(
+        name=evaluation_span_name(outcome.run),
+        attributes=evaluation_attributes(
+            outcome.run, outcome.evaluator, outcome.judgment, outcome.status, judged
+        ),
+        link=(root.trace_id, root.span_id),
+        start_ns=start_ns,
+        end_ns=max(end_ns, start_ns),
+        error=error,
+    )
 
 
 def evaluation_span_name(run: EvaluatedRun) -> str:

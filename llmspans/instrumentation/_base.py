@@ -35,7 +35,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as attr
-from llmspans._content import prepare_content
+from llmspans._content import captured_for_evaluation, prepare_content
 from llmspans._context import (
     KEPT_BY_ENCLOSING,
     STAGE_KEY,
@@ -249,9 +249,15 @@ class StageCall:
         """Content attributes, only when capture is on and the span records."""
         if not content or not self.span.is_recording():
             return
+        recorded = False
         for key, value in content.items():
             if value is not None:
-                self.set(key, prepare_content(value))
+                text = prepare_content(value)
+                if text is not None:
+                    self.set(key, text)
+                    recorded = True
+        if recorded and captured_for_evaluation():
+            self.set(attr.EVALUATION_SAMPLED_CONTENT, True)
 
     def _summed(self, key: str, value: float) -> float:
         """The stage's new total of ``key`` when this call reports ``value`` for it.

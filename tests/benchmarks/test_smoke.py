@@ -185,6 +185,36 @@ def test_scaling(run_script: RunScript) -> None:
     assert len(data["inflight"]) == 3
 
 
+def test_evaluation(run_script: RunScript) -> None:
+    """The real collector, evaluation off and on, behind a fake judge on loopback."""
+    # one call at a time of 0.5 s: slower than 1 % of the load, so the queue fills
+    data = run_script(
+        "bench_evaluation.py",
+        "--quick",
+        "--judge-s",
+        "0.5",
+        "--concurrency",
+        "1",
+        "--queue-size",
+        "20",
+        result="evaluation",
+    )
+    (pair,) = data["pairs"]
+    off, on = pair["off"], pair["on"]
+    for mode in (off, on):
+        assert mode["errors"] == 0 and mode["runs"] > 0 and mode["spans_per_cpu_s"] > 0
+    assert on["spans"] == off["spans"]
+    ev = on["evaluation"]
+    judged = sum(ev["judgments_by_verdict"].values())
+    # every call the fake judge answered is a judgment on /metrics, all of them valid
+    assert judged == data["judge_calls"] > 0
+    assert set(ev["judgments_by_verdict"]) == {"correct"}
+    assert 0 < ev["queue_queued_max"] <= 20 and ev["queue_running_max"] == 1
+    assert data["main_thread_ratio_on_off"] > 0
+    assert 0.001 < ev["sampled_share_of_runs"] < 0.05
+    assert data["ratio_on_off"] > 0
+
+
 def test_profile(run_script: RunScript) -> None:
     data = run_script("bench_profile.py", "--quick", result="profile")
     assert data["decorators"]["exit"] == 0

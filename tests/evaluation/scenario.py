@@ -41,8 +41,15 @@ MISSED_RELEVANT = 4
 INCORRECT_ANSWER = 3
 
 
-def record_runs(tracer: Tracer, runs: list[Any] = RUNS, *, sampled: bool = True) -> None:
-    """One pipeline run per entry, each looking successful (task completed, no labels)."""
+def record_runs(
+    tracer: Tracer, runs: list[Any] = RUNS, *, sampled: bool = True, captured: bool = False
+) -> None:
+    """One pipeline run per entry, each looking successful (task completed, no labels).
+
+    As the library does, the spans with content of a sampled run are marked
+    ``llmspans.evaluation.sampled_content`` unless content capture was on (``captured``).
+    """
+    marked = {A.EVALUATION_SAMPLED_CONTENT: True} if sampled and not captured else {}
     for documents, answer, claims in runs:
         root: dict[str, Any] = {
             A.STAGE: A.STAGE_PIPELINE,
@@ -60,6 +67,7 @@ def record_runs(tracer: Tracer, runs: list[Any] = RUNS, *, sampled: bool = True)
                     A.RETRIEVAL_SCORES: [0.9, 0.8],
                     A.RETRIEVAL_QUERY: "How long does a refund take?",
                     A.RETRIEVAL_DOCUMENTS_CONTENT: json.dumps(dict(documents)),
+                    **marked,
                 },
             ):
                 pass
@@ -73,6 +81,7 @@ def record_runs(tracer: Tracer, runs: list[Any] = RUNS, *, sampled: bool = True)
                         [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
                     ),
                     A.GENERATION_CLAIMS: json.dumps(claims),
+                    **marked,
                 },
             ):
                 pass

@@ -18,6 +18,7 @@ from llmspans.collector.config import CollectorSettings, Evaluation, FileExporte
 from llmspans.collector.forwarding import FileWriter, Forwarder
 from llmspans.collector.metrics import MetricsStore
 from llmspans.collector.processor import Processor
+from llmspans.collector.service import Collector
 
 from . import scenario
 
@@ -124,3 +125,39 @@ async def test_a_hanging_judge_never_slows_ingestion(tracing: Tracing, tmp_path:
     assert dropped + timed_out == len(scenario.RUNS)
     # forward_content: true keeps the sampled content on the forwarded spans
     assert A.RETRIEVAL_DOCUMENTS_CONTENT in output.read_text()
+
+
+async def test_the_evaluation_queue_depth_is_on_metrics(tracing: Tracing) -> None:
+    provider, exporter = tracing
+    scenario.record_runs(provider.get_tracer("t"))
+    data = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    assert "evaluation_queue_runs{" not in Collector(CollectorSettings()).metrics.render()
+    collector = Collector(
+        CollectorSettings(
+            assembly={"trace_idle_s": 0.05},
+            evaluation=Evaluation(
+                evaluators=["tests.evaluation.judges:hangs"],
+                concurrency=1,
+                queue_size=5,
+                timeout_s=30,
+            ),
+        )
+    )
+    processor = collector.processor
+    assert processor.evaluation is not None
+    runner = processor.evaluation.runner
+    try:
+        processor.accept(ExportTraceServiceRequest.FromString(data), data)
+        time.sleep(0.1)
+        assert processor.sweep() == len(scenario.RUNS)  # 10 sampled runs offered
+        deadline = time.monotonic() + 5.0
+        while runner.depth()[1] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued, running = runner.depth()
+        assert running == 1
+        assert queued in {4, 5}  # the bound; one may have left before it filled
+        text = collector.metrics.render()
+        assert f'llmspans_collector_evaluation_queue_runs{{state="queued"}} {queued}' in text
+        assert 'llmspans_collector_evaluation_queue_runs{state="running"} 1' in text
+    finally:
+        runner.close(0.1)

@@ -7,6 +7,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from llmspans import _attributes as attr
+from llmspans._state import STATE
 from llmspans.cost import cost_usd
 
 from .conftest import Spans, decorated_stage, pipeline_root
@@ -75,6 +76,34 @@ def test_content_is_recorded_when_capture_is_on(client: openai.OpenAI, spans: Sp
     attributes = spans.attributes()
     assert "What is the answer?" in attributes[attr.GEN_AI_INPUT_MESSAGES]
     assert "The answer is 42." in attributes[attr.GEN_AI_OUTPUT_MESSAGES]
+
+
+def test_a_sampled_run_marks_the_content_it_records_only_for_its_judge(
+    client: openai.OpenAI, spans: Spans
+) -> None:
+    with pipeline_root("qa") as root:
+        STATE.sampled_runs.add(root)  # as @pipeline does for a run the trace id samples
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        finally:
+            STATE.sampled_runs.discard(root)
+    attributes = spans.attributes("chat gpt-4o-mini")
+    assert "What is the answer?" in attributes[attr.GEN_AI_INPUT_MESSAGES]
+    assert "The answer is 42." in attributes[attr.GEN_AI_OUTPUT_MESSAGES]
+    assert attributes[attr.EVALUATION_SAMPLED_CONTENT] is True
+
+
+@pytest.mark.usefixtures("capture_content")
+def test_content_captured_on_purpose_is_not_marked(client: openai.OpenAI, spans: Spans) -> None:
+    with pipeline_root("qa") as root:
+        STATE.sampled_runs.add(root)
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        finally:
+            STATE.sampled_runs.discard(root)
+    attributes = spans.attributes("chat gpt-4o-mini")
+    assert attr.GEN_AI_OUTPUT_MESSAGES in attributes
+    assert attr.EVALUATION_SAMPLED_CONTENT not in attributes
 
 
 def test_inside_a_decorated_generation_the_stage_span_is_enriched(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import llmspans
 from llmspans import _attributes as A
 from llmspans._configure import _apply_settings
 from llmspans._state import STATE
+from llmspans.collector.evaluation import request_without_content
 from llmspans.core.judging import should_sample
 from llmspans.testing import CapturedSpans
 
@@ -139,3 +144,128 @@ def test_bad_rates_and_sources_are_refused_at_configure(monkeypatch: pytest.Monk
     monkeypatch.setenv("LLMSPANS_EVALUATION_SAMPLE_RATE", "lots")
     with pytest.raises(ValueError, match="LLMSPANS_EVALUATION_SAMPLE_RATE"):
         llmspans.configure(set_global=False)
+
+
+@llmspans.action("refund")
+def _refund(order: str) -> str:
+    return f"refunded {order}"
+
+
+@llmspans.pipeline("support_action")
+def _support_and_act(question: str) -> str:
+    answer = _answer(question, _search(question))
+    _refund("order-1")
+    return answer
+
+
+def _settings(*, capture: bool, rate: float) -> None:
+    _apply_settings(
+        capture_content=capture,
+        content_max_length=None,
+        redact=None,
+        price_table=None,
+        propagate_context=False,
+        sample_rate=rate,
+    )
+
+
+def _forwarded(spans: CapturedSpans) -> tuple[bytes, bytes]:
+    """The spans as an OTLP request, and what the collector forwards of it."""
+    payload = encode_spans(spans.spans).SerializeToString()
+    return payload, request_without_content(payload)
+
+
+def _decoded(payload: bytes) -> dict[str, dict[str, Any]]:
+    request = ExportTraceServiceRequest.FromString(payload)
+    return {
+        span.name: {kv.key: kv.value for kv in span.attributes}
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+
+
+def test_content_recorded_only_for_the_judge_is_marked_and_stripped(spans: CapturedSpans) -> None:
+    """Capture off, run sampled: every span with content says so, and the collector's
+    forwarding removes that content (ids and the rest stay)."""
+    _settings(capture=False, rate=1.0)
+    _support_and_act("when is my refund?")
+    with_content = [
+        span for span in spans if A.CONTENT_ATTRIBUTES & set(dict(span.attributes or {}))
+    ]
+    assert {dict(s.attributes or {})[A.STAGE] for s in with_content} == {
+        A.STAGE_RETRIEVAL,
+        A.STAGE_GENERATION,
+        A.STAGE_ACTION,
+    }
+    for span in spans:
+        attributes = dict(span.attributes or {})
+        assert attributes.get(A.EVALUATION_SAMPLED_CONTENT, False) is (span in with_content)
+    payload, forwarded = _forwarded(spans)
+    assert forwarded != payload
+    for name, attributes in _decoded(forwarded).items():
+        assert not A.CONTENT_ATTRIBUTES & set(attributes), name
+    retrieval = _decoded(forwarded)["retrieval faq"]
+    assert [v.string_value for v in retrieval[A.RETRIEVAL_DOCUMENT_IDS].array_value.values] == [
+        "doc-1"
+    ]
+
+
+def test_content_captured_on_purpose_or_unsampled_runs_pass_unchanged(
+    spans: CapturedSpans,
+) -> None:
+    # capture on and the run sampled: the content was wanted anyway, not marked
+    _settings(capture=True, rate=1.0)
+    _support_and_act("when is my refund?")
+    assert _root(spans, "support_action")[A.EVALUATION_SAMPLED] is True
+    assert all(A.EVALUATION_SAMPLED_CONTENT not in dict(s.attributes or {}) for s in spans)
+    payload, forwarded = _forwarded(spans)
+    assert forwarded is payload
+    assert A.GENERATION_CLAIMS in _decoded(forwarded)["chat gpt-4o-mini"]
+    # capture off and the run not sampled: no content, no mark
+    spans.clear()
+    _settings(capture=False, rate=0.0)
+    _support_and_act("when is my refund?")
+    for span in spans:
+        assert not (A.CONTENT_ATTRIBUTES | {A.EVALUATION_SAMPLED_CONTENT}) & set(
+            dict(span.attributes or {})
+        )
+    payload, forwarded = _forwarded(spans)
+    assert forwarded is payload
+
+
+def _content_keys_written(path: Path) -> set[str]:
+    """The attribute names a module passes as content: keys of ``content={...}`` and
+    ``set_content({...})``, and the key argument of ``_put_content``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+        candidates: list[ast.expr] = []
+        if name == "set_content" and node.args and isinstance(node.args[0], ast.Dict):
+            candidates.extend(key for key in node.args[0].keys if key is not None)
+        if name == "_put_content" and len(node.args) >= 2:
+            candidates.append(node.args[1])
+        for keyword in node.keywords:
+            if keyword.arg == "content" and isinstance(keyword.value, ast.Dict):
+                candidates.extend(key for key in keyword.value.keys if key is not None)
+        for candidate in candidates:
+            assert isinstance(candidate, ast.Attribute), ast.dump(candidate)
+            found.add(getattr(A, candidate.attr))
+    return found
+
+
+def test_every_content_attribute_the_library_writes_is_stripped() -> None:
+    """The strip list is complete: each content key the decorators, the record_*
+    helpers and the instrumentors write is in CONTENT_ATTRIBUTES."""
+    package = Path(llmspans.__file__).parent
+    written: set[str] = set()
+    for path in [
+        package / "_decorators.py",
+        package / "_recording.py",
+        *sorted((package / "instrumentation").glob("*.py")),
+    ]:
+        written |= _content_keys_written(path)
+    assert A.GEN_AI_INPUT_MESSAGES in written and A.RETRIEVAL_QUERY in written
+    assert written <= A.CONTENT_ATTRIBUTES, written - A.CONTENT_ATTRIBUTES
