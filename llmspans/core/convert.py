@@ -106,7 +106,9 @@ FLOAT_CHECKS: Final[dict[str, Callable[[float], bool]]] = {
 }
 #: String fields that take one of a few values only.
 STR_CHOICES: Final[dict[str, frozenset[str]]] = {
-    "stage": frozenset(A.ALL_STAGES),
+    # evaluate spans (docs/conventions.md, section 8) carry a stage of their own: read
+    # back from a forwarded trace file they are valid, and no stage of a run.
+    "stage": frozenset((*A.ALL_STAGES, A.STAGE_EVALUATION)),
     "feedback_kind": frozenset(A.FEEDBACK_KINDS),
 }
 

@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 
 from llmspans import _attributes as A
 from llmspans.collector.evaluation import otlp_span
-from llmspans.embedded import EmbeddedProcessor
+from llmspans.embedded import EmbeddedProcessor, record_from_readable_span
 from llmspans.evaluation import Judgment, Run
 from llmspans.evaluation._spans import EvaluationSpan
 
@@ -172,3 +172,35 @@ def _python(value: dict[str, Any]) -> object:
     if "doubleValue" in value:
         return value["doubleValue"]
     return None
+
+
+def test_an_evaluate_span_read_back_by_another_engine_is_valid_and_no_run() -> None:
+    # Embedded spans exported to a collector, or a collector's forwarded file read by
+    # analyze: the evaluate spans come back in. Their stage is valid (no bad
+    # attribute) and they change no run's numbers.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    processor = EmbeddedProcessor(evaluators=[_explained], tracer_provider=provider)
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        scenario.record_runs(provider.get_tracer("t"))
+        assert processor.evaluation is not None
+        assert processor.evaluation.drain(10.0)
+        processor.collect_evaluations()
+    finally:
+        provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert any(s.name == "evaluate support" for s in spans)
+    records = [record_from_readable_span(span) for span in spans]
+    evaluations = [r for r in records if r.stage == A.STAGE_EVALUATION]
+    assert len(evaluations) == len(scenario.RUNS)
+    assert all(r.bad_attributes == 0 for r in evaluations)
+    again = EmbeddedProcessor()
+    try:
+        for span in spans:
+            again.on_end(span)
+        again.force_flush()
+        assert again.store.counter(A.METRIC_TASK_OUTCOMES) == len(scenario.RUNS)
+    finally:
+        again.shutdown()
