@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -39,6 +39,7 @@ from llmspans.cost import PriceTable, set_price_table
 if TYPE_CHECKING:
     from llmspans.core.model import Thresholds
     from llmspans.embedded import EmbeddedProcessor
+    from llmspans.evaluation._runner import Evaluator
 
 PROTOCOL_HTTP: Final = "http/protobuf"
 PROTOCOL_GRPC: Final = "grpc"
@@ -239,6 +240,7 @@ def configure(
     source: str | None = None,
     evaluation_sample_rate: float | None = None,
     evaluation_sample_rates: Mapping[str, float] | None = None,
+    evaluators: Sequence[str | Evaluator] | None = None,
 ) -> Configuration:
     """Set up tracing (and, with ``embedded=True``, in-process metrics) for llmspans.
 
@@ -270,6 +272,9 @@ def configure(
       from the trace id (else ``LLMSPANS_EVALUATION_SAMPLE_RATE``, else 0);
       ``evaluation_sample_rates`` overrides it per segment. A sampled run records
       the content a judge needs even with content capture off (docs/evaluation.md).
+    - ``evaluators`` (with ``embedded=True``): judge the sampled runs in this process
+      (``package.module:function`` names or the functions); each judgment becomes
+      metrics and an ``evaluate {pipeline}`` span exported with the app's spans.
 
     ``OTEL_SDK_DISABLED=true`` turns all of it off. Raises ``ValueError`` for an
     unsupported protocol: a mistake in set-up is reported at start-up, not hidden.
@@ -279,6 +284,8 @@ def configure(
     metrics endpoint and the settings do not.)
     """
     chosen_protocol = _resolve_protocol(protocol)
+    if evaluators and not embedded:
+        raise ValueError("evaluators= judges runs in this process: it needs embedded=True")
     previous = _apply_settings(
         capture_content=capture_content,
         content_max_length=content_max_length,
@@ -294,7 +301,7 @@ def configure(
         return Configuration(None, owns_tracer_provider=False, previous=previous)
 
     owns = tracer_provider is None
-    provider = _tracer_provider(
+    provider, exporters = _tracer_provider(
         tracer_provider,
         service_name=service_name,
         resource_attributes=resource_attributes,
@@ -314,7 +321,12 @@ def configure(
             metrics_host=metrics_host,
             thresholds=thresholds,
             max_pipelines=max_pipelines,
+            evaluators=evaluators,
         )
+    # After the embedded mode's processor: processors shut down in the order they
+    # were added, so the judgments it emits while draining are still exported.
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     if set_global and owns:
         _install_global(provider)
     use_tracer_provider(provider)
@@ -390,8 +402,9 @@ def _tracer_provider(
     protocol: str,
     endpoint: str | None,
     headers: Mapping[str, str] | None,
-) -> TracerProvider:
-    """The given provider, or a new one; with a batch processor per exporter to add.
+) -> tuple[TracerProvider, list[SpanExporter]]:
+    """The given provider, or a new one; and the exporters to add to it (the caller
+    adds a batch processor for each, after the embedded mode's processor).
 
     A provider of the application's gets an exporter only when asked for one
     (``span_exporter`` or ``endpoint``); a new one gets ``OTEL_TRACES_EXPORTER``'s.
@@ -414,9 +427,7 @@ def _tracer_provider(
             exporters.append(span_exporter)
         elif endpoint is not None:
             exporters.append(_otlp_span_exporter(protocol, endpoint, headers))
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return provider, exporters
 
 
 def _embedded_processor(
@@ -429,6 +440,7 @@ def _embedded_processor(
     metrics_host: str,
     thresholds: Thresholds | None,
     max_pipelines: int,
+    evaluators: Sequence[str | Evaluator] | None = None,
 ) -> EmbeddedProcessor:
     """The embedded mode's processor on ``provider``, its metrics served on
     ``metrics_port`` or else pushed as OTLP to the metrics endpoint (unless
@@ -455,6 +467,7 @@ def _embedded_processor(
         metrics_headers=headers,
         resource=[(str(key), str(value)) for key, value in provider.resource.attributes.items()],
         tracer_provider=provider,
+        evaluators=list(evaluators) if evaluators else (),
     )
     provider.add_span_processor(processor)
     return processor
