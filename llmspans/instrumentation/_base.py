@@ -165,15 +165,16 @@ class StageCall:
     ) -> StageCall:
         """Enrich the enclosing stage of the same kind, or start a new span.
 
-        With ``metrics``, the call records the client metrics when it ends, unless it
-        runs inside another instrumented call that records them (LiteLLM calling
-        ``openai`` is one operation).
+        With ``metrics``, the call records the client metrics when it ends, unless
+        nothing would record them (no meter provider: the call then keeps no facts
+        for them) or it runs inside another instrumented call that records them
+        (LiteLLM calling ``openai`` is one operation).
         """
         started = time.perf_counter_ns()
         parent = otel_context.get_current()
         call = cls._start(tracer, request, parent)
         call.started = started
-        if metrics is not None:
+        if metrics is not None and metrics.live:
             outer = parent.get(_CALL_KEY)
             if not (isinstance(outer, StageCall) and outer.metrics is not None):
                 call.metrics = metrics
@@ -350,7 +351,7 @@ class StageCall:
                 return
             self._ended = True
         metrics = self.metrics
-        if metrics is not None and metrics.live:
+        if metrics is not None:
             seconds = (time.perf_counter_ns() - self.started) / 1e9
             try:
                 metrics.record(self.facts, seconds, error)
@@ -398,7 +399,7 @@ def _begin(
 
 
 def _finish(kind: str, call: StageCall, respond: ResponseReader, result: Any) -> Any:
-    if not call.span.is_recording() and (call.metrics is None or not call.metrics.live):
+    if not call.span.is_recording() and call.metrics is None:
         # An unsampled span keeps no attributes: skip reading the response (and
         # proxying a stream) altogether, unless the client metrics need its tokens.
         # A sampler's RECORD_ONLY spans do record.

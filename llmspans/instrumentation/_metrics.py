@@ -91,8 +91,8 @@ class ClientMetrics:
     def live(self) -> bool:
         """Whether anything would be recorded: a real provider, given or set globally.
 
-        Lets a call skip reading a response whose span is not sampled when no metric
-        needs it either.
+        Checked when a call starts: with no provider, the call keeps nothing for the
+        metrics, and a response whose span is not sampled is not read for them.
         """
         provider = self._provider or metrics.get_meter_provider()
         return type(provider).__name__ not in _NO_OP_PROVIDERS

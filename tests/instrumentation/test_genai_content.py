@@ -25,7 +25,7 @@ from llmspans import _attributes as attr
 from llmspans import _content
 from llmspans.instrumentation import _messages as messages
 
-from .conftest import Spans
+from .conftest import Spans, pipeline_root
 from .fake_providers import BEDROCK_TEXT, CHAT_TEXT, GEMINI_TEXT, FakeProviderServer
 
 pytestmark = pytest.mark.usefixtures("capture_content")
@@ -406,3 +406,24 @@ def test_streamed_text_is_held_only_up_to_the_limit() -> None:
     for _ in range(100_000):
         text.add("z" * 50)
     assert text.size <= 1000 + 50
+
+
+def test_a_run_sampled_for_evaluation_records_content_with_capture_off(
+    oai: openai.OpenAI, spans: Spans
+) -> None:
+    from llmspans._state import STATE
+
+    _content.set_capture(False)
+    with pipeline_root("qa") as root:
+        STATE.sampled_runs.add(root)
+        try:
+            oai.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Q"}]
+            )
+        finally:
+            STATE.sampled_runs.discard(root)
+    attributes = spans.attributes("chat gpt-4o-mini")
+    assert json.loads(attributes[attr.GEN_AI_INPUT_MESSAGES]) == [_text("user", "Q")]
+    assert json.loads(attributes[attr.GEN_AI_OUTPUT_MESSAGES]) == [
+        _text("assistant", "".join(CHAT_TEXT), "stop")
+    ]
