@@ -250,3 +250,20 @@ def test_instruments_are_created_once_per_provider() -> None:
     provider = MeterProvider()
     assert _metrics.client_metrics(provider) is _metrics.client_metrics(provider)
     assert _metrics.client_metrics(provider) is not _metrics.client_metrics(MeterProvider())
+
+
+def test_the_global_provider_is_found_without_the_environment_look_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import _internal as api
+
+    monkeypatch.setattr(api, "_METER_PROVIDER", None)
+    assert _metrics._global_provider() is None
+    assert type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+    unset = _metrics.ClientMetrics(None)
+    assert not unset.live
+    provider = MeterProvider()
+    monkeypatch.setattr(api, "_METER_PROVIDER", provider)
+    assert _metrics._global_provider() is metrics.get_meter_provider() is provider
+    assert unset.live  # asked again: a provider set after the instrumentor counts
