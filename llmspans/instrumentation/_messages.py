@@ -206,9 +206,13 @@ def system_instructions(value: Any, budget: Budget | None = None) -> list[Part] 
 # --- OpenAI chat completions (and everything OpenAI-shaped: LiteLLM) -------------------
 
 
-def openai_content_parts(content: Any, budget: Budget) -> list[Part]:
-    """The parts of an OpenAI message ``content``: a string or a list of typed parts
-    (chat completions and the Responses API alike)."""
+BlockReader = Callable[[str | None, Any, Budget], Part]
+"""Reads one typed content block (its ``type``, the block) into a part."""
+
+
+def typed_blocks(content: Any, budget: Budget, read: BlockReader) -> list[Part]:
+    """The parts of a content that is a string, or a list of blocks with a ``type``
+    (OpenAI's and Anthropic's), each read by ``read`` while the budget lasts."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -217,24 +221,30 @@ def openai_content_parts(content: Any, budget: Budget) -> list[Part]:
     for block in _items(content):
         if budget.spent:
             break
-        kind = as_str(field_of(block, "type"))
-        if kind in {"text", "input_text", "output_text"}:
-            parts.append(text_part(as_str(field_of(block, "text")) or "", budget))
-        elif kind == "refusal":
-            parts.append(text_part(as_str(field_of(block, "refusal")) or "", budget))
-        elif kind == "image_url":
-            url = field_of(field_of(block, "image_url"), "url")
-            parts.append(media_part("blob", "image", budget, url))
-        elif kind == "input_image":
-            url = field_of(block, "image_url")
-            parts.append(media_part("file" if url is None else "blob", "image", budget, url))
-        elif kind == "input_audio":
-            parts.append(media_part("blob", "audio", budget))
-        elif kind in {"file", "input_file"}:
-            parts.append(media_part("file", None, budget, field_of(block, "file_url")))
-        else:
-            parts.append(other_part(kind, budget))
+        parts.append(read(as_str(field_of(block, "type")), block, budget))
     return parts
+
+
+def _openai_block(kind: str | None, block: Any, budget: Budget) -> Part:
+    if kind in {"text", "input_text", "output_text"}:
+        return text_part(as_str(field_of(block, "text")) or "", budget)
+    if kind == "refusal":
+        return text_part(as_str(field_of(block, "refusal")) or "", budget)
+    if kind == "image_url":
+        return media_part("blob", "image", budget, field_of(field_of(block, "image_url"), "url"))
+    if kind == "input_image":
+        url = field_of(block, "image_url")
+        return media_part("file" if url is None else "blob", "image", budget, url)
+    if kind == "input_audio":
+        return media_part("blob", "audio", budget)
+    if kind in {"file", "input_file"}:
+        return media_part("file", None, budget, field_of(block, "file_url"))
+    return other_part(kind, budget)
+
+
+def openai_content_parts(content: Any, budget: Budget) -> list[Part]:
+    """The parts of an OpenAI message ``content`` (chat completions and the Responses API)."""
+    return typed_blocks(content, budget, _openai_block)
 
 
 def _openai_tool_calls(tool_calls: Any, budget: Budget) -> Iterator[Part]:
@@ -360,38 +370,29 @@ def responses_output(response: Any, finish_reason: str | None) -> list[Message]:
 # --- Anthropic Messages (also Bedrock's invoke_model body for Claude) -----------------
 
 
+def _anthropic_block(kind: str | None, block: Any, budget: Budget) -> Part:
+    if kind == "text":
+        return text_part(as_str(field_of(block, "text")) or "", budget)
+    if kind in {"thinking", "redacted_thinking"}:
+        return reasoning_part(as_str(field_of(block, "thinking")) or "", budget)
+    if kind in {"tool_use", "server_tool_use"}:
+        return tool_call_part(
+            field_of(block, "id"), field_of(block, "name"), field_of(block, "input"), budget
+        )
+    if kind == "tool_result":
+        result = field_of(block, "content")
+        response = result if isinstance(result, str) else _joined_text(result)
+        return tool_response_part(field_of(block, "tool_use_id"), response, budget)
+    if kind in {"image", "document"}:
+        source = field_of(block, "source")
+        uri = field_of(source, "url") if as_str(field_of(source, "type")) == "url" else None
+        return media_part("blob", "image" if kind == "image" else None, budget, uri)
+    return other_part(kind, budget)
+
+
 def anthropic_blocks(content: Any, budget: Budget) -> list[Part]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [text_part(content, budget)]
-    parts: list[Part] = []
-    for block in _items(content):
-        if budget.spent:
-            break
-        kind = as_str(field_of(block, "type"))
-        if kind == "text":
-            parts.append(text_part(as_str(field_of(block, "text")) or "", budget))
-        elif kind in {"thinking", "redacted_thinking"}:
-            parts.append(reasoning_part(as_str(field_of(block, "thinking")) or "", budget))
-        elif kind in {"tool_use", "server_tool_use"}:
-            parts.append(
-                tool_call_part(
-                    field_of(block, "id"), field_of(block, "name"), field_of(block, "input"), budget
-                )
-            )
-        elif kind == "tool_result":
-            result = field_of(block, "content")
-            response = result if isinstance(result, str) else _joined_text(result)
-            parts.append(tool_response_part(field_of(block, "tool_use_id"), response, budget))
-        elif kind in {"image", "document"}:
-            source = field_of(block, "source")
-            modality = "image" if kind == "image" else None
-            uri = field_of(source, "url") if as_str(field_of(source, "type")) == "url" else None
-            parts.append(media_part("blob", modality, budget, uri))
-        else:
-            parts.append(other_part(kind, budget))
-    return parts
+    """The parts of an Anthropic message ``content`` (also Claude's ``invoke_model`` body)."""
+    return typed_blocks(content, budget, _anthropic_block)
 
 
 def _history(blocks: Callable[[Any, Budget], list[Part]]) -> Callable[[Any, Budget], Message]:

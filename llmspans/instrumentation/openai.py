@@ -315,9 +315,6 @@ def _observe_response_event(call: StageCall, event: Any) -> None:
         _record_response(call, response)
 
 
-# --- embeddings --------------------------------------------------------------------
-
-
 class OpenAIInstrumentor(VersionedInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
