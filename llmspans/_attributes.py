@@ -194,6 +194,12 @@ GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIR
 GEN_AI_RETRIEVAL_DOCUMENTS: Final = _gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS
 GEN_AI_RETRIEVAL_QUERY_TEXT: Final = _gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT  # content
 GEN_AI_WORKFLOW_NAME: Final = _gen_ai.GEN_AI_WORKFLOW_NAME
+#: ``[{"type": "text", "content": ...}]``: a system prompt given apart from the messages
+#: (Anthropic's ``system``, Gemini's ``system_instruction``, ...), as a JSON string. Content.
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = _gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS
+#: The provider under its name in the conventions before ``gen_ai.provider.name``: the
+#: client metrics carry both, so that dashboards built on either group them.
+GEN_AI_SYSTEM: Final = _gen_ai.GEN_AI_SYSTEM
 SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
 SERVER_PORT: Final = _server.SERVER_PORT
 

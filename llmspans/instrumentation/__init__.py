@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Final
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from llmspans._state import STATE
@@ -57,14 +58,20 @@ def _log_skip(name: str, instrumentor: PatchingInstrumentor) -> None:
     _logger.log(level, "llmspans.instrument: %s skipped (%s)", name, reason)
 
 
-def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> list[str]:
+def instrument(
+    *names: str,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> list[str]:
     """Enable the named instrumentors (default: all); return the names now enabled.
 
     A library that is not installed is skipped with a debug log; one installed
     below the supported floor is skipped with a warning that names both versions.
     A release newer than those tested is instrumented, with a warning. Spans go
     to ``tracer_provider``, else to the provider given to
-    ``llmspans.configure(tracer_provider=...)``, else to the global one.
+    ``llmspans.configure(tracer_provider=...)``, else to the global one. The model
+    clients' ``gen_ai.client.*`` metrics go to ``meter_provider``, else to the global
+    one (nothing is recorded while none is set).
     Calling it again for an enabled instrumentor changes nothing.
 
     Raises:
@@ -89,7 +96,11 @@ def instrument(*names: str, tracer_provider: TracerProvider | None = None) -> li
                 # Already enabled elsewhere (opentelemetry-instrument): keep its provider.
                 enabled.append(name)
                 continue
-            instrumentor.instrument(tracer_provider=tracer_provider, skip_dep_check=True)
+            instrumentor.instrument(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                skip_dep_check=True,
+            )
             STATE.instrumentors[name] = instrumentor
             enabled.append(name)
     return enabled

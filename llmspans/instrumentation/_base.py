@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from llmspans import _attributes as attr
-from llmspans._content import captured_for_evaluation, prepare_content
+from llmspans._content import capture_enabled, captured_for_evaluation, prepare_content
 from llmspans._context import (
     KEPT_BY_ENCLOSING,
     STAGE_KEY,
@@ -45,6 +46,7 @@ from llmspans._context import (
 )
 from llmspans._logging import log_internal_error
 from llmspans._version import VERSION
+from llmspans.instrumentation._metrics import METRIC_ATTRIBUTES, METRIC_FACTS, ClientMetrics
 
 TRACER_NAME: Final = "llmspans.instrumentation"
 
@@ -84,6 +86,16 @@ def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
     return trace.get_tracer(TRACER_NAME, VERSION, tracer_provider=tracer_provider)
 
 
+class Deferred:
+    """Content built only when it will be recorded: ``build()`` runs after the capture
+    check (content is off by default, and converting a long conversation costs)."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], object]) -> None:
+        self.build = build
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """What an instrumentor reads from a call before it runs."""
@@ -94,7 +106,8 @@ class Request:
     kind: SpanKind
     attributes: Mapping[str, AttributeValue | None] = field(default_factory=dict)
     content: Mapping[str, object] = field(default_factory=dict)
-    """Content attributes (prompts, queries): recorded only as ``prepare_content`` allows."""
+    """Content attributes (prompts, queries): recorded only as ``prepare_content`` allows;
+    a :class:`Deferred` value is built only then."""
 
 
 class StageCall:
@@ -112,10 +125,13 @@ class StageCall:
         "_own",
         "_parent",
         "deferred",
+        "facts",
         "instance",
+        "metrics",
         "owned",
         "span",
         "stage",
+        "started",
         "target",
     )
 
@@ -136,11 +152,41 @@ class StageCall:
         self._nested: dict[str, float] = {}
         self._parent: StageCall | None = None
         self._lock = threading.Lock()  # guards _ended: a stream may end from a finalizer thread
+        self.metrics: ClientMetrics | None = None
+        """Where the call records its ``gen_ai.client.*`` metrics when it ends (``None``: not)."""
+        self.facts: dict[str, AttributeValue] = {}
+        """What the metrics need of the call (``METRIC_FACTS``), as this call reported it."""
+        self.started = 0
+        """``time.perf_counter_ns()`` when the call started."""
 
     @classmethod
-    def start(cls, tracer: Tracer, request: Request) -> StageCall:
-        """Enrich the enclosing stage of the same kind, or start a new span."""
+    def start(
+        cls, tracer: Tracer, request: Request, metrics: ClientMetrics | None = None
+    ) -> StageCall:
+        """Enrich the enclosing stage of the same kind, or start a new span.
+
+        With ``metrics``, the call records the client metrics when it ends, unless
+        nothing would record them (no meter provider: the call then keeps no facts
+        for them) or it runs inside another instrumented call that records them
+        (LiteLLM calling ``openai`` is one operation).
+        """
+        started = time.perf_counter_ns()
         parent = otel_context.get_current()
+        call = cls._start(tracer, request, parent)
+        call.started = started
+        if metrics is not None and metrics.live:
+            outer = parent.get(_CALL_KEY)
+            if not (isinstance(outer, StageCall) and outer.metrics is not None):
+                call.metrics = metrics
+                call.facts = {
+                    key: value
+                    for key, value in request.attributes.items()
+                    if value is not None and key in METRIC_ATTRIBUTES
+                }
+        return call
+
+    @classmethod
+    def _start(cls, tracer: Tracer, request: Request, parent: otel_context.Context) -> StageCall:
         if request.stage is not None:
             enclosing = enclosing_stage(request.stage, parent)
             if enclosing is not None:
@@ -209,9 +255,14 @@ class StageCall:
 
         ``keep_empty`` writes an empty sequence too (an empty result is a fact).
         Nothing is written to a span that no longer records: an enclosing stage
-        span may have ended before a stream it returned was consumed.
+        span may have ended before a stream it returned was consumed. What the client
+        metrics need is kept either way (an unsampled call is still an operation).
         """
-        if value is None or not self.span.is_recording():
+        if value is None:
+            return
+        if key in METRIC_FACTS and self.metrics is not None:
+            self.facts[key] = value
+        if not self.span.is_recording():
             return
         if (
             not keep_empty
@@ -246,11 +297,22 @@ class StageCall:
             active.rename(model)
 
     def set_content(self, content: Mapping[str, object]) -> None:
-        """Content attributes, only when capture is on and the span records."""
-        if not content or not self.span.is_recording():
+        """Content attributes, only when capture is on and the span records.
+
+        A :class:`Deferred` value is built here; one that fails to build is left out
+        (and logged): content is never worth the call.
+        """
+        if not content or not self.span.is_recording() or not capture_enabled():
             return
         recorded = False
-        for key, value in content.items():
+        for key, given in content.items():
+            value = given
+            if isinstance(given, Deferred):
+                try:
+                    value = given.build()
+                except Exception as exc:
+                    log_internal_error(f"content.{key}", exc)
+                    continue
             if value is not None:
                 text = prepare_content(value)
                 if text is not None:
@@ -294,6 +356,13 @@ class StageCall:
             if self._ended:
                 return
             self._ended = True
+        metrics = self.metrics
+        if metrics is not None:
+            seconds = (time.perf_counter_ns() - self.started) / 1e9
+            try:
+                metrics.record(self.facts, seconds, error)
+            except Exception as exc:
+                log_internal_error("metrics.record", exc)
         if not self.owned:
             return
         self.target.ended = True
@@ -310,15 +379,24 @@ class StageCall:
 
 RequestReader = Callable[[Any, tuple[Any, ...], dict[str, Any]], Request]
 """Reads the call (instance, args, kwargs) before it runs."""
+Applies = Callable[[Any, tuple[Any, ...], dict[str, Any]], bool]
+"""Whether a call (instance, args, kwargs) is one to trace."""
 ResponseReader = Callable[[StageCall, Any], Any]
 """Writes the result's facts onto the call; returns the result to hand back (maybe proxied)."""
 
 
 def _begin(
-    tracer: Tracer, kind: str, read: RequestReader, *, instance: Any, args: Any, kwargs: Any
+    tracer: Tracer,
+    kind: str,
+    read: RequestReader,
+    metrics: ClientMetrics | None,
+    *,
+    instance: Any,
+    args: Any,
+    kwargs: Any,
 ) -> StageCall | None:
     try:
-        call = StageCall.start(tracer, read(instance, args, kwargs))
+        call = StageCall.start(tracer, read(instance, args, kwargs), metrics)
     except Exception as exc:
         log_internal_error(f"{kind}.request", exc)
         return None
@@ -327,9 +405,10 @@ def _begin(
 
 
 def _finish(kind: str, call: StageCall, respond: ResponseReader, result: Any) -> Any:
-    if not call.span.is_recording():
+    if not call.span.is_recording() and call.metrics is None:
         # An unsampled span keeps no attributes: skip reading the response (and
-        # proxying a stream) altogether. A sampler's RECORD_ONLY spans do record.
+        # proxying a stream) altogether, unless the client metrics need its tokens.
+        # A sampler's RECORD_ONLY spans do record.
         call.end()
         return result
     try:
@@ -344,14 +423,26 @@ def _finish(kind: str, call: StageCall, respond: ResponseReader, result: Any) ->
 
 
 def sync_wrapper(
-    tracer: Tracer, kind: str, read: RequestReader, respond: ResponseReader
+    tracer: Tracer,
+    kind: str,
+    read: RequestReader,
+    respond: ResponseReader,
+    *,
+    metrics: ClientMetrics | None = None,
+    applies: Applies | None = None,
 ) -> Callable[..., Any]:
-    """A ``wrapt`` wrapper for a synchronous client method."""
+    """A ``wrapt`` wrapper for a synchronous client method.
+
+    ``metrics``: where the call's client metrics go; ``applies``: which calls are
+    traced at all (the others run untouched).
+    """
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call = _begin(tracer, kind, read, instance=instance, args=args, kwargs=kwargs)
+        if applies is not None and not applies(instance, args, kwargs):
+            return wrapped(*args, **kwargs)
+        call = _begin(tracer, kind, read, metrics, instance=instance, args=args, kwargs=kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
         with call.activate():
@@ -366,9 +457,15 @@ def sync_wrapper(
 
 
 def async_wrapper(
-    tracer: Tracer, kind: str, read: RequestReader, respond: ResponseReader
+    tracer: Tracer,
+    kind: str,
+    read: RequestReader,
+    respond: ResponseReader,
+    *,
+    metrics: ClientMetrics | None = None,
+    applies: Applies | None = None,
 ) -> Callable[..., Any]:
-    """A ``wrapt`` wrapper for a coroutine client method."""
+    """A ``wrapt`` wrapper for a coroutine client method (arguments as ``sync_wrapper``)."""
 
     async def wrapper(
         wrapped: Callable[..., Awaitable[Any]],
@@ -376,7 +473,9 @@ def async_wrapper(
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _begin(tracer, kind, read, instance=instance, args=args, kwargs=kwargs)
+        if applies is not None and not applies(instance, args, kwargs):
+            return await wrapped(*args, **kwargs)
+        call = _begin(tracer, kind, read, metrics, instance=instance, args=args, kwargs=kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         with call.activate():

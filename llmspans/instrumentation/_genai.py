@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
 from llmspans import _attributes as attr
+from llmspans._content import capture_enabled, max_length
 from llmspans.cost import cost_usd
-from llmspans.instrumentation._base import StageCall, as_int, as_str, field_of
+from llmspans.instrumentation import _messages as messages
+from llmspans.instrumentation._base import Deferred, Request, StageCall, as_int, as_str, field_of
 from llmspans.instrumentation._streams import (
     AsyncManagerProxy,
     AsyncStreamProxy,
@@ -29,6 +34,91 @@ class Usage:
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+
+
+def usage_with_cache(
+    uncached: int | None,
+    output: int | None,
+    cache_read: int | None,
+    cache_write: int | None,
+) -> Usage:
+    """Usage of a provider that counts cache reads and writes apart from the input
+    (Anthropic, Bedrock): ``input_tokens`` is their sum, as the conventions define it."""
+    total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
+    return Usage(
+        input_tokens=total,
+        output_tokens=output,
+        cache_read_input_tokens=cache_read,
+        cache_creation_input_tokens=cache_write,
+    )
+
+
+def request_model(call: StageCall) -> str | None:
+    """The ``gen_ai.request.model`` the call's span was started with."""
+    return as_str((getattr(call.span, "attributes", None) or {}).get(attr.GEN_AI_REQUEST_MODEL))
+
+
+def embeddings_request(
+    provider: str | None,
+    model: str | None,
+    attributes: Mapping[str, AttributeValue | None] | None = None,
+) -> Request:
+    """A plain ``embeddings {model}`` span (an embedding is part of whatever stage calls it)."""
+    return Request(
+        stage=None,
+        name=f"{attr.OP_EMBEDDINGS} {model}" if model else attr.OP_EMBEDDINGS,
+        kind=SpanKind.CLIENT,
+        attributes={
+            attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
+            attr.GEN_AI_PROVIDER_NAME: provider,
+            attr.GEN_AI_REQUEST_MODEL: model,
+            **(attributes or {}),
+        },
+    )
+
+
+class StreamedText:
+    """The text of a streamed answer, for ``gen_ai.output.messages`` when the stream ends.
+
+    Gathered only while content capture is on, and only up to what can be recorded
+    (``max_length()`` characters): a long stream holds no more than that.
+    """
+
+    __slots__ = ("chunks", "limit", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.size = 0
+        self.limit: int | None = None
+
+    def add(self, text: str | None) -> None:
+        if not text or not capture_enabled():
+            return
+        if self.limit is None:
+            self.limit = max_length()
+        if self.size > self.limit:
+            return
+        self.chunks.append(text)
+        self.size += len(text)
+
+    def record(self, call: StageCall, finish_reason: str | None) -> None:
+        """One assistant message of the text gathered (nothing when there is none)."""
+        if not self.chunks:
+            return
+        chunks = self.chunks
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: Deferred(
+                    lambda: [
+                        messages.message(
+                            messages.ASSISTANT,
+                            messages.text_parts("".join(chunks), messages.Budget()),
+                            finish_reason,
+                        )
+                    ]
+                )
+            }
+        )
 
 
 def record_usage(call: StageCall, model: str | None, usage: Usage) -> None:

@@ -25,12 +25,14 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Tracer
 
 from llmspans.instrumentation._base import (
+    Applies,
     RequestReader,
     ResponseReader,
     async_wrapper,
     get_tracer,
     sync_wrapper,
 )
+from llmspans.instrumentation._metrics import ClientMetrics, client_metrics
 
 _logger = logging.getLogger("llmspans")
 
@@ -49,6 +51,38 @@ class Patch:
     is_async: bool = False
     wrapper: Callable[[Tracer], Callable[..., Any]] | None = None
     """A ``wrapt`` wrapper factory used instead of the stage-call wrapper of ``_base``."""
+    applies: Applies | None = None
+    """Which calls are traced (``None``: all); the others run as if unpatched."""
+
+
+def sync_and_async(
+    module: str,
+    owners: tuple[str, str],
+    method: str,
+    *,
+    kind: str,
+    read: RequestReader,
+    respond: ResponseReader,
+    async_respond: ResponseReader | None = None,
+    coroutine: bool = True,
+) -> tuple[Patch, Patch]:
+    """The same method of a client's synchronous and asynchronous class (``owners``).
+
+    ``coroutine``: whether the asynchronous class's method is a coroutine function
+    (a ``.stream(...)`` helper returning an async context manager is not).
+    """
+    sync_owner, async_owner = owners
+    return (
+        Patch(module, f"{sync_owner}.{method}", kind, read, respond),
+        Patch(
+            module,
+            f"{async_owner}.{method}",
+            kind,
+            read,
+            async_respond or respond,
+            is_async=coroutine,
+        ),
+    )
 
 
 class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -58,9 +92,13 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     library: ClassVar[str]
     #: The supported versions, as a requirement string (``"openai >= 1.40, < 4"``).
     requirement: ClassVar[str]
+    #: Whether its calls are model-client operations that record the
+    #: ``gen_ai.client.*`` metrics (``_metrics``); frameworks and vector stores do not.
+    records_client_metrics: ClassVar[bool] = False
 
     _applied: list[Patch]
     _generation: int
+    _metrics: ClientMetrics | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (self.requirement,)
@@ -93,6 +131,10 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
             return
         tracer = get_tracer(kwargs.get("tracer_provider"))
+        metrics: ClientMetrics | None = None
+        if self.records_client_metrics:
+            metrics = client_metrics(kwargs.get("meter_provider"))
+        self._metrics = metrics
         for patch in self.patches(tracer):
             wrapt.register_post_import_hook(self._hook(patch, tracer), patch.module)
 
@@ -103,6 +145,7 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         importing every installed client library just to wrap it.
         """
         generation = self._generation
+        metrics = self._metrics
 
         def apply(module: ModuleType) -> None:
             if generation != self._generation:  # uninstrumented (or re-instrumented) since
@@ -112,7 +155,14 @@ class PatchingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 wrapper = (
                     patch.wrapper(tracer)
                     if patch.wrapper is not None
-                    else factory(tracer, patch.kind, patch.read, patch.respond)
+                    else factory(
+                        tracer,
+                        patch.kind,
+                        patch.read,
+                        patch.respond,
+                        metrics=metrics,
+                        applies=patch.applies,
+                    )
                 )
                 wrapt.wrap_function_wrapper(module, patch.target, wrapper)
             except AttributeError as exc:

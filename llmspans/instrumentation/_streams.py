@@ -105,11 +105,15 @@ class SyncStreamProxy(_StreamProxy):
     def __iter__(self) -> SyncStreamProxy:
         return self
 
+    def _step(self) -> Any:
+        """The next item of the wrapped stream."""
+        return next(self.__wrapped__)
+
     def __next__(self) -> Any:
         ending: Ending = self._self_ending
         with ending.scope(self._self_activate):
             try:
-                item = next(self.__wrapped__)
+                item = self._step()
             except StopIteration:
                 ending.end()
                 raise

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._content import capture_enabled
+from llmspans.instrumentation import _messages as messages
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_float,
@@ -28,12 +29,14 @@ from llmspans.instrumentation._base import (
     given,
 )
 from llmspans.instrumentation._genai import (
+    StreamedText,
     Usage,
     managed_stream,
     record_finish_reasons,
     record_usage,
     stream_proxy,
     unique,
+    usage_with_cache,
 )
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._raw import raw_aware
@@ -57,10 +60,7 @@ def _request(
 ) -> Request:
     model = as_str(given(kwargs, "model"))
     system = given(kwargs, "system")
-    messages = given(kwargs, "messages")
-    prompt: Any = messages
-    if system is not None and messages is not None:
-        prompt = [{"role": "system", "content": system}, *messages]
+    history = given(kwargs, "messages")
     return Request(
         stage=attr.STAGE_GENERATION,
         name=attr.span_name(attr.STAGE_GENERATION, model),
@@ -81,7 +81,10 @@ def _request(
             attr.GEN_AI_CONVERSATION_ID: _conversation_id(instance),
             **sdk_server_attributes(instance),
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: prompt},
+        content={
+            attr.GEN_AI_SYSTEM_INSTRUCTIONS: Deferred(lambda: messages.system_instructions(system)),
+            attr.GEN_AI_INPUT_MESSAGES: Deferred(lambda: messages.anthropic_input(history)),
+        },
     )
 
 
@@ -96,17 +99,11 @@ def _conversation_id(resource: Any) -> str | None:
 
 
 def _usage(usage: Any) -> Usage:
-    uncached = as_int(field_of(usage, "input_tokens"))
-    cache_read = as_int(field_of(usage, "cache_read_input_tokens"))
-    cache_creation = as_int(field_of(usage, "cache_creation_input_tokens"))
-    total = None
-    if uncached is not None:
-        total = uncached + (cache_read or 0) + (cache_creation or 0)
-    return Usage(
-        input_tokens=total,
-        output_tokens=as_int(field_of(usage, "output_tokens")),
-        cache_read_input_tokens=cache_read,
-        cache_creation_input_tokens=cache_creation,
+    return usage_with_cache(
+        as_int(field_of(usage, "input_tokens")),
+        as_int(field_of(usage, "output_tokens")),
+        as_int(field_of(usage, "cache_read_input_tokens")),
+        as_int(field_of(usage, "cache_creation_input_tokens")),
     )
 
 
@@ -138,14 +135,14 @@ def _record_message(call: StageCall, message: Any) -> None:
     usage = field_of(message, "usage")
     if usage is not None:
         record_usage(call, model, _usage(usage))
-    if blocks and call.span.is_recording() and capture_enabled():
-        content = [_dump(block) for block in blocks]
-        call.set_content({attr.GEN_AI_OUTPUT_MESSAGES: [{"role": "assistant", "content": content}]})
-
-
-def _dump(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json", exclude_none=True) if callable(dump) else value
+    if blocks:
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: Deferred(
+                    lambda: messages.anthropic_output(blocks, stop_reason)
+                )
+            }
+        )
 
 
 class _Events:
@@ -154,7 +151,8 @@ class _Events:
     def __init__(self, call: StageCall) -> None:
         self.model: str | None = None
         self.usage: dict[str, int] = {}
-        self.text: list[str] = []
+        self.text = StreamedText()
+        self.stop_reason: str | None = None
         self.first = FirstChunk(call)
 
     def observe(self, call: StageCall, event: Any) -> None:
@@ -169,14 +167,13 @@ class _Events:
         elif kind == "message_delta":
             stop_reason = as_str(field_of(field_of(event, "delta"), "stop_reason"))
             if stop_reason:
+                self.stop_reason = stop_reason
                 record_finish_reasons(call, [stop_reason])
                 if stop_reason == "refusal":
                     call.set(attr.GENERATION_REFUSED, True)
             self._fold(call, field_of(event, "usage"))
-        elif kind == "content_block_delta" and capture_enabled():
-            text = as_str(field_of(field_of(event, "delta"), "text"))
-            if text:
-                self.text.append(text)
+        elif kind == "content_block_delta":
+            self.text.add(as_str(field_of(field_of(event, "delta"), "text")))
 
     def _fold(self, call: StageCall, usage: Any) -> None:
         """Usage counts in later events are cumulative: the latest value of each wins."""
@@ -192,14 +189,7 @@ class _Events:
         record_usage(call, self.model, _usage(self.usage))
 
     def on_end(self, call: StageCall, subject: Any) -> None:
-        if self.text:
-            call.set_content(
-                {
-                    attr.GEN_AI_OUTPUT_MESSAGES: [
-                        {"role": "assistant", "content": "".join(self.text)}
-                    ]
-                }
-            )
+        self.text.record(call, self.stop_reason)
 
 
 def _record_snapshot(call: StageCall, stream: Any) -> None:
@@ -219,6 +209,7 @@ class AnthropicInstrumentor(VersionedInstrumentor):
     library: ClassVar[str] = "anthropic"
     requirement: ClassVar[str] = "anthropic >= 0.34"
     tested: ClassVar[str] = "< 3"
+    records_client_metrics: ClassVar[bool] = True
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 

@@ -38,17 +38,24 @@ from typing import Any, ClassVar, Final
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._content import capture_enabled
+from llmspans.instrumentation import _messages as messages
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_float,
     as_int,
     as_str,
     field_of,
-    sync_wrapper,
 )
-from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
+from llmspans.instrumentation._genai import (
+    StreamedText,
+    Usage,
+    record_finish_reasons,
+    record_usage,
+    request_model,
+    usage_with_cache,
+)
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._semconv import FirstChunk, server_attributes, stop_sequences
 from llmspans.instrumentation._streams import Ending, SyncStreamProxy
@@ -78,6 +85,25 @@ def _service(client: Any) -> str | None:
     return as_str(
         getattr(getattr(getattr(client, "meta", None), "service_model", None), "service_name", None)
     )
+
+
+def _body_content(body: Mapping[str, Any]) -> dict[str, object]:
+    """The content of an ``invoke_model`` body: Anthropic-style ``system`` and ``messages``,
+    or a plain ``prompt`` / ``inputText``."""
+    history = body.get("messages")
+    prompt = body.get("prompt", body.get("inputText"))
+    return {
+        attr.GEN_AI_SYSTEM_INSTRUCTIONS: Deferred(
+            lambda: messages.system_instructions(body.get("system"))
+        ),
+        attr.GEN_AI_INPUT_MESSAGES: Deferred(
+            lambda: (
+                messages.anthropic_input(history)
+                if history is not None
+                else messages.prompt_messages(prompt)
+            )
+        ),
+    }
 
 
 def _body_parameters(body: Any) -> dict[str, Any]:
@@ -110,10 +136,12 @@ def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Re
         temperature = field_of(config, "temperature")
         top_p = field_of(config, "topP")
         stop = field_of(config, "stopSequences")
-        messages: Any = field_of(params, "messages")
+        history = field_of(params, "messages")
         system = field_of(params, "system")
-        if system is not None and messages is not None:
-            messages = [{"role": "system", "content": system}, *messages]
+        content: dict[str, object] = {
+            attr.GEN_AI_SYSTEM_INSTRUCTIONS: Deferred(lambda: messages.system_instructions(system)),
+            attr.GEN_AI_INPUT_MESSAGES: Deferred(lambda: messages.converse_input(history)),
+        }
     else:
         body = _body_parameters(field_of(params, "body"))
         max_tokens = (
@@ -122,7 +150,7 @@ def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Re
         temperature = body.get("temperature")
         top_p = body.get("top_p", body.get("topP"))
         stop = body.get("stop_sequences", body.get("stopSequences"))
-        messages = body.get("messages", body.get("prompt", body.get("inputText")))
+        content = _body_content(body)
     endpoint = getattr(getattr(instance, "meta", None), "endpoint_url", None)
     return Request(
         stage=attr.STAGE_GENERATION,
@@ -139,26 +167,17 @@ def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Re
             attr.GEN_AI_REQUEST_STREAM: operation in _STREAMING,
             **(server_attributes(endpoint) if isinstance(endpoint, str) else {}),
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: messages},
+        content=content,
     )
 
 
 def _converse_usage(usage: Any) -> Usage:
-    uncached = as_int(field_of(usage, "inputTokens"))
-    cache_read = as_int(field_of(usage, "cacheReadInputTokens"))
-    cache_write = as_int(field_of(usage, "cacheWriteInputTokens"))
-    total = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
-    return Usage(
-        input_tokens=total,
-        output_tokens=as_int(field_of(usage, "outputTokens")),
-        cache_read_input_tokens=cache_read,
-        cache_creation_input_tokens=cache_write,
+    return usage_with_cache(
+        as_int(field_of(usage, "inputTokens")),
+        as_int(field_of(usage, "outputTokens")),
+        as_int(field_of(usage, "cacheReadInputTokens")),
+        as_int(field_of(usage, "cacheWriteInputTokens")),
     )
-
-
-def _model_of(call: StageCall) -> str | None:
-    attributes = getattr(call.span, "attributes", None) or {}
-    return _pricing_model(as_str(attributes.get(attr.GEN_AI_REQUEST_MODEL)))
 
 
 class _Converse:
@@ -166,7 +185,8 @@ class _Converse:
 
     def __init__(self, call: StageCall, model: str | None) -> None:
         self.model = model
-        self.text: list[str] = []
+        self.text = StreamedText()
+        self.stop: str | None = None
         self.first = FirstChunk(call)
 
     def record(self, call: StageCall, response: Any) -> None:
@@ -176,10 +196,15 @@ class _Converse:
         usage = field_of(response, "usage")
         if usage is not None:
             record_usage(call, self.model, _converse_usage(usage))
-        if call.span.is_recording() and capture_enabled():
-            message = field_of(field_of(response, "output"), "message")
-            if message is not None:
-                call.set_content({attr.GEN_AI_OUTPUT_MESSAGES: [message]})
+        message = field_of(field_of(response, "output"), "message")
+        if message is not None:
+            call.set_content(
+                {
+                    attr.GEN_AI_OUTPUT_MESSAGES: Deferred(
+                        lambda: messages.converse_output(message, stop)
+                    )
+                }
+            )
 
     def observe(self, call: StageCall, event: Any) -> None:
         self.first.seen(call)
@@ -188,25 +213,17 @@ class _Converse:
         if "messageStop" in event:
             stop = as_str(field_of(event["messageStop"], "stopReason"))
             if stop:
+                self.stop = stop
                 record_finish_reasons(call, [stop])
         elif "metadata" in event:
             usage = field_of(event["metadata"], "usage")
             if usage is not None:
                 record_usage(call, self.model, _converse_usage(usage))
-        elif "contentBlockDelta" in event and capture_enabled():
-            text = as_str(field_of(field_of(event["contentBlockDelta"], "delta"), "text"))
-            if text:
-                self.text.append(text)
+        elif "contentBlockDelta" in event:
+            self.text.add(as_str(field_of(field_of(event["contentBlockDelta"], "delta"), "text")))
 
     def on_end(self, call: StageCall, subject: Any) -> None:
-        if self.text:
-            call.set_content(
-                {
-                    attr.GEN_AI_OUTPUT_MESSAGES: [
-                        {"role": "assistant", "content": "".join(self.text)}
-                    ]
-                }
-            )
+        self.text.record(call, self.stop)
 
 
 class _InvokeStream:
@@ -249,17 +266,8 @@ class _EventStreamProxy(SyncStreamProxy):
         super().__init__(wrapped, ending, observe)
         self._self_iterator = iter(wrapped)
 
-    def __next__(self) -> Any:
-        ending: Ending = self._self_ending
-        try:
-            item = next(self._self_iterator)
-        except StopIteration:
-            ending.end()
-            raise
-        except BaseException as error:
-            ending.end(error)
-            raise
-        return self._observed(item)
+    def _step(self) -> Any:
+        return next(self._self_iterator)
 
 
 def _header_int(response: Any, name: str) -> int | None:
@@ -272,7 +280,7 @@ def _header_int(response: Any, name: str) -> int | None:
 
 
 def _respond(call: StageCall, response: Any) -> Any:
-    model = _model_of(call)
+    model = _pricing_model(request_model(call))
     if not isinstance(response, dict):
         return response
     if "stream" in response:  # ConverseStream
@@ -297,18 +305,10 @@ def _is_event_stream(body: Any) -> bool:
     return type(body).__name__ == "EventStream"
 
 
-def _wrapper(tracer: Tracer) -> Callable[..., Any]:
-    traced = sync_wrapper(tracer, _KIND, _request, _respond)
-
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        operation = args[0] if args else kwargs.get("operation_name")
-        if operation not in _OPERATIONS or _service(instance) != SERVICE:
-            return wrapped(*args, **kwargs)
-        return traced(wrapped, instance, args, kwargs)
-
-    return wrapper
+def _applies(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A traced operation of a ``bedrock-runtime`` client (every other call runs untouched)."""
+    operation = args[0] if args else kwargs.get("operation_name")
+    return operation in _OPERATIONS and _service(instance) == SERVICE
 
 
 class BedrockInstrumentor(VersionedInstrumentor):
@@ -317,6 +317,7 @@ class BedrockInstrumentor(VersionedInstrumentor):
     library: ClassVar[str] = "botocore"
     requirement: ClassVar[str] = "botocore >= 1.34"
     tested: ClassVar[str] = "< 2"
+    records_client_metrics: ClassVar[bool] = True
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (
@@ -326,6 +327,6 @@ class BedrockInstrumentor(VersionedInstrumentor):
                 _KIND,
                 _request,
                 _respond,
-                wrapper=_wrapper,
+                applies=_applies,
             ),
         )

@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._content import capture_enabled
+from llmspans.instrumentation import _messages as messages
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_float,
@@ -31,8 +32,15 @@ from llmspans.instrumentation._base import (
     as_str,
     field_of,
 )
-from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
-from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._genai import (
+    StreamedText,
+    Usage,
+    embeddings_request,
+    record_finish_reasons,
+    record_usage,
+    request_model,
+)
+from llmspans.instrumentation._patching import Patch, sync_and_async
 from llmspans.instrumentation._semconv import (
     FirstChunk,
     sampling_parameters,
@@ -102,7 +110,14 @@ def _request(
             attr.GEN_AI_REQUEST_STREAM: stream,
             **_server(instance),
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: kwargs.get("contents")},
+        content={
+            attr.GEN_AI_SYSTEM_INSTRUCTIONS: Deferred(
+                lambda: messages.gemini_system_instructions(field_of(config, "system_instruction"))
+            ),
+            attr.GEN_AI_INPUT_MESSAGES: Deferred(
+                lambda: messages.gemini_input(kwargs.get("contents"))
+            ),
+        },
     )
 
 
@@ -114,17 +129,7 @@ def _embed_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     model = as_str(kwargs.get("model"))
     if model is not None:
         model = model.removeprefix("models/")
-    return Request(
-        stage=None,
-        name=f"{attr.OP_EMBEDDINGS} {model}" if model else attr.OP_EMBEDDINGS,
-        kind=SpanKind.CLIENT,
-        attributes={
-            attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
-            attr.GEN_AI_PROVIDER_NAME: _provider(instance),
-            attr.GEN_AI_REQUEST_MODEL: model,
-            **_server(instance),
-        },
-    )
+    return embeddings_request(_provider(instance), model, _server(instance))
 
 
 def _usage(metadata: Any) -> Usage:
@@ -150,7 +155,8 @@ class _Responses:
 
     def __init__(self, call: StageCall, model: str | None) -> None:
         self.model = model
-        self.text: list[str] = []
+        self.text = StreamedText()
+        self.reason: str | None = None
         self.first = FirstChunk(call)
 
     def record(self, call: StageCall, response: Any) -> None:
@@ -162,47 +168,48 @@ class _Responses:
         candidates = field_of(response, "candidates") or ()
         reasons = [reason for c in candidates if (reason := _reason(c)) is not None]
         if reasons:
+            self.reason = reasons[0]
             record_finish_reasons(call, reasons)
         metadata = field_of(response, "usage_metadata")
         if metadata is not None:
             record_usage(call, self.model, _usage(metadata))
-        if call.span.is_recording() and capture_enabled():
-            try:
-                text = response.text
-            except Exception:  # no text part (a function call, a blocked answer)
-                text = None
-            if isinstance(text, str) and text:
-                self.text.append(text)
 
     def observe(self, call: StageCall, chunk: Any) -> None:
+        """A chunk of a stream: its facts, and the text of its first candidate."""
         self.first.seen(call)
         self.record(call, chunk)
+        candidates = field_of(chunk, "candidates") or ()
+        if candidates:
+            for part in field_of(field_of(candidates[0], "content"), "parts") or ():
+                if field_of(part, "thought") is not True:
+                    self.text.add(as_str(field_of(part, "text")))
 
     def on_end(self, call: StageCall, subject: Any) -> None:
-        if self.text:
-            call.set_content(
-                {attr.GEN_AI_OUTPUT_MESSAGES: [{"role": "model", "content": "".join(self.text)}]}
-            )
-
-
-def _request_model(call: StageCall) -> str | None:
-    return as_str((getattr(call.span, "attributes", None) or {}).get(attr.GEN_AI_REQUEST_MODEL))
+        self.text.record(call, self.reason)
 
 
 def _respond(call: StageCall, response: Any) -> Any:
-    responses = _Responses(call, _request_model(call))
+    responses = _Responses(call, request_model(call))
     responses.record(call, response)
-    responses.on_end(call, response)
+    candidates = field_of(response, "candidates") or ()
+    if candidates:
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: Deferred(
+                    lambda: messages.gemini_output(candidates, _reason)
+                )
+            }
+        )
     return response
 
 
 def _respond_stream(call: StageCall, stream: Any) -> Any:
-    responses = _Responses(call, _request_model(call))
+    responses = _Responses(call, request_model(call))
     return SyncStreamProxy(stream, Ending(call, _KIND, responses.on_end), responses.observe)
 
 
 def _respond_async_stream(call: StageCall, stream: Any) -> Any:
-    responses = _Responses(call, _request_model(call))
+    responses = _Responses(call, request_model(call))
     return AsyncStreamProxy(stream, Ending(call, _KIND, responses.on_end), responses.observe)
 
 
@@ -216,37 +223,30 @@ class GoogleGenAIInstrumentor(VersionedInstrumentor):
     library: ClassVar[str] = "google.genai"
     requirement: ClassVar[str] = "google-genai >= 1.0"
     tested: ClassVar[str] = "< 3"
+    records_client_metrics: ClassVar[bool] = True
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         embed = "google_genai.embed"
+        owners = ("Models", "AsyncModels")
         return (
-            Patch(_MODELS, "Models.generate_content", _KIND, _request, _respond),
-            Patch(
-                _MODELS,
-                "AsyncModels.generate_content",
-                _KIND,
-                _request,
-                _respond,
-                is_async=True,
+            *sync_and_async(
+                _MODELS, owners, "generate_content", kind=_KIND, read=_request, respond=_respond
             ),
-            Patch(
-                _MODELS, "Models.generate_content_stream", _KIND, _stream_request, _respond_stream
-            ),
-            Patch(
+            *sync_and_async(
                 _MODELS,
-                "AsyncModels.generate_content_stream",
-                _KIND,
-                _stream_request,
-                _respond_async_stream,
-                is_async=True,
+                owners,
+                "generate_content_stream",
+                kind=_KIND,
+                read=_stream_request,
+                respond=_respond_stream,
+                async_respond=_respond_async_stream,
             ),
-            Patch(_MODELS, "Models.embed_content", embed, _embed_request, _respond_embed),
-            Patch(
+            *sync_and_async(
                 _MODELS,
-                "AsyncModels.embed_content",
-                embed,
-                _embed_request,
-                _respond_embed,
-                is_async=True,
+                owners,
+                "embed_content",
+                kind=embed,
+                read=_embed_request,
+                respond=_respond_embed,
             ),
         )

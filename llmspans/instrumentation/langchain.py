@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_float,
@@ -43,6 +44,7 @@ from llmspans.instrumentation._base import (
     field_of,
 )
 from llmspans.instrumentation._genai import Usage, record_finish_reasons, record_usage
+from llmspans.instrumentation._messages import langchain_input, langchain_output
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._retrieval import (
     record_retrieved,
@@ -126,12 +128,17 @@ def _chat_request(
             attr.GEN_AI_REQUEST_STOP_SEQUENCES: stop_sequences(params.get("ls_stop")),
             attr.GEN_AI_REQUEST_STREAM: stream,
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: messages},
+        content={attr.GEN_AI_INPUT_MESSAGES: Deferred(lambda: langchain_input(messages))},
     )
 
 
 def _chat_stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     return _chat_request(instance, args, kwargs, stream=True)
+
+
+def _finish_reason(metadata: Any) -> str | None:
+    """The finish reason of a message (``finish_reason``, ``stop_reason``)."""
+    return as_str(field_of(metadata, "finish_reason")) or as_str(field_of(metadata, "stop_reason"))
 
 
 class _Tally:
@@ -148,9 +155,7 @@ class _Tally:
         model = as_str(field_of(metadata, "model_name")) or as_str(field_of(metadata, "model"))
         if model:
             self.model = model
-        reason = as_str(field_of(metadata, "finish_reason")) or as_str(
-            field_of(metadata, "stop_reason")
-        )
+        reason = _finish_reason(metadata)
         if reason:
             self.reasons.append(reason)
         usage = field_of(message, "usage_metadata")
@@ -193,14 +198,10 @@ def _generate_result(call: StageCall, result: Any) -> Any:
     for message in messages:
         tally.add(message)
     tally.record(call)
-    if messages and call.span.is_recording():
+    if messages:
+        reasons = [_finish_reason(field_of(message, "response_metadata")) for message in messages]
         call.set_content(
-            {
-                attr.GEN_AI_OUTPUT_MESSAGES: [
-                    {"role": "assistant", "content": field_of(message, "content")}
-                    for message in messages
-                ]
-            }
+            {attr.GEN_AI_OUTPUT_MESSAGES: Deferred(lambda: langchain_output(messages, reasons))}
         )
     return result
 

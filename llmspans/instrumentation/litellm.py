@@ -31,7 +31,9 @@ from typing import Any, ClassVar, Final
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
+from llmspans.instrumentation import _messages as messages
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_float,
@@ -39,7 +41,7 @@ from llmspans.instrumentation._base import (
     as_str,
     given,
 )
-from llmspans.instrumentation._genai import record_embeddings_response
+from llmspans.instrumentation._genai import embeddings_request, record_embeddings_response
 from llmspans.instrumentation._patching import Patch
 from llmspans.instrumentation._semconv import (
     output_type,
@@ -90,7 +92,7 @@ def _provider(model: str | None, kwargs: dict[str, Any]) -> tuple[str | None, st
 
 def _completion_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     model = as_str(kwargs.get("model")) or (as_str(args[0]) if args else None)
-    messages = kwargs.get("messages", args[1] if len(args) > 1 else None)
+    history = kwargs.get("messages", args[1] if len(args) > 1 else None)
     bare, provider = _provider(model, kwargs)
     max_tokens = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
     api_base = as_str(kwargs.get("api_base")) or as_str(kwargs.get("base_url"))
@@ -109,23 +111,15 @@ def _completion_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
             attr.GEN_AI_REQUEST_STREAM: kwargs.get("stream") is True,
             **(server_attributes(api_base) if api_base else {}),
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: messages},
+        content={attr.GEN_AI_INPUT_MESSAGES: Deferred(lambda: messages.openai_chat_input(history))},
     )
 
 
 def _embedding_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     model = as_str(kwargs.get("model")) or (as_str(args[0]) if args else None)
     bare, provider = _provider(model, kwargs)
-    return Request(
-        stage=None,
-        name=f"{attr.OP_EMBEDDINGS} {bare}" if bare else attr.OP_EMBEDDINGS,
-        kind=SpanKind.CLIENT,
-        attributes={
-            attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
-            attr.GEN_AI_PROVIDER_NAME: provider,
-            attr.GEN_AI_REQUEST_MODEL: bare,
-        },
-    )
+    api_base = as_str(kwargs.get("api_base"))
+    return embeddings_request(provider, bare, server_attributes(api_base) if api_base else None)
 
 
 def _litellm_cost(call: StageCall, response: Any) -> None:
@@ -160,13 +154,13 @@ def _acompletion_result(call: StageCall, result: Any) -> Any:
     return _completion_result(call, result)
 
 
-
 class LiteLLMInstrumentor(VersionedInstrumentor):
     """Traces LiteLLM's completion and embedding functions (every provider behind them)."""
 
     library: ClassVar[str] = "litellm"
     requirement: ClassVar[str] = "litellm >= 1.50"
     tested: ClassVar[str] = "< 2"
+    records_client_metrics: ClassVar[bool] = True
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
         return (

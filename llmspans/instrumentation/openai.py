@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 from opentelemetry.trace import SpanKind, Tracer
 
 from llmspans import _attributes as attr
-from llmspans._content import capture_enabled
+from llmspans.instrumentation import _messages as messages
 from llmspans.instrumentation._base import (
+    Deferred,
     Request,
     StageCall,
     as_int,
@@ -34,7 +35,9 @@ from llmspans.instrumentation._base import (
     given,
 )
 from llmspans.instrumentation._genai import (
+    StreamedText,
     Usage,
+    embeddings_request,
     managed_stream,
     record_embeddings_response,
     record_finish_reasons,
@@ -42,7 +45,7 @@ from llmspans.instrumentation._genai import (
     stream_proxy,
     unique,
 )
-from llmspans.instrumentation._patching import Patch
+from llmspans.instrumentation._patching import Patch, sync_and_async
 from llmspans.instrumentation._raw import raw_aware
 from llmspans.instrumentation._semconv import (
     FirstChunk,
@@ -61,11 +64,38 @@ _EMBEDDINGS = "openai.resources.embeddings"
 _COMPLETIONS = "openai.resources.completions"
 
 
+def _chat_content(kwargs: dict[str, Any]) -> dict[str, object]:
+    return {
+        attr.GEN_AI_INPUT_MESSAGES: Deferred(
+            lambda: messages.openai_chat_input(given(kwargs, "messages"))
+        )
+    }
+
+
+def _completion_content(kwargs: dict[str, Any]) -> dict[str, object]:
+    return {
+        attr.GEN_AI_INPUT_MESSAGES: Deferred(
+            lambda: messages.prompt_messages(given(kwargs, "prompt"))
+        )
+    }
+
+
+def _responses_content(kwargs: dict[str, Any]) -> dict[str, object]:
+    return {
+        attr.GEN_AI_SYSTEM_INSTRUCTIONS: Deferred(
+            lambda: messages.system_instructions(given(kwargs, "instructions"))
+        ),
+        attr.GEN_AI_INPUT_MESSAGES: Deferred(
+            lambda: messages.responses_input(given(kwargs, "input"))
+        ),
+    }
+
+
 def _generation_request(
     instance: Any,
     kwargs: dict[str, Any],
     *,
-    messages_key: str,
+    content: dict[str, object],
     operation: str = attr.OP_CHAT,
     stream: bool = False,
 ) -> Request:
@@ -96,45 +126,40 @@ def _generation_request(
             or as_str(field_of(conversation, "id")),
             **sdk_server_attributes(instance),
         },
-        content={attr.GEN_AI_INPUT_MESSAGES: given(kwargs, messages_key)},
+        content=content,
     )
 
 
 def _chat_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(instance, kwargs, messages_key="messages")
+    return _generation_request(instance, kwargs, content=_chat_content(kwargs))
 
 
 def _chat_stream_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(instance, kwargs, messages_key="messages", stream=True)
+    return _generation_request(instance, kwargs, content=_chat_content(kwargs), stream=True)
 
 
 def _completions_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
     return _generation_request(
-        instance, kwargs, messages_key="prompt", operation=attr.OP_TEXT_COMPLETION
+        instance, kwargs, content=_completion_content(kwargs), operation=attr.OP_TEXT_COMPLETION
     )
 
 
 def _responses_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    return _generation_request(instance, kwargs, messages_key="input")
+    return _generation_request(instance, kwargs, content=_responses_content(kwargs))
 
 
 def _responses_stream_request(
     instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Request:
-    return _generation_request(instance, kwargs, messages_key="input", stream=True)
+    return _generation_request(instance, kwargs, content=_responses_content(kwargs), stream=True)
 
 
 def _embeddings_request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-    model = as_str(given(kwargs, "model"))
     encoding = as_str(given(kwargs, "encoding_format"))
-    return Request(
-        stage=None,
-        name=f"{attr.OP_EMBEDDINGS} {model}" if model else attr.OP_EMBEDDINGS,
-        kind=SpanKind.CLIENT,
-        attributes={
-            attr.GEN_AI_OPERATION_NAME: attr.OP_EMBEDDINGS,
-            attr.GEN_AI_PROVIDER_NAME: PROVIDER,
-            attr.GEN_AI_REQUEST_MODEL: model,
+    return embeddings_request(
+        PROVIDER,
+        as_str(given(kwargs, "model")),
+        {
             attr.GEN_AI_REQUEST_ENCODING_FORMATS: [encoding] if encoding else None,
             **sdk_server_attributes(instance),
         },
@@ -172,27 +197,19 @@ def record_chat_completion(call: StageCall, completion: Any) -> None:
     call.set(attr.GEN_AI_RESPONSE_ID, as_str(field_of(completion, "id")))
     choices = field_of(completion, "choices") or ()
     record_finish_reasons(call, (field_of(choice, "finish_reason") for choice in choices))
-    messages = [field_of(choice, "message") for choice in choices]
-    if any(as_str(field_of(message, "refusal")) for message in messages):
+    replies = [field_of(choice, "message") for choice in choices]
+    if any(as_str(field_of(reply, "refusal")) for reply in replies):
         call.set(attr.GENERATION_REFUSED, True)
     citations: list[str] = []
-    for message in messages:
-        citations.extend(_citations(field_of(message, "annotations")))
+    for reply in replies:
+        citations.extend(_citations(field_of(reply, "annotations")))
     call.set(attr.GENERATION_CITATIONS, unique(citations))
     usage = field_of(completion, "usage")
     if usage is not None:
         record_usage(call, model, _chat_usage(usage))
-    if call.span.is_recording() and capture_enabled():
-        outputs = [
-            _dump(message) if message is not None else field_of(choice, "text")
-            for choice, message in zip(choices, messages, strict=True)
-        ]
-        call.set_content({attr.GEN_AI_OUTPUT_MESSAGES: outputs})
-
-
-def _dump(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json", exclude_none=True) if callable(dump) else value
+    call.set_content(
+        {attr.GEN_AI_OUTPUT_MESSAGES: Deferred(lambda: messages.openai_chat_output(choices))}
+    )
 
 
 class ChatChunks:
@@ -200,7 +217,7 @@ class ChatChunks:
 
     def __init__(self, call: StageCall) -> None:
         self.reasons: dict[int, str] = {}
-        self.text: list[str] = []
+        self.text = StreamedText()
         self.citations: list[str] = []
         self.first = FirstChunk(call)
 
@@ -223,22 +240,16 @@ class ChatChunks:
             if cited:
                 self.citations.extend(cited)
                 call.set(attr.GENERATION_CITATIONS, unique(self.citations))
-            content = as_str(field_of(delta, "content")) or as_str(field_of(choice, "text"))
-            if content and capture_enabled():
-                self.text.append(content)
+            if index == 0:  # the answer recorded is the first choice's
+                self.text.add(
+                    as_str(field_of(delta, "content")) or as_str(field_of(choice, "text"))
+                )
         usage = field_of(chunk, "usage")
         if usage is not None:
             record_usage(call, model, _chat_usage(usage))
 
     def on_end(self, call: StageCall, subject: Any) -> None:
-        if self.text:
-            call.set_content(
-                {
-                    attr.GEN_AI_OUTPUT_MESSAGES: [
-                        {"role": "assistant", "content": "".join(self.text)}
-                    ]
-                }
-            )
+        self.text.record(call, self.reasons.get(0))
 
 
 # --- Responses API -----------------------------------------------------------------
@@ -273,12 +284,15 @@ def _record_response(call: StageCall, response: Any) -> None:
                 cache_read_input_tokens=as_int(field_of(details, "cached_tokens")),
             ),
         )
-    if call.span.is_recording() and capture_enabled():
-        text = field_of(response, "output_text")
-        if isinstance(text, str) and text:
-            call.set_content(
-                {attr.GEN_AI_OUTPUT_MESSAGES: [{"role": "assistant", "content": text}]}
-            )
+    if field_of(response, "output"):
+        finish = reason or status
+        call.set_content(
+            {
+                attr.GEN_AI_OUTPUT_MESSAGES: Deferred(
+                    lambda: messages.responses_output(response, finish)
+                )
+            }
+        )
 
 
 class _ResponseEvents:
@@ -301,16 +315,13 @@ def _observe_response_event(call: StageCall, event: Any) -> None:
         _record_response(call, response)
 
 
-# --- embeddings --------------------------------------------------------------------
-
-
-
 class OpenAIInstrumentor(VersionedInstrumentor):
     """Traces the ``openai`` client (``OpenAI`` and ``AsyncOpenAI``; Azure clients share them)."""
 
     library: ClassVar[str] = "openai"
     requirement: ClassVar[str] = "openai >= 1.40"
     tested: ClassVar[str] = "< 4"
+    records_client_metrics: ClassVar[bool] = True
 
     def patches(self, tracer: Tracer) -> Sequence[Patch]:
 
@@ -336,81 +347,61 @@ class OpenAIInstrumentor(VersionedInstrumentor):
         chat_result = raw_aware(chat, read_chat)
         responses_result = raw_aware(responses, read_responses)
         embeddings_result = raw_aware("openai.embeddings", record_embeddings_response)
+        completions = ("Completions", "AsyncCompletions")
         return (
-            Patch(_COMPLETIONS, "Completions.create", legacy, _completions_request, chat_result),
-            Patch(
+            *sync_and_async(
                 _COMPLETIONS,
-                "AsyncCompletions.create",
-                legacy,
-                _completions_request,
-                chat_result,
-                is_async=True,
+                completions,
+                "create",
+                kind=legacy,
+                read=_completions_request,
+                respond=chat_result,
             ),
-            Patch(_CHAT, "Completions.create", chat, _chat_request, chat_result),
-            Patch(
-                _CHAT, "AsyncCompletions.create", chat, _chat_request, chat_result, is_async=True
+            *(
+                patch
+                for method in ("create", "parse")
+                for patch in sync_and_async(
+                    _CHAT, completions, method, kind=chat, read=_chat_request, respond=chat_result
+                )
             ),
-            Patch(_CHAT, "Completions.parse", chat, _chat_request, chat_result),
-            Patch(_CHAT, "AsyncCompletions.parse", chat, _chat_request, chat_result, is_async=True),
-            Patch(
+            *sync_and_async(
                 _CHAT,
-                "Completions.stream",
-                chat,
-                _chat_stream_request,
-                managed_stream(chat, is_async=False),
+                completions,
+                "stream",
+                kind=chat,
+                read=_chat_stream_request,
+                respond=managed_stream(chat, is_async=False),
+                async_respond=managed_stream(chat, is_async=True),
+                coroutine=False,
             ),
-            Patch(
-                _CHAT,
-                "AsyncCompletions.stream",
-                chat,
-                _chat_stream_request,
-                managed_stream(chat, is_async=True),
+            *(
+                patch
+                for method in ("create", "parse")
+                for patch in sync_and_async(
+                    _RESPONSES,
+                    ("Responses", "AsyncResponses"),
+                    method,
+                    kind=responses,
+                    read=_responses_request,
+                    respond=responses_result,
+                )
             ),
-            Patch(_RESPONSES, "Responses.create", responses, _responses_request, responses_result),
-            Patch(
+            *sync_and_async(
                 _RESPONSES,
-                "AsyncResponses.create",
-                responses,
-                _responses_request,
-                responses_result,
-                is_async=True,
+                ("Responses", "AsyncResponses"),
+                "stream",
+                kind=responses,
+                read=_responses_stream_request,
+                respond=managed_stream(responses, is_async=False),
+                async_respond=managed_stream(responses, is_async=True),
+                coroutine=False,
             ),
-            Patch(_RESPONSES, "Responses.parse", responses, _responses_request, responses_result),
-            Patch(
-                _RESPONSES,
-                "AsyncResponses.parse",
-                responses,
-                _responses_request,
-                responses_result,
-                is_async=True,
-            ),
-            Patch(
-                _RESPONSES,
-                "Responses.stream",
-                responses,
-                _responses_stream_request,
-                managed_stream(responses, is_async=False),
-            ),
-            Patch(
-                _RESPONSES,
-                "AsyncResponses.stream",
-                responses,
-                _responses_stream_request,
-                managed_stream(responses, is_async=True),
-            ),
-            Patch(
+            *sync_and_async(
                 _EMBEDDINGS,
-                "Embeddings.create",
-                "openai.embeddings",
-                _embeddings_request,
-                embeddings_result,
-            ),
-            Patch(
-                _EMBEDDINGS,
-                "AsyncEmbeddings.create",
-                "openai.embeddings",
-                _embeddings_request,
-                embeddings_result,
-                is_async=True,
+                ("Embeddings", "AsyncEmbeddings"),
+                "create",
+                kind="openai.embeddings",
+                read=_embeddings_request,
+                respond=embeddings_result,
             ),
         )

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -35,11 +37,16 @@ from .fake_providers import FakeProviderServer
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+# Delta temporality: each collection holds what was recorded since the one before.
+_METRIC_READER = InMemoryMetricReader(
+    preferred_temporality={Histogram: AggregationTemporality.DELTA}
+)
+_METER_PROVIDER = MeterProvider(metric_readers=[_METRIC_READER])
 
 
 @pytest.fixture(scope="package", autouse=True)
 def _instrumented() -> Iterator[list[str]]:
-    enabled = instrument(tracer_provider=_PROVIDER)
+    enabled = instrument(tracer_provider=_PROVIDER, meter_provider=_METER_PROVIDER)
     yield enabled
     uninstrument()
 
@@ -47,6 +54,13 @@ def _instrumented() -> Iterator[list[str]]:
 @pytest.fixture
 def provider() -> TracerProvider:
     return _PROVIDER
+
+
+@pytest.fixture
+def metric_reader() -> InMemoryMetricReader:
+    """The reader of the client metrics, emptied of what earlier tests recorded."""
+    _METRIC_READER.get_metrics_data()
+    return _METRIC_READER
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -76,8 +78,20 @@ def test_message_creates_a_generation_span(
 def test_content_with_capture_on(client: anthropic.Anthropic, spans: Spans) -> None:
     client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, system="Be brief.")
     attributes = spans.attributes()
-    assert "Be brief." in attributes[attr.GEN_AI_INPUT_MESSAGES]
-    assert "Hello from Claude." in attributes[attr.GEN_AI_OUTPUT_MESSAGES]
+    # The system prompt is given apart from the messages: the conventions keep it apart.
+    assert json.loads(attributes[attr.GEN_AI_SYSTEM_INSTRUCTIONS]) == [
+        {"type": "text", "content": "Be brief."}
+    ]
+    assert json.loads(attributes[attr.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Say hello."}]}
+    ]
+    assert json.loads(attributes[attr.GEN_AI_OUTPUT_MESSAGES]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hello from Claude."}],
+            "finish_reason": "end_turn",
+        }
+    ]
 
 
 def test_error_propagates_and_marks_the_span(client: anthropic.Anthropic, spans: Spans) -> None:

@@ -24,7 +24,7 @@ from llmspans.instrumentation._patching import Patch, PatchingInstrumentor
 from llmspans.instrumentation._streams import Ending, SyncStreamProxy
 from llmspans.instrumentation.openai import OpenAIInstrumentor
 
-from .conftest import Spans
+from .conftest import _METER_PROVIDER, Spans
 from .fake_providers import FakeProviderServer
 from .test_vector_stores import _qdrant
 
@@ -157,7 +157,7 @@ def test_unsampled_calls_work_and_export_nothing(
         assert len(chunks) == 5
     finally:
         uninstrument("openai")
-        instrument("openai", tracer_provider=provider)
+        instrument("openai", tracer_provider=provider, meter_provider=_METER_PROVIDER)
     assert exporter.get_finished_spans() == ()
 
 

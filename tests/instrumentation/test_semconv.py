@@ -235,6 +235,8 @@ PINNED = {
     "GEN_AI_REQUEST_ENCODING_FORMATS": "gen_ai.request.encoding_formats",
     "GEN_AI_OUTPUT_TYPE": "gen_ai.output.type",
     "GEN_AI_WORKFLOW_NAME": "gen_ai.workflow.name",
+    "GEN_AI_SYSTEM_INSTRUCTIONS": "gen_ai.system_instructions",
+    "GEN_AI_SYSTEM": "gen_ai.system",
     "SERVER_PORT": "server.port",
     "PROVIDER_GCP_GEMINI": "gcp.gemini",
     "PROVIDER_GCP_VERTEX_AI": "gcp.vertex_ai",

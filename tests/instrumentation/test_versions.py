@@ -86,9 +86,9 @@ def test_an_untested_release_is_instrumented_with_one_warning(
         assert [s.name for s in exporter.get_finished_spans()] == ["chat gpt-4o-mini"]
     finally:
         instrumentor.uninstrument()
-        from .conftest import _PROVIDER
+        from .conftest import _METER_PROVIDER, _PROVIDER
 
-        instrument("openai", tracer_provider=_PROVIDER)
+        instrument("openai", tracer_provider=_PROVIDER, meter_provider=_METER_PROVIDER)
 
 
 def test_a_release_below_the_floor_is_skipped_with_the_reason(
@@ -113,9 +113,9 @@ def test_a_release_below_the_floor_is_skipped_with_the_reason(
         assert "llmspans supports openai >= 999" in skipped[0].getMessage()
     finally:
         monkeypatch.undo()
-        from .conftest import _PROVIDER
+        from .conftest import _METER_PROVIDER, _PROVIDER
 
-        instrument("openai", tracer_provider=_PROVIDER)
+        instrument("openai", tracer_provider=_PROVIDER, meter_provider=_METER_PROVIDER)
 
 
 def test_a_missing_library_is_reported_as_not_installed() -> None:
