@@ -592,6 +592,7 @@ class SlimDecoder:
             status == _ERROR_STATUS or (len(status) > 2 and _status_error(status)),
         )
         cache = self._cache
+        max_ids = self.max_ids
         bad = 0
         collected: Collected | None = None
         for raw in span.attributes:
@@ -620,9 +621,9 @@ class SlimDecoder:
             if value is BAD:
                 bad += 1
             else:
-                if type(value) is tuple and self.max_ids is not None and len(value) > self.max_ids:
-                    self.ids_truncated += len(value) - self.max_ids
-                    value = value[: self.max_ids]
+                if type(value) is tuple and max_ids is not None and len(value) > max_ids:
+                    self.ids_truncated += len(value) - max_ids
+                    value = value[:max_ids]
                 setattr(record, field, value)
         _bad_and_links(record, bad, span.links)
         if collected is not None and record.stage is None and collected.wants_documents():

@@ -571,17 +571,14 @@ def _invalid_ids(record: SpanRecord) -> str:
 
 
 def _id_bytes(record: SpanRecord) -> int:
-    ids = 0
-    for found in (
-        record.document_ids,
-        record.relevant_ids,
-        record.input_ids,
-        record.selected_ids,
-        record.citations,
-    ):
-        if found:
-            ids += len(found)
-    return ids * _ID_BYTES
+    # Once per span on the hot path: five lengths summed, no tuple built, no loop.
+    return _ID_BYTES * (
+        len(record.document_ids or ())
+        + len(record.relevant_ids or ())
+        + len(record.input_ids or ())
+        + len(record.selected_ids or ())
+        + len(record.citations or ())
+    )
 
 
 def _string_attribute(key: str, value: str) -> bytes:

@@ -38,6 +38,7 @@ __all__ = [
     "MetricSink",
     "Observation",
     "PipelineLabeler",
+    "RunLabels",
     "accumulate",
     "calibration_bin",
     "calibration_labels",
@@ -293,6 +294,9 @@ class Labeler:
         self._allowed_segments = tuple(segments)
         self._segments: dict[str, PipelineLabeler] = {}
         self._lock = threading.Lock()  # guards _segments and durations_clamped
+        #: run labels -> the label tuples of that run's metrics, built once (see
+        #: :class:`RunLabels`); at most _MAX_LABEL_SETS, started over when full
+        self._label_sets: dict[Labels, RunLabels] = {}
         #: span durations longer than MAX_DURATION_S, recorded as MAX_DURATION_S
         self.durations_clamped = 0
 
@@ -328,6 +332,67 @@ class Labeler:
             source = A.OTHER_LABEL
         return (("pipeline", pipeline), ("segment", segment), ("source", source))
 
+    def run_labels(self, pipeline: str, root: SpanRecord) -> RunLabels:
+        """:meth:`run`, with the label tuples derived from it built once per distinct
+        run labels: recording a run then allocates no label tuple of its own."""
+        labels = self.run(pipeline, root)
+        found = self._label_sets.get(labels)
+        if found is None:
+            found = RunLabels(labels)
+            label_sets = self._label_sets
+            # Bounded labels give at most pipelines x segments x sources sets; the
+            # unbounded labels of the report are capped here instead.
+            if len(label_sets) >= _MAX_LABEL_SETS:
+                label_sets.clear()
+            label_sets[labels] = found
+        return found
+
+
+#: label sets a Labeler keeps: above 51 pipelines x 21 segments x 4 sources
+_MAX_LABEL_SETS: Final = 8192
+
+
+class RunLabels:
+    """The label tuples of one run's metrics, for one set of run labels.
+
+    Every run of a pipeline, segment and source records the same few label sets
+    (per stage and status, per outcome, per failure); building them once and
+    reusing the same tuple objects saves an allocation per measurement, and a
+    series lookup whose key is the very tuple stored in the dict compares by
+    identity. The per-outcome and per-failure tuples are filled as they occur
+    (outcomes, stages and reasons are small closed sets).
+    """
+
+    __slots__ = ("by_labels", "by_outcome_basis", "failures", "outcomes", "run", "stages")
+
+    def __init__(self, run: Labels) -> None:
+        self.run = run
+        pipeline = run[0][1]
+        #: stage -> (labels of its duration, of an ok call, of an error call)
+        self.stages: dict[str, tuple[Labels, Labels, Labels]] = {}
+        for stage in A.PIPELINE_ORDER:
+            by_stage = (("pipeline", pipeline), ("stage", stage))
+            self.stages[stage] = (by_stage, (*by_stage, _OK_STATUS), (*by_stage, _ERROR_STATUS))
+        self.outcomes: dict[str, Labels] = {}
+        self.failures: dict[tuple[str, str], Labels] = {}
+        #: the run labels with the basis of quality metrics: ground-truth labels,
+        #: or (calibration only) the run's outcome
+        self.by_labels: Labels = (*run, _BASIS_LABELS)
+        self.by_outcome_basis: Labels = (*run, _BASIS_OUTCOME)
+
+    def outcome(self, outcome: str) -> Labels:
+        found = self.outcomes.get(outcome)
+        if found is None:
+            found = self.outcomes[outcome] = (*self.run, ("outcome", outcome))
+        return found
+
+    def failure(self, stage: str, reason: str) -> Labels:
+        key = (stage, reason)
+        found = self.failures.get(key)
+        if found is None:
+            found = self.failures[key] = (*self.run, ("stage", stage), ("reason", reason))
+        return found
+
 
 _SOURCES: Final = frozenset(A.SOURCES)
 
@@ -339,6 +404,7 @@ def _identity(pipeline: str) -> str:
 _STAGE_CALLS: Final = A.METRIC_STAGE_CALLS
 _STAGE_DURATION: Final = A.METRIC_STAGE_DURATION
 _ERROR_STATUS: Final = ("status", "error")
+_OK_STATUS: Final = ("status", "ok")
 
 
 def _seconds(start_ns: int, end_ns: int, bounds: Labeler) -> float:
@@ -367,21 +433,20 @@ def _stage_metrics(span: SpanRecord, pipeline: str, sink: MetricSink, bounds: La
 
 
 def _run_metrics(
-    run: Run, verdict: Verdict, by_run: Labels, sink: MetricSink, bounds: Labeler
+    run: Run, verdict: Verdict, labels: RunLabels, sink: MetricSink, bounds: Labeler
 ) -> None:
     outcome = verdict.outcome
     stages = run.stages
     count = sink.count
     observe = sink.observe
-    pipeline = by_run[0][1]
+    by_run = labels.run
     for stage in A.PIPELINE_ORDER:
         spans = stages.get(stage)
         if spans:
-            # What _stage_metrics records, with the labels shared by the stage's spans.
-            by_stage = (("pipeline", pipeline), ("stage", stage))
-            ok = (*by_stage, ("status", "ok"))
+            # What _stage_metrics records, with the label sets built once per run labels.
+            by_stage, ok, failed = labels.stages[stage]
             for span in spans:
-                count(_STAGE_CALLS, (*by_stage, _ERROR_STATUS) if span.error else ok, 1.0)
+                count(_STAGE_CALLS, failed if span.error else ok, 1.0)
                 duration = span.end_ns - span.start_ns
                 if duration <= 0:
                     observe(_STAGE_DURATION, by_stage, 0.0)
@@ -391,18 +456,17 @@ def _run_metrics(
                         by_stage,
                         duration / 1e9 if duration < _MAX_DURATION_NS else bounds.clamp_duration(),
                     )
-    by_outcome = (*by_run, ("outcome", outcome))
+    by_outcome = labels.outcome(outcome)
     count(A.METRIC_TASK_OUTCOMES, by_outcome, 1.0)
     observe(
         A.METRIC_TASK_DURATION, by_outcome, _seconds(run.root.start_ns, run.root.end_ns, bounds)
     )
     if outcome == A.OUTCOME_FAILURE:
-        sink.count(
+        count(
             A.METRIC_STAGE_FAILURES,
-            (
-                *by_run,
-                ("stage", verdict.failure_stage or A.STAGE_UNATTRIBUTED),
-                ("reason", verdict.failure_reason or A.REASON_ERROR),
+            labels.failure(
+                verdict.failure_stage or A.STAGE_UNATTRIBUTED,
+                verdict.failure_reason or A.REASON_ERROR,
             ),
             1.0,
         )
@@ -411,16 +475,15 @@ def _run_metrics(
 
     retrievals = stages.get(A.STAGE_RETRIEVAL)
     if retrievals and any(span.relevant_ids for span in retrievals):
-        labels = relevant_ids(run)
-        if labels and any(span.document_ids is not None for span in retrievals):
+        relevant = relevant_ids(run)
+        if relevant and any(span.document_ids is not None for span in retrievals):
             retrieved = retrieved_ids(run)
-            precision = context_precision(retrieved, labels)
-            recall = context_recall(retrieved, labels)
-            by_labels = (*by_run, _BASIS_LABELS)
+            precision = context_precision(retrieved, relevant)
+            recall = context_recall(retrieved, relevant)
             if precision is not None:
-                sink.observe(A.METRIC_CONTEXT_PRECISION, by_labels, precision)
+                observe(A.METRIC_CONTEXT_PRECISION, labels.by_labels, precision)
             if recall is not None:
-                sink.observe(A.METRIC_CONTEXT_RECALL, by_labels, recall)
+                observe(A.METRIC_CONTEXT_RECALL, labels.by_labels, recall)
 
     generations = stages.get(A.STAGE_GENERATION)
     if generations:
@@ -431,12 +494,12 @@ def _run_metrics(
                     if span.citations:
                         value = citation_precision(span.citations, shown)
                         if value is not None:
-                            sink.observe(A.METRIC_CITATION_PRECISION, by_run, value)
+                            observe(A.METRIC_CITATION_PRECISION, by_run, value)
 
         confidence = run_confidence(run)
         if confidence is not None:
-            basis = _BASIS_OUTCOME if run.root.task_correct is None else _BASIS_LABELS
-            sink.calibrate((*by_run, basis), confidence, run_correct(run, verdict))
+            basis = labels.by_outcome_basis if run.root.task_correct is None else labels.by_labels
+            sink.calibrate(basis, confidence, run_correct(run, verdict))
 
 
 _BIN_LABELS: Final = tuple(str(index) for index in range(CALIBRATION_BINS))
@@ -462,7 +525,7 @@ def accumulate(result: TraceResult, sink: MetricSink, labeler: Labeler | None = 
     labels = labeler or _UNBOUNDED
     label = labels.pipeline
     for run, verdict in result.runs:
-        _run_metrics(run, verdict, labels.run(label(run.pipeline), run.root), sink, labels)
+        _run_metrics(run, verdict, labels.run_labels(label(run.pipeline), run.root), sink, labels)
     for span in result.standalone:
         _stage_metrics(span, label(span.pipeline or UNKNOWN_PIPELINE), sink, labels)
     for span in result.feedback:

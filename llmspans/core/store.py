@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -95,7 +96,11 @@ class MetricStore:
             histogram = self._histograms[key] = HistogramData.empty(
                 HISTOGRAM_BOUNDARIES[instrument]
             )
-        histogram.add(value)
+        # HistogramData.add written out: one Python call less per measurement, on
+        # the path every finished trace takes.
+        histogram.bucket_counts[bisect_left(histogram.boundaries, value)] += 1
+        histogram.count += 1
+        histogram.sum += value
         self.exemplars[key] = (value, self._stamp)
 
     def calibrate(self, run: Labels, confidence: float, correct: bool) -> None:

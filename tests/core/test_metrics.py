@@ -338,3 +338,47 @@ def test_a_span_whose_clock_is_off_by_years_adds_at_most_a_week() -> None:
         if o.instrument in (A.METRIC_TASK_DURATION, A.METRIC_STAGE_DURATION)
     ]
     assert durations == [MAX_DURATION_S, MAX_DURATION_S]
+
+
+def test_run_label_sets_are_built_once_and_reused() -> None:
+    labeler = Labeler()
+    found: list[Observation] = []
+    for task_correct in (True, False, None):
+        root = pipeline_root("rag", segment="billing", task_correct=task_correct)
+        trace = [
+            root,
+            record(A.STAGE_RETRIEVAL, parent=root, document_ids=("d",), relevant_ids=("d",)),
+            record(A.STAGE_GENERATION, parent=root, error=True, confidence=0.5),
+        ]
+        found += observations(evaluate_trace(trace, Thresholds()), labeler)
+    by_run = (("pipeline", "rag"), ("segment", "billing"), ("source", "production"))
+    # The same label set object for every run of the same run labels, with the same
+    # tuples each time: what the store then keys its series by.
+    first = labeler.run_labels("rag", pipeline_root("rag", segment="billing"))
+    assert first is labeler.run_labels("rag", pipeline_root("rag", segment="billing"))
+    assert first.run == by_run
+    failures = [o.labels for o in found if o.instrument == A.METRIC_STAGE_FAILURES]
+    assert len(failures) == 3 and all(labels is failures[0] for labels in failures)
+    assert failures[0] == (*by_run, ("stage", A.STAGE_GENERATION), ("reason", A.REASON_ERROR))
+    calls = [o.labels for o in found if o.instrument == A.METRIC_STAGE_CALLS]
+    assert set(calls) == {
+        (("pipeline", "rag"), ("stage", A.STAGE_RETRIEVAL), ("status", "ok")),
+        (("pipeline", "rag"), ("stage", A.STAGE_GENERATION), ("status", "error")),
+    }
+    # calibration: ground truth gives basis "labels", no ground truth basis "outcome"
+    bases = [
+        dict(o.labels)["basis"] for o in found if o.instrument == A.METRIC_CALIBRATION_RUNS
+    ]
+    assert bases == [A.BASIS_LABELS, A.BASIS_LABELS, A.BASIS_OUTCOME]
+
+
+def test_run_label_sets_stay_bounded_with_unbounded_labels() -> None:
+    from llmspans.core import metrics
+
+    labeler = Labeler(bounded=False)
+    for index in range(metrics._MAX_LABEL_SETS + 10):
+        labeler.run_labels(f"p{index}", pipeline_root(f"p{index}"))
+    assert 0 < len(labeler._label_sets) <= metrics._MAX_LABEL_SETS
+    # still correct after the cache started over
+    again = labeler.run_labels("p1", pipeline_root("p1"))
+    assert again.run == (("pipeline", "p1"), ("segment", "none"), ("source", "production"))
