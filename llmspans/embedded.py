@@ -222,10 +222,10 @@ class EmbeddedProcessor(SpanProcessor):
     # --- SpanProcessor ---------------------------------------------------------------
 
     def on_end(self, span: ReadableSpan) -> None:
-        scope = span.instrumentation_scope
-        if scope is not None and scope.name == SCOPE_NAME:
-            return  # an ``evaluate`` span this processor emitted: not a run
         try:
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name == SCOPE_NAME:
+                return  # an ``evaluate`` span this processor emitted: not a run
             self._on_end(span)
         except Exception as error:
             log_internal_error("embedded.on_end", error)
