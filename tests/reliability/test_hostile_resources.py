@@ -863,7 +863,7 @@ def test_concurrent_large_grpc_calls_are_admitted_within_the_receive_budget(
     assert sum(refusals.values()) >= 1  # 8 x 3 MB never fit in 12 MiB at once
     assert peak_receive <= budget
     # measured from a client on the same two shared cores: includes its own waits
-    assert worst_healthz < 2.5  # a freeze was seconds to minutes; 0.5-1.1 s seen on a loaded machine
+    assert worst_healthz < 2.5  # 0.5-1.1 s seen; a freeze is tens of s
     assert max(rss) - rss_before < 120 * MiB
 
 
@@ -926,7 +926,7 @@ def test_a_large_valid_protobuf_request_leaves_the_event_loop_free(
     assert sink.unique == total
     # taken whole, the request held the loop for its ~1 s of assembly; measured from
     # a client on the same two shared cores, which adds its own waits
-    assert worst < 2.5  # the whole body on the loop took seconds; 0.5-0.6 s seen here
+    assert worst < 2.5  # 0.5-0.6 s seen; whole, it took seconds
 
 
 def test_citation_cost_stays_linear_for_one_huge_run(
