@@ -17,7 +17,11 @@ that runs no call gives the baseline, so
 ``PYTHONHASHSEED`` is fixed so that dict and set layouts are the same in every
 child. OpenInference and Langfuse are left out (their imports would cost a
 minute each under valgrind and no target names them); OpenLLMetry's ``@task`` is
-counted when installed, against a baseline child that imports it too. Skipped
+counted when installed, against a baseline child that imports it too. The
+embedded mode's processor is built only in the child that counts it and in a
+baseline child of its own: its sweeper thread and metric reader wake by the
+clock, so in any other child they would add instructions that depend on how long
+the child ran under valgrind (the machine's load), not on what it ran. Skipped
 entirely, with the reason in the results, when valgrind is not installed (Debian
 package ``valgrind``).
 """
@@ -59,8 +63,12 @@ KEYS = (
     "retrieval|OpenLLMetry @task",
 )
 TASK = "retrieval|OpenLLMetry @task"
-#: the children that run no call: without and with OpenLLMetry imported
-BASELINE, BASELINE_TASK = "", "+task"
+EMBEDDED = "pipeline run|llmspans + embedded metrics"
+#: the children that run no call: plain, with OpenLLMetry imported, with the
+#: embedded mode's processor built
+BASELINE, BASELINE_TASK, BASELINE_EMBEDDED = "", "+task", "+embedded"
+#: the baseline of each variant that has one of its own
+BASELINE_OF = {TASK: BASELINE_TASK, EMBEDDED: BASELINE_EMBEDDED}
 WARMUP_CALLS = 50
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -80,6 +88,10 @@ def child(key: str, calls: int) -> int:
         # OpenLLMetry's import alone is worth a minute under valgrind: only the
         # children that compare with it pay for it (with a baseline of their own).
         bd._traceloop_variant = left_out  # type: ignore[assignment]
+    if key not in (EMBEDDED, BASELINE_EMBEDDED):
+        # Wakes by the clock (see the module's docstring): the variant that would run
+        # through it gets the shared exporter's plain provider, and is not counted here.
+        bd._embedded_provider = _plain_provider  # type: ignore[assignment]
     for name in ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     exporter = bd.CountingExporter()
@@ -93,12 +105,22 @@ def child(key: str, calls: int) -> int:
         variant.block(WARMUP_CALLS)
     bd.check_llmspans_spans(exporter)
     gc.collect()
-    if key not in (BASELINE, BASELINE_TASK):
+    if key not in (BASELINE, BASELINE_TASK, BASELINE_EMBEDDED):
         if key not in by_key:
             print(f"missing variant: {key}", file=sys.stderr)
             return 3
         by_key[key].block(calls)
     return 0
+
+
+def _plain_provider(exporter: Any) -> Any:
+    """A provider with the shared exporter only: the embedded variant, left out."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
 
 
 def _count(key: str, calls: int) -> int:
@@ -134,11 +156,11 @@ def _installed(module: str) -> bool:
 
 def measure(calls: int, jobs: int) -> dict[str, Any]:
     keys = [k for k in KEYS if k != TASK or _installed("traceloop.sdk")]
-    children = [BASELINE, *keys] + ([BASELINE_TASK] if TASK in keys else [])
+    children = [BASELINE, *keys] + [BASELINE_OF[key] for key in keys if key in BASELINE_OF]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         counts = dict(zip(children, pool.map(lambda k: _count(k, calls), children), strict=True))
     per_call = {
-        key: (counts[key] - counts[BASELINE_TASK if key == TASK else BASELINE]) / calls
+        key: (counts[key] - counts[BASELINE_OF.get(key, BASELINE)]) / calls
         for key in keys
     }
     rows = []

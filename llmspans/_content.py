@@ -22,6 +22,8 @@ import os
 from collections.abc import Callable
 from typing import Final
 
+from opentelemetry.trace import Span
+
 from llmspans._context import current_run_span
 from llmspans._logging import log_internal_error
 from llmspans._runs import run_sampled
@@ -51,17 +53,33 @@ def _read_env() -> tuple[bool, int]:
     return from_env
 
 
-def capture_enabled() -> bool:
-    """Whether content is recorded (default: no); always inside a run sampled for
-    evaluation, which records what a judge needs (docs/evaluation.md)."""
+def _capture_setting() -> bool:
+    """``configure``'s or ``set_capture``'s setting, else the environment's; kept in
+    ``STATE.capture_setting`` until either changes."""
     capture = STATE.capture
     if capture is None:
         capture = _read_env()[0]
-    if capture:
-        return True
-    if STATE.sampled_runs:
-        return run_sampled(current_run_span())
-    return False
+    STATE.capture_setting = capture
+    return capture
+
+
+def capture_enabled() -> bool:
+    """Whether content is recorded (default: no); always inside a run sampled for
+    evaluation, which records what a judge needs (docs/evaluation.md)."""
+    capture = STATE.capture_setting
+    if capture is None:
+        capture = _capture_setting()
+    # The context is looked up only once some run was sampled (a flag: no call).
+    return capture or (STATE.runs_sampled and run_sampled(current_run_span()))
+
+
+def capture_enabled_in(run_span: Span | None) -> bool:
+    """:func:`capture_enabled` for code that knows its run's root span (a stage's
+    ``run_span``): the same answer, without looking the run up in the context."""
+    capture = STATE.capture_setting
+    if capture is None:
+        capture = _capture_setting()
+    return capture or (STATE.runs_sampled and run_sampled(run_span))
 
 
 def captured_for_evaluation() -> bool:
@@ -106,6 +124,8 @@ def set_redactor(redactor: Redactor | None) -> None:
 def reload_environment() -> None:
     """Read the environment variables again on next use (after changing them)."""
     STATE.content_from_env = None
+    STATE.capture_setting = None
+    STATE.source_from_env = None
 
 
 def _to_text(value: object) -> str:

@@ -37,7 +37,13 @@ from llmspans._context import KEPT_BY_ENCLOSING, STAGE_KEY, Stage
 from llmspans._documents import document_texts, extract_documents
 from llmspans._logging import log_internal_error
 from llmspans._recording import computed_cost, usage_from_response
-from llmspans._runs import SegmentOption, pipeline_result, pipeline_start, retrieval_labels
+from llmspans._runs import (
+    LABELS_KEY,
+    RunLabels,
+    SegmentOption,
+    pipeline_result,
+    pipeline_start,
+)
 from llmspans._state import STATE
 from llmspans._tracing import resolve_global_tracer
 
@@ -51,8 +57,11 @@ _MAX_COLLECTED: Final = 10_000
 
 # Extraction hooks write what they find into ``state.pending``; it reaches the span
 # in one ``set_attributes`` call when the stage ends.
-_OnStart = Callable[[Stage, tuple[Any, ...], dict[str, Any]], None]
-_OnResult = Callable[[Stage, object, tuple[Any, ...], dict[str, Any]], None]
+# ``on_start`` gets the context the stage starts in, ``on_result`` the stage's own
+# context (current while it runs): what they read from the context is one dict
+# lookup there, instead of finding the current context again.
+_OnStart = Callable[[Stage, Context, tuple[Any, ...], dict[str, Any]], None]
+_OnResult = Callable[[Stage, Context, object, tuple[Any, ...], dict[str, Any]], None]
 
 
 class _Spec:
@@ -61,6 +70,7 @@ class _Spec:
     __slots__ = (
         "attributes",
         "collect",
+        "content_start",
         "kind",
         "name",
         "on_result",
@@ -85,6 +95,7 @@ class _Spec:
         verify: Verifier | None = None,
         recorded: dict[str, object] | None = None,
         rename_prefix: str | None = None,
+        content_start: bool = False,
     ) -> None:
         self.stage = stage
         self.name = name
@@ -96,8 +107,13 @@ class _Spec:
         self.verify = verify
         self.recorded = recorded
         self.rename_prefix = rename_prefix
+        #: ``on_start`` records content only: it is called only when content is captured
+        self.content_start = content_start
         self.collect = stage in (A.STAGE_RETRIEVAL, A.STAGE_CONTEXT_SELECTION)
 
+
+# Puts a value into a dict in place (a Context, whatever its own ``__setitem__`` says).
+_put: Final = dict.__setitem__
 
 # A started stage: its state (which holds its span) and the context to attach around
 # its code.
@@ -111,7 +127,7 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
     pending: dict[str, Any] = {}
     # get_tracer(), inlined: one Python call less per stage.
     tracer = resolve_global_tracer() if STATE.tracer_proxied else STATE.tracer
-    span = tracer.start_span(spec.name, context=parent, kind=spec.kind)
+    span = tracer.start_span(spec.name, parent, spec.kind)
     pipeline = spec.pipeline
     if pipeline is None:
         enclosing = parent.get(STAGE_KEY)
@@ -134,23 +150,21 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
         True,
     )
     # The stage's context: the parent's, with the span (``set_span_in_context``) and
-    # the stage in it. The stage is added the way ``context.set_value`` adds a value,
-    # in one copy instead of its two.
-    ctx = Context({**set_span_in_context(span, parent), STAGE_KEY: stage})
-    if spec.on_start is not None and stage.recording:
+    # the stage in it. ``set_span_in_context`` returns a new Context that nothing else
+    # holds yet: the stage goes into it in place, as ``context.set_value`` would put
+    # it into a copy, sparing two more copies of the whole context per stage.
+    ctx = set_span_in_context(span, parent)
+    _put(ctx, STAGE_KEY, stage)
+    if (
+        spec.on_start is not None
+        and stage.recording
+        and (not spec.content_start or _content.capture_enabled_in(run_span))
+    ):
         try:
-            spec.on_start(stage, args, kwargs)
+            spec.on_start(stage, parent, args, kwargs)
         except Exception as exc:
             log_internal_error(f"{spec.stage}.arguments", exc)
     return stage, ctx
-
-
-def _enter(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entered | None:
-    try:
-        return _start(spec, get_current(), args, kwargs)
-    except Exception as exc:
-        log_internal_error("span.start", exc)
-        return None
 
 
 def _attach(ctx: Context) -> Token[Context] | None:
@@ -185,14 +199,40 @@ def _record_error(span: Span, exc: BaseException, state: Stage) -> None:
         log_internal_error("span.error", internal)
 
 
-def _end(spec: _Spec, state: Stage) -> None:
-    """Put the stage's attributes on the span, in one call, and end it.
+# The keyword arguments of a call that has none (never written to).
+_NO_KWARGS: Final[dict[str, Any]] = {}
+
+
+# Positional parameters: called once per stage, and a call with keywords costs more.
+def _end(  # noqa: PLR0917
+    spec: _Spec,
+    state: Stage,
+    ctx: Context | None = None,
+    result: object = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] = _NO_KWARGS,
+    verdict: tuple[bool, str | None] | None = None,
+) -> None:
+    """Read the result into the stage's facts, put its attributes on the span in one
+    call, and end it.
+
+    With ``ctx`` (the stage's context: the stage returned), the verdict of ``verify``
+    and what ``on_result`` extracts from the result are read first, when the span
+    records; without (the stage failed or was closed early), nothing is read.
 
     Later sources win: the decorator's static options, then what client calls
     enriching the stage reported (the model actually called, say), then what the
     stage's code recorded and what was extracted from it (``pending``). A fact of
     ``KEPT_BY_ENCLOSING`` that the options set is never replaced by a client's.
     """
+    if ctx is not None and state.recording:
+        try:
+            if verdict is not None:
+                _record_verdict(state, verdict)
+            if spec.on_result is not None:
+                spec.on_result(state, ctx, result, args, kwargs)
+        except Exception as exc:
+            log_internal_error(f"{spec.stage}.result", exc)
     state.ended = True
     span = state.span
     if state.recording and span.is_recording():
@@ -212,27 +252,6 @@ def _end(spec: _Spec, state: Stage) -> None:
         span.end()
     except Exception as exc:
         log_internal_error("span.end", exc)
-
-
-def _finish(
-    spec: _Spec,
-    state: Stage,
-    result: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    verdict: tuple[bool, str | None] | None = None,
-) -> None:
-    """Read the result into the stage's facts (when the span records) and end the stage."""
-    if state.recording:
-        try:
-            if verdict is not None:
-                _record_verdict(state, verdict)
-            if spec.on_result is not None:
-                spec.on_result(state, result, args, kwargs)
-        except Exception as exc:
-            log_internal_error(f"{spec.stage}.result", exc)
-    _end(spec, state)
 
 
 def _fail(spec: _Spec, state: Stage, exc: BaseException) -> None:
@@ -324,9 +343,9 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         try:
             if spec.verify is not None and _needs_verify(spec, state):
                 verdict = _verify_sync(spec, result, args, kwargs)
-                _finish(spec, state, result, args, kwargs, verdict=verdict)
+                _end(spec, state, ctx, result, args, kwargs, verdict)
             else:
-                _finish(spec, state, result, args, kwargs)
+                _end(spec, state, ctx, result, args, kwargs)
         finally:
             if token is not None:
                 detach(token)
@@ -336,14 +355,23 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
 
 
 def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
+    # As in _sync_wrapper: _enter, _attach and _detach inlined.
     async def run(
         wrapped: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        entered = _enter(spec, args, kwargs)
+        try:
+            entered: _Entered | None = _start(spec, get_current(), args, kwargs)
+        except Exception as exc:
+            log_internal_error("span.start", exc)
+            entered = None
         if entered is None:
             return await wrapped(*args, **kwargs)
         state, ctx = entered
-        token = _attach(ctx)
+        try:
+            token: Token[Context] | None = attach(ctx)
+        except Exception as exc:
+            log_internal_error("context.attach", exc)
+            token = None
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -351,14 +379,14 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
             _detach(token)
             raise
         try:
-            verdict = (
-                await _verify_async(spec, result, args, kwargs)
-                if _needs_verify(spec, state)
-                else None
-            )
-            _finish(spec, state, result, args, kwargs, verdict=verdict)
+            if spec.verify is not None and _needs_verify(spec, state):
+                verdict = await _verify_async(spec, result, args, kwargs)
+                _end(spec, state, ctx, result, args, kwargs, verdict)
+            else:
+                _end(spec, state, ctx, result, args, kwargs)
         finally:
-            _detach(token)
+            if token is not None:
+                detach(token)
         return result
 
     def wrapper(
@@ -413,7 +441,7 @@ def _finish_iteration(
     state, ctx, collected = iterating
     token = _attach(ctx)
     try:
-        _finish(spec, state, collected if collected is not None else result, args, kwargs)
+        _end(spec, state, ctx, collected if collected is not None else result, args, kwargs)
     finally:
         _detach(token)
 
@@ -468,7 +496,15 @@ def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             _fail(spec, state, exc)
             raise
-        run(_finish, spec, state, collected if collected is not None else result, args, kwargs)
+        run(
+            _end,
+            spec,
+            state,
+            ctx,
+            collected if collected is not None else result,
+            args,
+            kwargs,
+        )
         return result
 
     def wrapper(
@@ -595,9 +631,9 @@ def _put_content(state: Stage, key: str, value: object) -> None:
             state.pending[A.EVALUATION_SAMPLED_CONTENT] = True
 
 
-def _retrieval_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if not _content.capture_enabled():
-        return
+def _retrieval_start(
+    state: Stage, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     query = kwargs.get("query", kwargs.get("question"))
     if query is None:
         query = next((arg for arg in args if isinstance(arg, str)), None)
@@ -606,7 +642,7 @@ def _retrieval_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 def _retrieval_result(
-    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, ctx: Context, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
     if A.RETRIEVAL_DOCUMENT_IDS not in recorded:
@@ -616,17 +652,26 @@ def _retrieval_result(
             state.pending[A.RETRIEVAL_DOCUMENT_IDS] = ids
             if scores is not None and A.RETRIEVAL_SCORES not in recorded:
                 state.pending[A.RETRIEVAL_SCORES] = scores
-    if A.RETRIEVAL_RELEVANT_IDS not in recorded:
-        relevant = retrieval_labels()
-        if relevant is not None:
-            state.pending[A.RETRIEVAL_RELEVANT_IDS] = list(relevant)
-    if _content.capture_enabled() and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
+    labels = ctx.get(LABELS_KEY)  # None but in labelled (offline) runs
+    if (
+        labels is not None
+        and isinstance(labels, RunLabels)
+        and labels.relevant_ids is not None
+        and A.RETRIEVAL_RELEVANT_IDS not in recorded
+    ):
+        state.pending[A.RETRIEVAL_RELEVANT_IDS] = list(labels.relevant_ids)
+    if (
+        A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded
+        and _content.capture_enabled_in(state.run_span)
+    ):
         texts = document_texts(result)
         if texts is not None:
             _put_content(state, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
 
 
-def _selection_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _selection_start(
+    state: Stage, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, list | tuple):
             found = extract_documents(value)
@@ -636,7 +681,7 @@ def _selection_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 def _selection_result(
-    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, ctx: Context, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     if A.CONTEXT_SELECTED_IDS not in state.recorded:
         found = extract_documents(result)
@@ -644,13 +689,14 @@ def _selection_result(
             state.pending[A.CONTEXT_SELECTED_IDS] = found[0]
 
 
-def _generation_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if _content.capture_enabled():
-        _put_content(state, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
+def _generation_start(
+    state: Stage, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    _put_content(state, A.GEN_AI_INPUT_MESSAGES, _call_arguments(args, kwargs))
 
 
 def _generation_result(
-    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, ctx: Context, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     recorded = state.recorded
     if A.GEN_AI_USAGE_INPUT_TOKENS not in recorded:
@@ -668,25 +714,26 @@ def _generation_result(
             if cost is not None:
                 state.pending[A.COST_USD] = cost
     if (
-        _content.capture_enabled()
-        and result is not None
+        result is not None
         and A.GEN_AI_OUTPUT_MESSAGES not in recorded
+        and _content.capture_enabled_in(state.run_span)
     ):
         _put_content(state, A.GEN_AI_OUTPUT_MESSAGES, result)
 
 
-def _action_start(state: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if _content.capture_enabled():
-        _put_content(state, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
+def _action_start(
+    state: Stage, parent: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    _put_content(state, A.GEN_AI_TOOL_CALL_ARGUMENTS, _call_arguments(args, kwargs))
 
 
 def _action_result(
-    state: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    state: Stage, ctx: Context, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     if (
-        _content.capture_enabled()
-        and result is not None
+        result is not None
         and A.GEN_AI_TOOL_CALL_RESULT not in state.recorded
+        and _content.capture_enabled_in(state.run_span)
     ):
         _put_content(state, A.GEN_AI_TOOL_CALL_RESULT, result)
 
@@ -781,6 +828,7 @@ def retrieval(
             SpanKind.CLIENT,
             attributes,
             on_start=_retrieval_start,
+            content_start=True,
             on_result=_retrieval_result,
         )
 
@@ -891,6 +939,7 @@ def generation(
             SpanKind.CLIENT,
             attributes,
             on_start=_generation_start,
+            content_start=True,
             on_result=_generation_result,
             recorded=recorded or None,
             rename_prefix=None if detail else operation,
@@ -935,6 +984,7 @@ def action(
                 A.GEN_AI_TOOL_NAME: tool,
             },
             on_start=_action_start,
+            content_start=True,
             on_result=_action_result,
             verify=verify,
         )

@@ -194,14 +194,12 @@ def record_generation(
             facts[A.GEN_AI_REQUEST_MODEL] = model
             if active.rename_prefix is not None:
                 active.rename(model)
-        if (
-            response_model is not None
-            or provider is not None
-            or finish_reasons is not None
-            or response_id is not None
-        ):
-            _put_response_facts(facts, response_model, provider, finish_reasons, response_id)
-        # Token counts inline: the common call of this helper, on every generation.
+        # The model called, token counts and citations inline: the common call of this
+        # helper, on every generation; the rarer facts in a call of their own.
+        if response_model is not None:
+            facts[A.GEN_AI_RESPONSE_MODEL] = response_model
+        if provider is not None or finish_reasons is not None or response_id is not None:
+            _put_response_facts(facts, provider, finish_reasons, response_id)
         if input_tokens is not None:
             facts[A.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
         if output_tokens is not None:
@@ -210,7 +208,10 @@ def record_generation(
             facts[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = int(cache_read_input_tokens)
         if cache_creation_input_tokens is not None:
             facts[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
-        _put_answer_facts(facts, citations, confidence, refused, output_valid)
+        if citations is not None:
+            facts[A.GENERATION_CITATIONS] = _ids(citations)
+        if confidence is not None or refused is not None or output_valid is not None:
+            _put_answer_facts(facts, confidence, refused, output_valid)
         if prompt is not None:
             _put_content(facts, A.GEN_AI_INPUT_MESSAGES, prompt)
         if completion is not None:
@@ -227,13 +228,10 @@ def record_generation(
 
 def _put_response_facts(
     facts: dict[str, Any],
-    response_model: str | None,
     provider: str | None,
     finish_reasons: Sequence[str] | None,
     response_id: str | None,
 ) -> None:
-    if response_model is not None:
-        facts[A.GEN_AI_RESPONSE_MODEL] = response_model
     if provider is not None:
         facts[A.GEN_AI_PROVIDER_NAME] = provider
     if finish_reasons is not None:
@@ -244,13 +242,10 @@ def _put_response_facts(
 
 def _put_answer_facts(
     facts: dict[str, Any],
-    citations: Iterable[object] | None,
     confidence: float | None,
     refused: bool | None,
     output_valid: bool | None,
 ) -> None:
-    if citations is not None:
-        facts[A.GENERATION_CITATIONS] = _ids(citations)
     if confidence is not None:
         checked = _probability(confidence, "confidence")
         if checked is not None:

@@ -27,11 +27,11 @@ from llmspans._state import STATE
 from llmspans.core.judging import should_sample
 
 __all__ = [
+    "LABELS_KEY",
     "RunLabels",
     "SegmentOption",
     "pipeline_result",
     "pipeline_start",
-    "retrieval_labels",
     "run_labels",
     "run_sampled",
     "run_source",
@@ -41,8 +41,11 @@ __all__ = [
 #: A pipeline's segment: a name, or a function of the pipeline's arguments.
 SegmentOption = str | Callable[..., object] | None
 
+#: The environment variable naming the source of the runs a process starts.
+SOURCE_ENV: Final = "LLMSPANS_RUN_SOURCE"
 _SOURCE_KEY: Final = otel_context.create_key("llmspans.run.source")
-_LABELS_KEY: Final = otel_context.create_key("llmspans.run.labels")
+#: Where :func:`run_labels` puts a run's :class:`RunLabels` in the context.
+LABELS_KEY: Final = otel_context.create_key("llmspans.run.labels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,31 +63,28 @@ class RunLabels:
 @contextmanager
 def run_labels(labels: RunLabels) -> Iterator[None]:
     """Runs started inside the block carry ``labels``."""
-    token = otel_context.attach(otel_context.set_value(_LABELS_KEY, labels))
+    token = otel_context.attach(otel_context.set_value(LABELS_KEY, labels))
     try:
         yield
     finally:
         otel_context.detach(token)
 
 
-def _labels() -> RunLabels | None:
-    value = otel_context.get_value(_LABELS_KEY)
-    return value if isinstance(value, RunLabels) else None
-
-
-def retrieval_labels() -> tuple[str, ...] | None:
-    """The relevant ids the current run's labels give its retrievals, if any."""
-    labels = _labels()
-    return None if labels is None else labels.relevant_ids
-
-
 def pipeline_result(
-    stage: Stage, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    stage: Stage,
+    ctx: otel_context.Context,
+    result: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> None:
     """The pipeline decorator's result hook: ``llmspans.task.correct`` from the labels'
-    check, when the run has labels with one."""
-    labels = _labels()
-    if labels is None or labels.check is None or A.TASK_CORRECT in stage.recorded:
+    check, when the run (``ctx``, its context) has labels with one."""
+    labels = ctx.get(LABELS_KEY)
+    if (
+        not isinstance(labels, RunLabels)
+        or labels.check is None
+        or A.TASK_CORRECT in stage.recorded
+    ):
         return
     try:
         correct = labels.check(result)
@@ -93,17 +93,25 @@ def pipeline_result(
         return
     if correct is not None:
         stage.pending[A.TASK_CORRECT] = bool(correct)
+
+
 #: Segment names are cut to this many characters on the span (labels cut further).
 _MAX_SEGMENT_CHARS: Final = 256
 
 
-def _source() -> str | None:
-    value = otel_context.get_value(_SOURCE_KEY)
-    if isinstance(value, str):
-        return value
-    if STATE.run_source is not None:
-        return STATE.run_source
-    return os.environ.get("LLMSPANS_RUN_SOURCE") or None
+def _environment_source() -> str | None:
+    """``LLMSPANS_RUN_SOURCE``, or ``None``.
+
+    ``os.environ.get`` of a name that is not set raises and catches two KeyErrors,
+    more instructions than the rest of a run's start: the value read is kept with the
+    size of the environment it was read from, and read again when that changes (a
+    variable set or removed), after a reset, or after ``_content.reload_environment()``.
+    """
+    size = len(os.environ)
+    read = STATE.source_from_env
+    if read is None or read[0] != size:
+        read = STATE.source_from_env = (size, os.environ.get(SOURCE_ENV) or None)
+    return read[1]
 
 
 def check_source(source: str) -> str:
@@ -143,30 +151,40 @@ def _segment_of(
 
 def pipeline_start(
     segment: SegmentOption,
-) -> Callable[[Stage, tuple[Any, ...], dict[str, Any]], None]:
-    """The pipeline decorator's start hook: segment, source and sampling on the root."""
+) -> Callable[[Stage, otel_context.Context, tuple[Any, ...], dict[str, Any]], None]:
+    """The pipeline decorator's start hook: segment, source and sampling on the root,
+    read from ``parent``, the context the run starts in."""
 
-    def start(stage: Stage, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        facts: dict[str, Any] = {}
-        labels = _labels()
-        name = (
-            labels.segment
-            if labels is not None and labels.segment is not None
-            else _segment_of(segment, args, kwargs)
+    def start(
+        stage: Stage, parent: otel_context.Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        labels = parent.get(LABELS_KEY)  # None but in labelled (offline) runs
+        if labels is not None and isinstance(labels, RunLabels) and labels.segment is not None:
+            name: str | None = labels.segment
+        else:
+            name = None if segment is None else _segment_of(segment, args, kwargs)
+        # run_source() puts a checked name into the context, nothing else does
+        source = parent.get(_SOURCE_KEY)
+        if source is None:
+            source = STATE.run_source
+            if source is None:
+                source = _environment_source()
+        rate = STATE.sample_rate
+        sampled = (rate > 0.0 or STATE.sample_rates) and should_sample(
+            stage.span.get_span_context().trace_id, rate, name, STATE.sample_rates
         )
+        if name is None and source is None and not sampled:
+            return
+        facts: dict[str, Any] = {}
         if name is not None:
             facts[A.SEGMENT] = name
-        source = _source()
         if source is not None:
             facts[A.RUN_SOURCE] = source
-        rate = STATE.sample_rate
-        if (rate > 0.0 or STATE.sample_rates) and should_sample(
-            stage.span.get_span_context().trace_id, rate, name, STATE.sample_rates
-        ):
+        if sampled:
             facts[A.EVALUATION_SAMPLED] = True
             STATE.sampled_runs.add(stage.span)
-        if facts:
-            stage.span.set_attributes(facts)
+            STATE.runs_sampled = True
+        stage.span.set_attributes(facts)
 
     return start
 

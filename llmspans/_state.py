@@ -37,7 +37,8 @@ class LibraryState:
     """
 
     __slots__ = (
-        "capture",
+        "_capture",
+        "capture_setting",
         "content_from_env",
         "costs",
         "instrumentors",
@@ -47,9 +48,11 @@ class LibraryState:
         "price_table",
         "redactor",
         "run_source",
+        "runs_sampled",
         "sample_rate",
         "sample_rates",
         "sampled_runs",
+        "source_from_env",
         "threading_instrumentor",
         "tracer",
         "tracer_provider",
@@ -64,7 +67,10 @@ class LibraryState:
     """``tracer`` is the global ProxyTracer, to be replaced once a provider is installed."""
 
     # --- content capture (llmspans._content); ``None``: the environment decides ---
-    capture: bool | None
+    _capture: bool | None
+    capture_setting: bool | None
+    """``capture``, else the environment's, as last worked out (one slot read on the
+    hot path); ``None``: to be worked out again, after either changed."""
     max_length: int | None
     redactor: Redactor | None
     content_from_env: tuple[bool, int] | None
@@ -82,12 +88,17 @@ class LibraryState:
     run_source: str | None
     """``llmspans.run.source`` of the runs this process starts; ``None``: the
     environment (``LLMSPANS_RUN_SOURCE``) decides, else production."""
+    source_from_env: tuple[int, str | None] | None
+    """(size of ``os.environ``, ``LLMSPANS_RUN_SOURCE``) as last read; ``None``: not read."""
     sample_rate: float
     """Share of runs sampled for evaluation (``configure(evaluation_sample_rate=)``)."""
     sample_rates: dict[str, float]
     """Per-segment overrides of ``sample_rate``."""
     sampled_runs: weakref.WeakSet[Span]
     """Root spans of runs sampled for evaluation: their stages record content."""
+    runs_sampled: bool
+    """Whether a run was sampled since the last reset: until one is, a stage need not
+    ask ``sampled_runs`` about its run (``len()`` of a WeakSet is a Python call)."""
 
     # --- logging once (llmspans._logging) ---------------------------------------------
     logged_kinds: set[str]
@@ -102,6 +113,16 @@ class LibraryState:
         self.instrumentors = {}
         self.threading_instrumentor = None
         self.reset()
+
+    @property
+    def capture(self) -> bool | None:
+        """Content capture set in code; ``None``: the environment decides."""
+        return self._capture
+
+    @capture.setter
+    def capture(self, value: bool | None) -> None:
+        self._capture = value
+        self.capture_setting = None
 
     def reset(self) -> None:
         """Back to the state after import; every patch llmspans applied is undone."""
@@ -121,9 +142,11 @@ class LibraryState:
         self.costs = {}
         self.logged_kinds = set()
         self.run_source = None
+        self.source_from_env = None
         self.sample_rate = 0.0
         self.sample_rates = {}
         self.sampled_runs = weakref.WeakSet()
+        self.runs_sampled = False
 
     def use_tracer_provider(self, provider: TracerProvider | None) -> None:
         """Trace through ``provider``; ``None``: through the global provider."""

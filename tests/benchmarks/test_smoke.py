@@ -72,7 +72,7 @@ def test_instruction_count_children_run_every_variant() -> None:
     import bench_instructions
 
     keys = [k for k in bench_instructions.KEYS if k != bench_instructions.TASK]
-    for key in [bench_instructions.BASELINE, *keys]:
+    for key in [bench_instructions.BASELINE, bench_instructions.BASELINE_EMBEDDED, *keys]:
         proc = subprocess.run(
             [sys.executable, str(BENCHMARKS / "bench_instructions.py"), "--child", key, "3"],
             check=False,
@@ -91,6 +91,33 @@ def test_instruction_count_children_run_every_variant() -> None:
         cwd=BENCHMARKS.parent,
     )
     assert proc.returncode == 3 and "missing variant" in proc.stderr
+
+
+def test_instruction_count_children_without_embedded_mode_start_no_clocked_thread() -> None:
+    """Only the embedded variant's child and its baseline build the embedded processor:
+    its sweeper wakes by the clock, which would make every other count depend on how
+    long the child ran (the machine's load) instead of on what it ran."""
+    script = (
+        "import sys, threading; sys.path.insert(0, sys.argv[1]); import bench_instructions as b; "
+        "b.child(sys.argv[2], 3); print(sorted(t.name for t in threading.enumerate()))"
+    )
+    names = {}
+    import bench_instructions
+
+    for key in ("retrieval|llmspans", "pipeline run|llmspans", bench_instructions.EMBEDDED):
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(BENCHMARKS), key],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=BENCHMARKS.parent,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        names[key] = proc.stdout
+    assert "llmspans-embedded" not in names["retrieval|llmspans"]
+    assert "llmspans-embedded" not in names["pipeline run|llmspans"]
+    assert "llmspans-embedded" in names[bench_instructions.EMBEDDED]
 
 
 def test_core(run_script: RunScript) -> None:
