@@ -169,16 +169,8 @@ class OfflineProductionDivergence(_Section):
     _durations = field_validator("production_window", "offline_window", "for_")(_check_duration)
 
 
-class JudgedFailureSpike(_Section):
-    short_window: str
-    baseline_window: str
-    factor: float = Field(gt=1.0)
-    floor: float = Field(ge=0.0, le=1.0)
-    min_runs: int = Field(ge=0)
-    for_: str = Field(alias="for")
-    severity: str
-
-    _durations = field_validator("short_window", "baseline_window", "for_")(_check_duration)
+class JudgedFailureSpike(StageFailureSpike):
+    """The same knobs as the app-side spike, over judged failures."""
 
 
 class EvaluationHealth(_Section):
