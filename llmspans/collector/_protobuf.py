@@ -36,6 +36,7 @@ from llmspans.core.conventions import (
     RESULT_ID,
     RESULT_SCORE,
     Collected,
+    apply,
     indexed_key,
 )
 from llmspans.core.convert import (
@@ -548,6 +549,9 @@ class SlimDecoder:
         self.cache_size = cache_size
         self.max_ids = max_ids
         self.ids_truncated = 0
+        #: entries of the id and score lists of the last record decoded (the
+        #: collector's in-flight byte estimate counts them without another pass)
+        self.list_items = 0
         # encoded KeyValue -> (record field, typed value or BAD); field "" for keys
         # the core does not read, with a _Foreign value for those of another convention
         self._cache: dict[bytes, tuple[str, Any]] = {}
@@ -594,6 +598,7 @@ class SlimDecoder:
         cache = self._cache
         max_ids = self.max_ids
         bad = 0
+        items = 0
         collected: Collected | None = None
         for raw in span.attributes:
             if len(raw) <= _CACHED_BYTES:
@@ -621,18 +626,28 @@ class SlimDecoder:
             if value is BAD:
                 bad += 1
             else:
-                if type(value) is tuple and max_ids is not None and len(value) > max_ids:
-                    self.ids_truncated += len(value) - max_ids
-                    value = value[:max_ids]
+                if type(value) is tuple:
+                    if max_ids is not None and len(value) > max_ids:
+                        self.ids_truncated += len(value) - max_ids
+                        value = value[:max_ids]
+                    items += len(value)
                 setattr(record, field, value)
-        _bad_and_links(record, bad, span.links)
+        # written out (not _bad_and_links): once per span on the collector's hot path
+        if bad:
+            record.bad_attributes = bad
+        links = span.links
+        if links:
+            record.links = tuple((link.trace_id, link.span_id) for link in links)
         if collected is not None and record.stage is None and collected.wants_documents():
             _slim_documents(span.attributes, collected)
         if collected is not None and record.stage is None and collected.wants_results(record.name):
             # The slim schema leaves events out (upb keeps them as unknown fields):
             # decoded on vector-store queries only.
             _proto_results(_slim_events(span), collected)
-        finish_record(record, collected)
+        # finish_record written out: once per span on the collector's hot path
+        if collected is not None or (record.operation is not None and record.stage is None):
+            apply(record, collected)
+        self.list_items = items
         return record
 
 
