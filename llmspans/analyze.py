@@ -28,6 +28,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, TextIO
 
+from llmspans._argtypes import positive_int, probability
 from llmspans._tracefiles import (
     MAX_LINE_BYTES,
     Unreadable,
@@ -62,20 +63,6 @@ EXIT_STATUS: Final = """exit status:
   2  wrong arguments, or the input held not one readable line"""
 
 
-def _unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "The per-stage report over recorded traces: OTLP JSON lines, as the OpenTelemetry "
@@ -90,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--max-line-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=MAX_LINE_BYTES,
         help="a longer line is reported and skipped without being held whole "
         f"(default: {MAX_LINE_BYTES}, 64 MiB)",
@@ -103,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-citation-precision",
-        type=_unit_interval,
+        type=probability,
         default=1.0,
         help="generation fails as unsupported_citation below this citation precision "
         "(default: 1.0)",

@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from llmspans._argtypes import non_negative, positive_int, probability
 from llmspans._demo.faults import DEFAULT_FAULTS, parse_faults
 from llmspans._demo.forward import check_url
 
@@ -50,30 +51,6 @@ def _url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Start a local llmspans collector, send requests through three example pipelines "
@@ -83,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests",
         metavar="N",
-        type=_positive,
+        type=positive_int,
         default=300,
         help="requests to send (default: 300)",
     )
@@ -121,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency",
-        type=_non_negative,
+        type=non_negative,
         default=1.0,
         metavar="SCALE",
         help="scale of the simulated service latencies of the examples; 0 turns them off "
@@ -129,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--evaluation-sample-rate",
-        type=_rate,
+        type=probability,
         default=0.25,
         metavar="RATE",
         help="share of the support bot's runs the collector has judged by the example's "

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from llmspans import _attributes as A
+from llmspans._argtypes import open_unit, positive_int
 from llmspans._tracefiles import (
     MAX_LINE_BYTES,
     Unreadable,
@@ -682,20 +683,6 @@ def render(rows: Sequence[Row], coverage_rows: Sequence[Row]) -> str:
 # --- command -----------------------------------------------------------------------
 
 
-def _unit_open(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Offline (or shadow) runs against production, per pipeline, segment and metric: "
@@ -709,17 +696,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shadow", help=files.format("shadow"))
     parser.add_argument("--prometheus", help="Prometheus base URL, instead of files")
     parser.add_argument("--window", default="1h", help="window of the Prometheus queries")
-    parser.add_argument("--confidence", type=_unit_open, default=0.95)
+    parser.add_argument("--confidence", type=open_unit, default=0.95)
     parser.add_argument(
-        "--min-runs", type=_positive, default=30, help="runs needed on each side (default 30)"
+        "--min-runs", type=positive_int, default=30, help="runs needed on each side (default 30)"
     )
     parser.add_argument(
-        "--max-segments", type=_positive, default=20, help="segments per pipeline (default 20)"
+        "--max-segments", type=positive_int, default=20, help="segments per pipeline (default 20)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument(
         "--max-line-bytes",
-        type=_positive,
+        type=positive_int,
         default=MAX_LINE_BYTES,
         help="a longer line is reported and skipped without being held whole "
         f"(default: {MAX_LINE_BYTES}, 64 MiB)",

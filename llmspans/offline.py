@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmspans import _attributes as A
+from llmspans._argtypes import positive_int, positive_int_at_most
 from llmspans._runs import RunLabels, run_labels, run_source
 from llmspans._tracefiles import bounded_lines
 from llmspans._tracing import get_tracer_provider, use_tracer_provider
@@ -56,6 +57,9 @@ from llmspans.analyze import analyze_lines
 from llmspans.core.model import Thresholds
 from llmspans.core.report import Report
 from llmspans.evaluation import load_evaluator
+
+#: ``--concurrency`` above this is refused: each run at once may hold a thread.
+MAX_CONCURRENCY: Final = 256
 
 __all__ = ["Line", "add_arguments", "read_dataset", "record_dataset", "run", "run_dataset"]
 
@@ -298,7 +302,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="package.module:function(result, expected) -> bool, instead of an exact match",
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="runs at once (default 4)")
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int_at_most(MAX_CONCURRENCY),
+        default=4,
+        help=f"runs at once (default 4, at most {MAX_CONCURRENCY})",
+    )
     parser.add_argument(
         "--endpoint",
         default=None,
@@ -309,7 +318,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
-        "--max-line-bytes", type=int, default=1 << 20, help="longer dataset lines are skipped"
+        "--max-line-bytes",
+        type=positive_int,
+        default=1 << 20,
+        help="longer dataset lines are skipped",
     )
 
 

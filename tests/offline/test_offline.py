@@ -126,6 +126,29 @@ def test_a_raising_pipeline_is_counted_and_bad_names_exit_2(tmp_path: Path) -> N
     assert missing.returncode == 2 and "--pipeline" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--concurrency", "0", "expected a positive integer, got 0"),
+        ("--concurrency", "100000", "expected at most 256, got 100000"),
+        ("--max-line-bytes", "-2", "expected a positive integer, got -2"),
+        ("--max-line-bytes", "lots", "expected a positive integer, got 'lots'"),
+    ],
+)
+def test_bad_bounds_exit_2_with_one_line(
+    tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    # a negative line bound would read whole lines unbounded, a huge concurrency
+    # would start that many threads: refused before anything runs
+    dataset = _dataset(tmp_path / "set.jsonl", lines=3)
+    done = _llmspans(
+        "eval", str(dataset), "--pipeline", "tests.offline.fixture_pipeline:handle", option, value
+    )
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_huge_line_is_read_past_in_bounded_pieces() -> None:
     import io
 
