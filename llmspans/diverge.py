@@ -535,15 +535,27 @@ _CAL_CONFIDENCE: Final = 'llmspans_calibration_confidence_total{basis!="judge"}'
 def _query(url: str, expr: str, timeout: float) -> list[tuple[dict[str, str], float]]:
     address = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(address, timeout=timeout) as response:
-        body = json.loads(response.read(8 << 20))
-    if body.get("status") != "success":
-        raise ValueError(f"Prometheus answered {body.get('error', body)}")
-    found = []
-    for sample in body["data"]["result"][:10_000]:
-        value = float(sample["value"][1])
-        if math.isfinite(value):
-            found.append((dict(sample["metric"]), value))
+        raw = response.read(_MAX_ANSWER_BYTES + 1)
+    if len(raw) > _MAX_ANSWER_BYTES:
+        raise ValueError(f"Prometheus answered more than {_MAX_ANSWER_BYTES} bytes to {expr!r}")
+    try:
+        body = json.loads(raw)
+        if body.get("status") != "success":
+            raise ValueError(f"Prometheus answered {str(body.get('error', body))[:200]}")
+        found = []
+        for sample in body["data"]["result"][:_MAX_ANSWER_SERIES]:
+            value = float(sample["value"][1])
+            if math.isfinite(value):
+                found.append(({str(k): str(v) for k, v in sample["metric"].items()}, value))
+    except (AttributeError, IndexError, KeyError, TypeError, RecursionError) as error:
+        # valid JSON of another shape, or nested past the parser's depth
+        raise ValueError(f"not a Prometheus query answer ({type(error).__name__})") from None
     return found
+
+
+#: the largest Prometheus answer read, and the most series taken from one
+_MAX_ANSWER_BYTES: Final = 8 << 20
+_MAX_ANSWER_SERIES: Final = 10_000
 
 
 def counted(selector: str, window: str) -> str:

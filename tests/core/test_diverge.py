@@ -236,6 +236,55 @@ def test_unreachable_prometheus_exits_two(capsys: pytest.CaptureFixture[str]) ->
     assert "cannot query" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b'{"status": "success", "data": {"result": "' + b"x" * (9 << 20) + b'"}}', "more than"),
+        (b"[" * 200_000 + b"]" * 200_000, "not a Prometheus query answer"),
+        (b'{"status": "success", "data": {"result": [{"value": 5, "metric": {}}]}}', "not a"),
+        (b'{"status": "success", "data": {"result": "abc"}}', "not a Prometheus"),
+        (b"not json at all", "cannot query"),
+    ],
+    ids=["9-mib", "deep-nesting", "value-not-a-pair", "result-not-a-list", "not-json"],
+)
+def test_a_hostile_prometheus_answer_exits_two_with_one_line(
+    answer: bytes, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server on the --prometheus URL answering junk: read at most 8 MiB, refused
+    with exit 2 and one line, never a traceback."""
+    import http.server
+    import threading
+    import time
+
+    class Junk(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Junk)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        start = time.perf_counter()
+        status = main(["diverge", "--prometheus", f"http://127.0.0.1:{server.server_port}"])
+        seconds = time.perf_counter() - start
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert status == 2
+    assert says in err
+    assert "Traceback" not in err
+    assert len(err) < 2000
+    assert seconds < 10
+
+
 def test_junk_segments_are_bounded(tracing: Tracing, tmp_path: Path) -> None:
     """Thousands of one-run junk segments: at most --max-segments per pipeline, the
     rest ``other``; bootstrap samples stay at their reservoir size."""
