@@ -105,6 +105,10 @@ def child(key: str, calls: int) -> int:
         variant.block(WARMUP_CALLS)
     bd.check_llmspans_spans(exporter)
     gc.collect()
+    # Objects alive now (imports, variants) are left out of every later collection:
+    # what a collection costs then depends on what the calls allocate, not on how
+    # many objects the tree under test happens to import.
+    gc.freeze()
     if key not in (BASELINE, BASELINE_TASK, BASELINE_EMBEDDED):
         if key not in by_key:
             print(f"missing variant: {key}", file=sys.stderr)
