@@ -10,6 +10,10 @@ count runs a child under ``valgrind --tool=cachegrind --cache-sim=no`` with
 settings, no exporter) and the load generator's requests (runs of 6 spans), warms
 up on 600 spans, then stops after one of three steps over ``--spans`` spans:
 
+With the garbage collector set as the service sets it (start-up objects frozen,
+the young generation's threshold raised) and a clock read without a Python frame,
+as ``time.monotonic`` is.
+
 - ``setup``: requests built, nothing processed (the baseline);
 - ``accept``: every request through ``Processor.accept`` (slim parse, admission,
   conversion, assembly, in-flight accounting);
@@ -24,12 +28,15 @@ accept per span = (I(accept) - I(setup)) / spans; finalise per span =
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from operator import getitem
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +60,23 @@ def _child(step: str, spans: int) -> int:
         from llmspans.collector.forwarding import Forwarder
         from llmspans.collector.metrics import MetricsStore
         from llmspans.collector.processor import Processor
+        from llmspans.collector.service import GC_YOUNG_THRESHOLD
     except ImportError:  # a checkout from before the collector moved into llmspans
         from collector.config import CollectorSettings  # type: ignore[import-not-found,no-redef]
         from collector.forwarding import Forwarder  # type: ignore[import-not-found,no-redef]
         from collector.metrics import MetricsStore  # type: ignore[import-not-found,no-redef]
         from collector.processor import Processor  # type: ignore[import-not-found,no-redef]
+        from collector.service import (  # type: ignore[import-not-found,no-redef]
+            GC_YOUNG_THRESHOLD,
+        )
 
     clock = [0.0]
+    # A clock called without a Python frame, as the service's time.monotonic is.
+    read_clock = partial(getitem, clock, 0)
 
     def one(count: int, stop: str) -> None:
         processor = Processor(
-            CollectorSettings(), MetricsStore(), Forwarder([]), clock=lambda: clock[0]
+            CollectorSettings(), MetricsStore(), Forwarder([]), clock=read_clock
         )
         clock[0] = 0.0
         raw = [data for data, _ in RequestBuilder(LoadShape()).batches(count)]
@@ -79,6 +92,13 @@ def _child(step: str, spans: int) -> int:
             pass
 
     one(600, "all")
+    # The service's collector settings (llmspans.collector.service): what was alive
+    # at start-up frozen out of the collections, the young generation's threshold
+    # raised. Each tree is counted with its own.
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
     one(spans, step)
     return 0
 
