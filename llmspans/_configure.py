@@ -86,6 +86,7 @@ class _Previous:
         STATE.run_source = self.run_source
         STATE.sample_rate = self.sample_rate
         STATE.sample_rates = self.sample_rates
+        STATE.runs_changed()
         if provider is not None and get_tracer_provider() is provider:
             use_tracer_provider(self.tracer_provider)
         if self.instrumented_threads:
@@ -390,6 +391,7 @@ def _apply_settings(
         STATE.sample_rate = rate
     if sample_rates is not None:
         STATE.sample_rates = rates
+    STATE.runs_changed()
     return previous
 
 

@@ -126,6 +126,7 @@ def reload_environment() -> None:
     STATE.content_from_env = None
     STATE.capture_setting = None
     STATE.source_from_env = None
+    STATE.runs_changed()
 
 
 def _to_text(value: object) -> str:

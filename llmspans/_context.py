@@ -57,12 +57,15 @@ class Stage:
     - ``totals``: running totals of the summed attributes (tokens, cost) that
       client calls enriching this stage reported (see
       ``llmspans.instrumentation._base.StageCall``); ``None`` until the first.
+    - ``capture``: whether content is captured in this stage's run, as of its start
+      (set by the decorators whose hooks record content; ``False`` otherwise).
 
     One is made per stage call: a plain slotted class, compared by identity (it is
     the record of one call, not a value).
     """
 
     __slots__ = (
+        "capture",
         "deferred",
         "ended",
         "pending",
@@ -89,6 +92,7 @@ class Stage:
     deferred: bool
     ended: bool
     totals: dict[str, float] | None
+    capture: bool
 
     # Positional parameters: one is made per stage call, and a call with keywords
     # costs more instructions.
@@ -115,6 +119,7 @@ class Stage:
         self.ended = False
         self.reported = None
         self.totals = None
+        self.capture = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stage={self.stage!r}, span={self.span!r})"

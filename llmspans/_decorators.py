@@ -39,6 +39,7 @@ from llmspans._logging import log_internal_error
 from llmspans._recording import computed_cost, usage_from_response
 from llmspans._runs import (
     LABELS_KEY,
+    SOURCE_KEY,
     RunLabels,
     SegmentOption,
     pipeline_result,
@@ -64,6 +65,12 @@ _OnStart = Callable[[Stage, Context, tuple[Any, ...], dict[str, Any]], None]
 _OnResult = Callable[[Stage, Context, object, tuple[Any, ...], dict[str, Any]], None]
 
 
+# When a stage's result hook is called (_Spec.result_gate): always; only in a
+# labelled (offline) run, whose labels the pipeline's hook reads; only when content
+# is captured or the usage is not recorded yet (a generation's hook reads nothing else).
+_RESULT_ALWAYS, _RESULT_LABELLED, _RESULT_UNLESS_USAGE = range(3)
+
+
 class _Spec:
     """What is known about a decorated function before it is called."""
 
@@ -78,6 +85,8 @@ class _Spec:
         "pipeline",
         "recorded",
         "rename_prefix",
+        "result_gate",
+        "root_gated",
         "stage",
         "verify",
     )
@@ -96,6 +105,8 @@ class _Spec:
         recorded: dict[str, object] | None = None,
         rename_prefix: str | None = None,
         content_start: bool = False,
+        root_gated: bool = False,
+        result_gate: int = _RESULT_ALWAYS,
     ) -> None:
         self.stage = stage
         self.name = name
@@ -109,8 +120,15 @@ class _Spec:
         self.rename_prefix = rename_prefix
         #: ``on_start`` records content only: it is called only when content is captured
         self.content_start = content_start
+        #: a pipeline without ``segment=``: its start hook records only run-level
+        #: facts, and is skipped when none can apply (see _start)
+        self.root_gated = root_gated
+        #: when ``on_result`` can have something to read (_RESULT_*, see _end)
+        self.result_gate = result_gate
         self.collect = stage in (A.STAGE_RETRIEVAL, A.STAGE_CONTEXT_SELECTION)
 
+
+_new_stage: Final = object.__new__
 
 # Puts a value into a dict in place (a Context, whatever its own ``__setitem__`` says).
 _put: Final = dict.__setitem__
@@ -138,17 +156,33 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
             run_span = None
     else:
         run_span = span
+    # Stage(...) field by field: a class with an __init__ costs about as much again
+    # to call as these stores (keep in step with Stage.__init__; a test checks that
+    # every slot is set).
+    stage = _new_stage(Stage)
+    stage.stage = spec.stage
+    stage.span = span
+    stage.pipeline = pipeline
+    stage.run_span = run_span
+    stage.pending = pending
     recorded = spec.recorded
-    stage = Stage(
-        spec.stage,
-        span,
-        pipeline,
-        run_span,
-        pending,
-        None if recorded is None else recorded.copy(),
-        spec.rename_prefix,
-        True,
-    )
+    stage.recorded = {} if recorded is None else recorded.copy()
+    stage.rename_prefix = spec.rename_prefix
+    stage.recording = recording = span.is_recording()
+    stage.deferred = True
+    stage.ended = False
+    stage.reported = None
+    stage.totals = None
+    capture = False
+    if recording and spec.content_start:
+        # _content.capture_enabled_in(run_span), asked only when the settings do not
+        # answer already (capture off and no run sampled: the common case).
+        setting = STATE.capture_setting
+        if setting is None or (not setting and STATE.runs_sampled):
+            capture = _content.capture_enabled_in(run_span)
+        else:
+            capture = setting
+    stage.capture = capture
     # The stage's context: the parent's, with the span (``set_span_in_context``) and
     # the stage in it. ``set_span_in_context`` returns a new Context that nothing else
     # holds yet: the stage goes into it in place, as ``context.set_value`` would put
@@ -157,8 +191,16 @@ def _start(spec: _Spec, parent: Context, args: tuple[Any, ...], kwargs: dict[str
     _put(ctx, STAGE_KEY, stage)
     if (
         spec.on_start is not None
-        and stage.recording
-        and (not spec.content_start or _content.capture_enabled_in(run_span))
+        and recording
+        and (capture or not spec.content_start)
+        # A pipeline's run-level facts (source, sampling, labels) apply only when set
+        # up somewhere: the settings (one flag) or the context the run starts in.
+        and (
+            not spec.root_gated
+            or STATE.run_facts
+            or LABELS_KEY in parent
+            or SOURCE_KEY in parent
+        )
     ):
         try:
             spec.on_start(stage, parent, args, kwargs)
@@ -229,13 +271,21 @@ def _end(  # noqa: PLR0917
         try:
             if verdict is not None:
                 _record_verdict(state, verdict)
-            if spec.on_result is not None:
+            gate = spec.result_gate
+            if spec.on_result is not None and (
+                gate == _RESULT_ALWAYS
+                or (gate == _RESULT_LABELLED and LABELS_KEY in ctx)
+                or (
+                    gate == _RESULT_UNLESS_USAGE
+                    and (state.capture or A.GEN_AI_USAGE_INPUT_TOKENS not in state.recorded)
+                )
+            ):
                 spec.on_result(state, ctx, result, args, kwargs)
         except Exception as exc:
             log_internal_error(f"{spec.stage}.result", exc)
     state.ended = True
     span = state.span
-    if state.recording and span.is_recording():
+    if state.recording:
         reported = state.reported
         try:
             if reported is None:
@@ -660,10 +710,7 @@ def _retrieval_result(
         and A.RETRIEVAL_RELEVANT_IDS not in recorded
     ):
         state.pending[A.RETRIEVAL_RELEVANT_IDS] = list(labels.relevant_ids)
-    if (
-        A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded
-        and _content.capture_enabled_in(state.run_span)
-    ):
+    if state.capture and A.RETRIEVAL_DOCUMENTS_CONTENT not in recorded:
         texts = document_texts(result)
         if texts is not None:
             _put_content(state, A.RETRIEVAL_DOCUMENTS_CONTENT, texts)
@@ -713,11 +760,7 @@ def _generation_result(
             cost = computed_cost(recorded)
             if cost is not None:
                 state.pending[A.COST_USD] = cost
-    if (
-        result is not None
-        and A.GEN_AI_OUTPUT_MESSAGES not in recorded
-        and _content.capture_enabled_in(state.run_span)
-    ):
+    if state.capture and result is not None and A.GEN_AI_OUTPUT_MESSAGES not in recorded:
         _put_content(state, A.GEN_AI_OUTPUT_MESSAGES, result)
 
 
@@ -730,11 +773,7 @@ def _action_start(
 def _action_result(
     state: Stage, ctx: Context, result: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
-    if (
-        result is not None
-        and A.GEN_AI_TOOL_CALL_RESULT not in state.recorded
-        and _content.capture_enabled_in(state.run_span)
-    ):
+    if state.capture and result is not None and A.GEN_AI_TOOL_CALL_RESULT not in state.recorded:
         _put_content(state, A.GEN_AI_TOOL_CALL_RESULT, result)
 
 
@@ -777,6 +816,8 @@ def pipeline(
             pipeline=pipeline_name,
             on_start=pipeline_start(segment),
             on_result=pipeline_result,
+            root_gated=segment is None,
+            result_gate=_RESULT_LABELLED,
         )
 
     return _apply(func, build)
@@ -941,6 +982,7 @@ def generation(
             on_start=_generation_start,
             content_start=True,
             on_result=_generation_result,
+            result_gate=_RESULT_UNLESS_USAGE,
             recorded=recorded or None,
             rename_prefix=None if detail else operation,
         )

@@ -35,7 +35,7 @@ def _active(stage: str, helper: str) -> Stage | None:
             f"llmspans.{helper}() was called outside a {stage} stage; nothing was recorded",
         )
         return None
-    return active if active.span.is_recording() else None
+    return active if active.recording and not active.ended else None
 
 
 def _ids(values: Iterable[object]) -> list[str]:
@@ -186,8 +186,12 @@ def record_generation(
     evaluation judge checks against the document (``llmspans.generation.claims``).
     """
     try:
-        active = _active(A.STAGE_GENERATION, "record_generation")
-        if active is None:
+        # _active(), written out: this helper runs on every generation
+        active = get_current().get(STAGE_KEY)
+        if not isinstance(active, Stage) or active.stage != A.STAGE_GENERATION:
+            _active(A.STAGE_GENERATION, "record_generation")  # warns once
+            return
+        if not active.recording or active.ended:
             return
         facts: dict[str, Any] = {}
         if model is not None:
@@ -209,7 +213,7 @@ def record_generation(
         if cache_creation_input_tokens is not None:
             facts[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = int(cache_creation_input_tokens)
         if citations is not None:
-            facts[A.GENERATION_CITATIONS] = _ids(citations)
+            facts[A.GENERATION_CITATIONS] = list(map(str, citations))  # _ids(), inline
         if confidence is not None or refused is not None or output_valid is not None:
             _put_answer_facts(facts, confidence, refused, output_valid)
         if prompt is not None:
@@ -220,7 +224,17 @@ def record_generation(
             _put_content(
                 facts, A.GENERATION_CLAIMS, {str(key): str(value) for key, value in claims.items()}
             )
-        _put_cost(active.recorded, facts, cost_usd)
+        # The cost: explicit, or computed from this call's facts with earlier ones.
+        recorded = active.recorded
+        if cost_usd is not None:
+            facts[A.COST_USD] = float(cost_usd)
+            recorded.pop(_COMPUTED, None)
+        elif not _COST_INPUTS.isdisjoint(facts):
+            recorded.update(facts)
+            cost = computed_cost(recorded)
+            if cost is not None:
+                facts[A.COST_USD] = cost
+                recorded[_COMPUTED] = True
         active.record(facts)
     except Exception as exc:
         log_internal_error("record_generation", exc)
@@ -256,77 +270,38 @@ def _put_answer_facts(
         facts[A.GENERATION_OUTPUT_VALID] = bool(output_valid)
 
 
-def _put_cost(recorded: dict[str, object], facts: dict[str, Any], cost_usd: float | None) -> None:
-    """An explicit cost, or the cost computed from the stage's model and tokens.
-
-    ``recorded`` (the stage's explicit facts so far) gets ``facts`` first, so the
-    cost reads this call's facts together with earlier ones.
-    """
-    if cost_usd is not None:
-        facts[A.COST_USD] = float(cost_usd)
-        recorded.pop(_COMPUTED, None)
-        return
-    if _COST_INPUTS.isdisjoint(facts):
-        return
-    recorded.update(facts)
-    cost = computed_cost(recorded)
-    if cost is not None:
-        facts[A.COST_USD] = cost
-        recorded[_COMPUTED] = True
-
-
 def computed_cost(recorded: Mapping[str, object]) -> float | None:
     """The cost from the recorded model and tokens; ``None`` when set explicitly or unknown."""
     if A.COST_USD in recorded and _COMPUTED not in recorded:
         return None
-    input_tokens = recorded.get(A.GEN_AI_USAGE_INPUT_TOKENS)
-    if not isinstance(input_tokens, int):
+    # One C-level pass for the six facts the cost reads; the tuple is also the memo key.
+    facts = tuple(map(recorded.get, _COST_FACTS))
+    if not isinstance(facts[0], int):
         return None
-    output_tokens = recorded.get(A.GEN_AI_USAGE_OUTPUT_TOKENS)
-    cache_read = recorded.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    cache_creation = recorded.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
-    table = get_price_table()
-    response_model = recorded.get(A.GEN_AI_RESPONSE_MODEL)
-    request_model = recorded.get(A.GEN_AI_REQUEST_MODEL)
-    # The same facts give the same cost: remembered per table in STATE.costs (held by
-    # the entry, so its id is not reused meanwhile), which skips the lookups and
-    # arithmetic on every call.
-    memo_key = (
-        id(table),
-        response_model,
-        request_model,
-        input_tokens,
-        output_tokens,
-        cache_read,
-        cache_creation,
-    )
+    table = STATE.price_table
+    if table is None:
+        table = get_price_table()
+    # The same facts give the same cost: remembered in STATE.costs with the table
+    # they were priced with (a cost from another table is recomputed), which skips
+    # the lookups and arithmetic on every call.
     costs = STATE.costs
     try:
-        memo = costs.get(memo_key)
+        memo = costs.get(facts)
     except TypeError:  # a value that cannot be a key: no memo
-        return _cost_from_table(
-            table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
-        )
+        return _cost_from_table(table, facts)
     if memo is not None and memo[0] is table:
         return memo[1]
-    cost = _cost_from_table(
-        table, recorded, input_tokens, (output_tokens, cache_read, cache_creation)
-    )
+    cost = _cost_from_table(table, facts)
     if len(costs) >= _COSTS_SIZE:
         costs.clear()
-    costs[memo_key] = (table, cost)
+    costs[facts] = (table, cost)
     return cost
 
 
-def _cost_from_table(
-    table: PriceTable,
-    recorded: Mapping[str, object],
-    input_tokens: int,
-    others: tuple[object, object, object],
-) -> float | None:
-    output_tokens, cache_read, cache_creation = others
-    for key in (A.GEN_AI_RESPONSE_MODEL, A.GEN_AI_REQUEST_MODEL):
-        model = recorded.get(key)
+def _cost_from_table(table: PriceTable, facts: tuple[object, ...]) -> float | None:
+    input_tokens, output_tokens, cache_read, cache_creation, *models = facts
+    assert isinstance(input_tokens, int)
+    for model in models:
         if not isinstance(model, str):
             continue
         cost = table.cost(
@@ -341,8 +316,7 @@ def _cost_from_table(
     return None
 
 
-# Entries of STATE.costs: (id of the price table, models and token counts) -> (that
-# table, the cost).
+# Entries of STATE.costs: the facts of _COST_FACTS -> (the table used, the cost).
 _COSTS_SIZE: Final = 4096
 
 # What the cost depends on: a change of any of these recomputes it.
@@ -355,6 +329,17 @@ _COST_INPUTS: Final = frozenset(
         A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
         A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
     }
+)
+
+# What computed_cost reads, in this order: tokens (input, output, cache read, cache
+# creation), then the models it tries (the one that answered first).
+_COST_FACTS: Final = (
+    A.GEN_AI_USAGE_INPUT_TOKENS,
+    A.GEN_AI_USAGE_OUTPUT_TOKENS,
+    A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    A.GEN_AI_RESPONSE_MODEL,
+    A.GEN_AI_REQUEST_MODEL,
 )
 
 # Marks the cost in ``recorded`` as computed from tokens (recomputed when they change),

@@ -28,6 +28,7 @@ from llmspans.core.judging import should_sample
 
 __all__ = [
     "LABELS_KEY",
+    "SOURCE_KEY",
     "RunLabels",
     "SegmentOption",
     "pipeline_result",
@@ -43,7 +44,8 @@ SegmentOption = str | Callable[..., object] | None
 
 #: The environment variable naming the source of the runs a process starts.
 SOURCE_ENV: Final = "LLMSPANS_RUN_SOURCE"
-_SOURCE_KEY: Final = otel_context.create_key("llmspans.run.source")
+#: Where :func:`run_source` puts a run's source in the context.
+SOURCE_KEY: Final = otel_context.create_key("llmspans.run.source")
 #: Where :func:`run_labels` puts a run's :class:`RunLabels` in the context.
 LABELS_KEY: Final = otel_context.create_key("llmspans.run.labels")
 
@@ -100,18 +102,13 @@ _MAX_SEGMENT_CHARS: Final = 256
 
 
 def _environment_source() -> str | None:
-    """``LLMSPANS_RUN_SOURCE``, or ``None``.
-
-    ``os.environ.get`` of a name that is not set raises and catches two KeyErrors,
-    more instructions than the rest of a run's start: the value read is kept with the
-    size of the environment it was read from, and read again when that changes (a
-    variable set or removed), after a reset, or after ``_content.reload_environment()``.
-    """
-    size = len(os.environ)
+    """``LLMSPANS_RUN_SOURCE``, or ``None``: read once and kept, like the content
+    variables, until ``reload_environment()`` (or a reset)."""
     read = STATE.source_from_env
-    if read is None or read[0] != size:
-        read = STATE.source_from_env = (size, os.environ.get(SOURCE_ENV) or None)
-    return read[1]
+    if read is None:
+        read = STATE.source_from_env = (os.environ.get(SOURCE_ENV) or None,)
+        STATE.runs_changed()
+    return read[0]
 
 
 def check_source(source: str) -> str:
@@ -125,7 +122,7 @@ def check_source(source: str) -> str:
 def run_source(source: str) -> Iterator[None]:
     """Runs started inside the block record ``llmspans.run.source = source`` (the
     offline harness and shadow runs use it; ``production`` is the default)."""
-    token = otel_context.attach(otel_context.set_value(_SOURCE_KEY, check_source(source)))
+    token = otel_context.attach(otel_context.set_value(SOURCE_KEY, check_source(source)))
     try:
         yield
     finally:
@@ -164,7 +161,7 @@ def pipeline_start(
         else:
             name = None if segment is None else _segment_of(segment, args, kwargs)
         # run_source() puts a checked name into the context, nothing else does
-        source = parent.get(_SOURCE_KEY)
+        source = parent.get(SOURCE_KEY)
         if source is None:
             source = STATE.run_source
             if source is None:

@@ -47,6 +47,7 @@ class LibraryState:
         "price_lookups",
         "price_table",
         "redactor",
+        "run_facts",
         "run_source",
         "runs_sampled",
         "sample_rate",
@@ -88,8 +89,14 @@ class LibraryState:
     run_source: str | None
     """``llmspans.run.source`` of the runs this process starts; ``None``: the
     environment (``LLMSPANS_RUN_SOURCE``) decides, else production."""
-    source_from_env: tuple[int, str | None] | None
-    """(size of ``os.environ``, ``LLMSPANS_RUN_SOURCE``) as last read; ``None``: not read."""
+    source_from_env: tuple[str | None] | None
+    """``(LLMSPANS_RUN_SOURCE,)`` as read (once, and again after
+    ``reload_environment()``); ``None``: not read yet."""
+    run_facts: bool
+    """Whether a run's root may have a source or a sampling decision to record: a
+    source or sampling configured, or ``LLMSPANS_RUN_SOURCE`` set or not read yet.
+    When not (and no segment, labels or source applies), a pipeline's start skips
+    its hook. Kept by :meth:`runs_changed`, which every writer of those fields calls."""
     sample_rate: float
     """Share of runs sampled for evaluation (``configure(evaluation_sample_rate=)``)."""
     sample_rates: dict[str, float]
@@ -124,6 +131,18 @@ class LibraryState:
         self._capture = value
         self.capture_setting = None
 
+    def runs_changed(self) -> None:
+        """Recompute :attr:`run_facts` after ``run_source``, ``sample_rate``,
+        ``sample_rates`` or ``source_from_env`` changed."""
+        from_env = self.source_from_env
+        self.run_facts = (
+            self.run_source is not None
+            or self.sample_rate > 0.0
+            or bool(self.sample_rates)
+            or from_env is None
+            or from_env[0] is not None
+        )
+
     def reset(self) -> None:
         """Back to the state after import; every patch llmspans applied is undone."""
         for instrumentor in self.instrumentors.values():
@@ -145,6 +164,7 @@ class LibraryState:
         self.source_from_env = None
         self.sample_rate = 0.0
         self.sample_rates = {}
+        self.runs_changed()
         self.sampled_runs = weakref.WeakSet()
         self.runs_sampled = False
 

@@ -416,6 +416,7 @@ def test_a_run_sampled_for_evaluation_records_content_with_capture_off(
     _content.set_capture(False)
     with pipeline_root("qa") as root:
         STATE.sampled_runs.add(root)
+        STATE.runs_sampled = True  # with the set: what @pipeline does
         try:
             oai.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "Q"}]

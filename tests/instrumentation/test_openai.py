@@ -83,6 +83,7 @@ def test_a_sampled_run_marks_the_content_it_records_only_for_its_judge(
 ) -> None:
     with pipeline_root("qa") as root:
         STATE.sampled_runs.add(root)  # as @pipeline does for a run the trace id samples
+        STATE.runs_sampled = True  # with the set: what @pipeline does
         try:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         finally:
@@ -97,6 +98,7 @@ def test_a_sampled_run_marks_the_content_it_records_only_for_its_judge(
 def test_content_captured_on_purpose_is_not_marked(client: openai.OpenAI, spans: Spans) -> None:
     with pipeline_root("qa") as root:
         STATE.sampled_runs.add(root)
+        STATE.runs_sampled = True  # with the set: what @pipeline does
         try:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         finally:

@@ -35,6 +35,31 @@ def test_a_stage_is_the_record_of_one_call() -> None:
     assert repr(stage).startswith("Stage(stage='retrieval'")
 
 
+def test_a_decorated_stage_has_every_field_set(spans: CapturedSpans) -> None:
+    # The decorators build their Stage field by field (cheaper than calling the
+    # class): a field added to Stage and forgotten there would raise on first read.
+    seen: list[Stage | None] = []
+
+    @llmspans.generation("gpt-4o")
+    def answer() -> str:
+        seen.append(current_stage())
+        return "a"
+
+    answer()
+    built = seen[0]
+    assert built is not None
+    reference = Stage("generation", built.span)
+    for name in Stage.__slots__:
+        assert hasattr(built, name), name
+        assert type(getattr(built, name)) is type(getattr(reference, name)) or name in {
+            "pipeline",
+            "run_span",
+            "recording",
+            "deferred",
+            "ended",
+        }, name
+
+
 def test_the_decorated_stage_is_visible_to_instrumentors(spans: CapturedSpans) -> None:
     seen: list[Stage | None] = []
 

@@ -13,7 +13,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 import llmspans
 from llmspans import _attributes as A
+from llmspans import _content
 from llmspans._configure import _apply_settings
+from llmspans._runs import RunLabels, run_labels
 from llmspans._state import STATE
 from llmspans.collector.evaluation import request_without_content
 from llmspans.core.judging import should_sample
@@ -87,7 +89,13 @@ def test_source_from_configuration_context_and_environment(
         spans.clear()
         _fixed("q")
         assert _root(spans, "fixed")[A.RUN_SOURCE] == "offline"
+    # The variable is read once, at the first run, like the content variables: set
+    # later in a running process it changes nothing until the environment is read again.
     monkeypatch.setenv("LLMSPANS_RUN_SOURCE", "shadow")
+    spans.clear()
+    _fixed("q")
+    assert A.RUN_SOURCE not in _root(spans, "fixed")
+    _content.reload_environment()
     spans.clear()
     _fixed("q")
     assert _root(spans, "fixed")[A.RUN_SOURCE] == "shadow"
@@ -269,3 +277,44 @@ def test_every_content_attribute_the_library_writes_is_stripped() -> None:
         written |= _content_keys_written(path)
     assert A.GEN_AI_INPUT_MESSAGES in written and A.RETRIEVAL_QUERY in written
     assert written <= A.CONTENT_ATTRIBUTES, written - A.CONTENT_ATTRIBUTES
+
+
+@llmspans.pipeline("plain")
+def _plain(question: str) -> str:
+    return question.upper()
+
+
+def test_run_facts_set_up_after_the_first_run_reach_the_next_runs(spans: CapturedSpans) -> None:
+    # A pipeline without segment= skips its hooks while nothing run-level is set up
+    # (one flag and two context lookups): each way of setting a source, a sample or
+    # labels later must reach the next run.
+    settings: dict[str, Any] = {
+        "capture_content": None,
+        "content_max_length": None,
+        "redact": None,
+        "price_table": None,
+        "propagate_context": False,
+    }
+    _plain("q")
+    assert STATE.run_facts is False  # the environment was read: nothing applies
+    facts = {A.RUN_SOURCE, A.SEGMENT, A.EVALUATION_SAMPLED, A.TASK_CORRECT}
+    assert facts.isdisjoint(_root(spans, "plain"))
+    previous = _apply_settings(**settings, source="shadow")
+    spans.clear()
+    _plain("q")
+    assert _root(spans, "plain")[A.RUN_SOURCE] == "shadow"
+    previous.restore(None)
+    assert STATE.run_facts is False
+    with llmspans.run_source("offline"):
+        spans.clear()
+        _plain("q")
+        assert _root(spans, "plain")[A.RUN_SOURCE] == "offline"
+    with run_labels(RunLabels(segment="billing", check=lambda result: result == "Q")):
+        spans.clear()
+        _plain("q")
+        root = _root(spans, "plain")
+        assert root[A.SEGMENT] == "billing" and root[A.TASK_CORRECT] is True
+    _apply_settings(**settings, sample_rate=1.0)
+    spans.clear()
+    _plain("q")
+    assert _root(spans, "plain")[A.EVALUATION_SAMPLED] is True
