@@ -583,6 +583,16 @@ class SlimDecoder:
             decoded = tuple(map(intern, decoded))
         return field, decoded
 
+    def _set_list(self, record: SpanRecord, found: tuple[str, Any]) -> int:
+        """Set an id or score list on ``record``, cut to ``max_ids``; its length."""
+        field, value = found
+        max_ids = self.max_ids
+        if max_ids is not None and len(value) > max_ids:
+            self.ids_truncated += len(value) - max_ids
+            value = value[:max_ids]
+        setattr(record, field, value)
+        return len(value)
+
     def record(self, span: Any) -> SpanRecord:
         """The record of one slim ``Span``; never raises on attribute values."""
         status = span.status
@@ -608,29 +618,42 @@ class SlimDecoder:
                     # Scalars repeat from span to span; id lists mostly do not, so
                     # they are not cached (nor does a load of identical lists
                     # look cheaper than real traffic).
-                    if not isinstance(found[1], tuple):
-                        if len(cache) >= self.cache_size:
-                            cache.clear()
-                        cache[raw] = found
-            elif raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
+                    if type(found[1]) is tuple:
+                        items += self._set_list(record, found)
+                        continue
+                    if len(cache) >= self.cache_size:
+                        cache.clear()
+                    cache[raw] = found
+                # A cached entry holds a scalar, BAD, or no field (a key the core does
+                # not read, or one of another convention): no list to bound here.
+                field, value = found
+                if field:
+                    if value is BAD:
+                        bad += 1
+                    else:
+                        setattr(record, field, value)
+                elif value is not None:
+                    collected = value.into(collected)
+                continue
+            if raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
                 # A long attribute the core does not read (content, payloads): only
                 # its key is looked at.
                 continue
-            else:
-                found = self._decode(raw)
+            found = self._decode(raw)
             field, value = found
             if not field:
                 if value is not None:
                     collected = value.into(collected)
-                continue
-            if value is BAD:
+            elif value is BAD:
                 bad += 1
+            elif type(value) is tuple:
+                # _set_list, written out: id lists are long, and come this way
+                if max_ids is not None and len(value) > max_ids:
+                    self.ids_truncated += len(value) - max_ids
+                    value = value[:max_ids]
+                items += len(value)
+                setattr(record, field, value)
             else:
-                if type(value) is tuple:
-                    if max_ids is not None and len(value) > max_ids:
-                        self.ids_truncated += len(value) - max_ids
-                        value = value[:max_ids]
-                    items += len(value)
                 setattr(record, field, value)
         # written out (not _bad_and_links): once per span on the collector's hot path
         if bad:
@@ -638,15 +661,18 @@ class SlimDecoder:
         links = span.links
         if links:
             record.links = tuple((link.trace_id, link.span_id) for link in links)
-        if collected is not None and record.stage is None and collected.wants_documents():
-            _slim_documents(span.attributes, collected)
-        if collected is not None and record.stage is None and collected.wants_results(record.name):
-            # The slim schema leaves events out (upb keeps them as unknown fields):
-            # decoded on vector-store queries only.
-            _proto_results(_slim_events(span), collected)
         # finish_record written out: once per span on the collector's hot path
-        if collected is not None or (record.operation is not None and record.stage is None):
+        if collected is not None:
+            if record.stage is None:
+                if collected.wants_documents():
+                    _slim_documents(span.attributes, collected)
+                if collected.wants_results(record.name):
+                    # The slim schema leaves events out (upb keeps them as unknown
+                    # fields): decoded on vector-store queries only.
+                    _proto_results(_slim_events(span), collected)
             apply(record, collected)
+        elif record.stage is None and record.operation is not None:
+            apply(record, None)
         self.list_items = items
         return record
 

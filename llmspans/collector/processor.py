@@ -329,7 +329,7 @@ class Processor:
                     if record.bad_attributes:
                         bad_attributes += record.bad_attributes
                     size = share + _ID_BYTES * decoder.list_items
-                    trace = add(record, clock(), size=size)
+                    trace = add(record, clock(), size)
                     if trace is None:
                         late += 1
                         continue

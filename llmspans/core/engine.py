@@ -126,12 +126,13 @@ class Assembler:
         return trace_id in self._finalised
 
     def add(
-        self, record: SpanRecord, now: float, *, size: int = 0, closes: bool = False
+        self, record: SpanRecord, now: float, size: int = 0, closes: bool = False
     ) -> Trace | None:
         """Add one record; returns its trace, or ``None`` when the span is late.
 
         ``size`` is the adapter's estimate of the bytes the record holds; ``closes``
-        makes the trace final now (it is returned by the next :meth:`due`).
+        makes the trace final now (it is returned by the next :meth:`due`). Positional
+        parameters: the collector calls this once per span, and keywords cost more.
         """
         trace_id = record.trace_id
         trace = self._traces.get(trace_id)

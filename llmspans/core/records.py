@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, overload
 
 from llmspans import _attributes as A
 
@@ -75,6 +75,37 @@ CONTENT_FIELDS: Final = frozenset(
 MAX_CONTENT_CHARS: Final = 1 << 20
 
 
+class _ContentField:
+    """A content field of :class:`SpanRecord` (:data:`CONTENT_FIELDS`), kept in its
+    ``content`` dict: most spans carry none, and a slot each would cost every span
+    of every source its initialisation."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, record: None, owner: type[object]) -> _ContentField: ...
+    @overload
+    def __get__(self, record: SpanRecord, owner: type[object]) -> str | None: ...
+    def __get__(self, record: SpanRecord | None, owner: type[object]) -> str | _ContentField | None:
+        if record is None:
+            return self
+        content = record.content
+        return None if content is None else content.get(self.name)
+
+    def __set__(self, record: SpanRecord, value: str | None) -> None:
+        content = record.content
+        if value is None:
+            if content is not None:
+                content.pop(self.name, None)
+            return
+        if content is None:
+            content = record.content = {}
+        content[self.name] = value
+
+
 @dataclass(slots=True)
 class SpanRecord:
     """One span, reduced to the facts the core uses.
@@ -116,18 +147,22 @@ class SpanRecord:
     links: tuple[tuple[bytes, bytes], ...] = ()
     #: how many known attributes had a value of the wrong type and were ignored
     bad_attributes: int = 0
-    #: evaluation (docs/evaluation.md): the root's sampling flag and the content a
-    #: judge reads, kept only for what the app recorded (None costs nothing)
+    #: evaluation (docs/evaluation.md): the root's sampling flag, and the content a
+    #: judge reads by field name (read and written as ``query``, ``claims``, ...):
+    #: ``None`` until the span has some, one slot instead of one per content field
     evaluation_sampled: bool | None = None
-    query: str | None = None
-    documents_content: str | None = None
-    input_messages: str | None = None
-    output_messages: str | None = None
-    claims: str | None = None
+    content: dict[str, str] | None = None
     #: ``gen_ai.operation.name``: what the span does, in the semantic conventions'
     #: words (also given to spans of other conventions that open a workflow or an
     #: agent, see :mod:`llmspans.core.conventions`)
     operation: str | None = None
+
+    # not annotated: class attributes, not dataclass fields
+    query = _ContentField("query")
+    documents_content = _ContentField("documents_content")
+    input_messages = _ContentField("input_messages")
+    output_messages = _ContentField("output_messages")
+    claims = _ContentField("claims")
 
     @property
     def duration_s(self) -> float:

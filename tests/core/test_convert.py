@@ -25,7 +25,7 @@ from llmspans import _attributes as A
 from llmspans._tracefiles import iter_otlp_json_file, iter_otlp_json_lines
 from llmspans.collector._protobuf import record_from_otlp_span
 from llmspans.core.convert import records_from_otlp_json
-from llmspans.core.records import ATTRIBUTE_FIELDS, SpanRecord
+from llmspans.core.records import ATTRIBUTE_FIELDS, CONTENT_FIELDS, SpanRecord
 from llmspans.embedded import record_from_readable_span
 
 Tracing = tuple[TracerProvider, InMemorySpanExporter]
@@ -401,8 +401,17 @@ def test_json_lines_skip_bad_lines_and_keep_the_rest(tmp_path: Path) -> None:
 
 def test_records_stay_plain_data() -> None:
     # The record is the one shape all three sources produce: no hidden extra state.
+    # Content fields live in one dict slot, read and written under their own names.
     names = {field.name for field in dataclasses.fields(SpanRecord)}
-    assert {field for field, _ in ATTRIBUTE_FIELDS.values()} <= names
+    assert {field for field, _ in ATTRIBUTE_FIELDS.values()} <= names | CONTENT_FIELDS
+    assert CONTENT_FIELDS.isdisjoint(names) and "content" in names
+    record = SpanRecord(b"\x01" * 16, b"\x02" * 8)
+    assert record.content is None and record.query is None  # no content: no dict
+    record.query = "refund?"
+    record.claims = '{"doc-1": "5 days"}'
+    assert record.content == {"query": "refund?", "claims": '{"doc-1": "5 days"}'}
+    record.query = None
+    assert record.query is None and record.content == {"claims": '{"doc-1": "5 days"}'}
 
 
 def test_a_bad_span_does_not_cost_the_valid_spans_of_its_line() -> None:
