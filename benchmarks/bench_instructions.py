@@ -1,7 +1,9 @@
 """Decorator overhead in CPU instructions: the same variants as ``bench_decorators.py``,
 counted instead of timed, so a 5 % difference is visible on a busy machine.
 
-    python benchmarks/bench_instructions.py [--calls 600] [--jobs 2] [--quick]
+    python benchmarks/bench_instructions.py [--calls 600] [--jobs 2] [--quick] [--only GROUPS]
+
+Another checkout is counted by the same script with ``PYTHONPATH=<checkout>``.
 
 Timing a few microseconds per call on a shared 2-core machine moves by 10-50 %
 between identical runs; the 1.10x targets need better than that. Each variant
@@ -158,8 +160,11 @@ def _installed(module: str) -> bool:
     return True
 
 
-def measure(calls: int, jobs: int) -> dict[str, Any]:
+def measure(calls: int, jobs: int, only: frozenset[str] | None = None) -> dict[str, Any]:
     keys = [k for k in KEYS if k != TASK or _installed("traceloop.sdk")]
+    if only is not None:
+        # the groups asked for, with the raw baseline each ratio needs
+        keys = [k for k in keys if k.split("|", 1)[0] in only]
     children = [BASELINE, *keys] + [BASELINE_OF[key] for key in keys if key in BASELINE_OF]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         counts = dict(zip(children, pool.map(lambda k: _count(k, calls), children), strict=True))
@@ -188,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="children counted at once")
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer calls")
     parser.add_argument("--output", default="instructions", help="results name (out/NAME.json)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated groups (retrieval, generation, generator, 'async retrieval', "
+        "'pipeline run'): these rows only, with their raw baselines",
+    )
     parser.add_argument("--child", nargs=2, metavar=("KEY", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         result["skipped"] = "valgrind is not installed (Debian package valgrind)"
     else:
-        result.update(measure(args.calls, args.jobs))
+        only = None if args.only is None else frozenset(g.strip() for g in args.only.split(","))
+        result.update(measure(args.calls, args.jobs, only))
         for row in result["rows"]:
             print(
                 f"{row['group']:>16} {row['variant']:<34} {row['instructions_per_call']:>9,} "

@@ -235,6 +235,12 @@ def record_generation(
             if cost is not None:
                 facts[A.COST_USD] = cost
                 recorded[_COMPUTED] = True
+                recorded[A.COST_USD] = cost
+            if active.deferred and facts:
+                # Stage.record(facts) with ``recorded`` already updated: the common
+                # call, a decorated generation's, without the second update
+                active.pending.update(facts)
+                return
         active.record(facts)
     except Exception as exc:
         log_internal_error("record_generation", exc)
