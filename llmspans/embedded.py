@@ -79,19 +79,22 @@ def record_from_readable_span(span: ReadableSpan) -> SpanRecord:
     """
     context = span.context
     parent = span.parent
+    # Positional arguments, links only when there are some: once per span ended.
     record = SpanRecord(
-        trace_id=context.trace_id.to_bytes(16, "big") if context is not None else b"",
-        span_id=context.span_id.to_bytes(8, "big") if context is not None else b"",
-        parent_span_id=parent.span_id.to_bytes(8, "big") if parent is not None else b"",
-        name=span.name,
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or 0,
-        error=span.status.status_code is StatusCode.ERROR,
-        links=tuple(
-            (link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
-            for link in span.links
-        ),
+        context.trace_id.to_bytes(16, "big") if context is not None else b"",
+        context.span_id.to_bytes(8, "big") if context is not None else b"",
+        parent.span_id.to_bytes(8, "big") if parent is not None else b"",
+        span.name,
+        span.start_time or 0,
+        span.end_time or 0,
+        span.status.status_code is StatusCode.ERROR,
     )
+    links = span.links
+    if links:
+        record.links = tuple(
+            (link.context.trace_id.to_bytes(16, "big"), link.context.span_id.to_bytes(8, "big"))
+            for link in links
+        )
     attributes = span.attributes
     if attributes:
         read_attributes(record, attributes, span.events)
@@ -267,22 +270,28 @@ class EmbeddedProcessor(SpanProcessor):
             if self._closed:
                 done = [_alone(record)]
             else:
-                trace = assembler.add(record, now, closes=local_root)
+                trace = assembler.add(record, now, 0, local_root)
                 if trace is None:
                     # Late: its trace is final. Evaluated alone, it counts once in the
                     # stage metrics and never changes the run's numbers.
                     done = [_alone(record)]
                 else:
                     done = [found for found, _ in assembler.due(now)] if local_root else []
-                    done.extend(
-                        found
-                        for found, _ in assembler.evict(
-                            self._max_inflight_traces, self._max_inflight_spans
+                    # evict() only over a bound: on every span it was a call and a list
+                    if (
+                        assembler.inflight_spans > self._max_inflight_spans
+                        or assembler.inflight_traces > self._max_inflight_traces
+                    ):
+                        done.extend(
+                            found
+                            for found, _ in assembler.evict(
+                                self._max_inflight_traces, self._max_inflight_spans
+                            )
                         )
-                    )
                 if self._sweeper is None:
                     self._start_sweeper()
-        self._evaluate(done)
+        if done:
+            self._evaluate(done)
 
     def _evaluate(self, done: Iterable[Trace]) -> None:
         """Attribute finished traces, then record their metrics under ``_lock``."""

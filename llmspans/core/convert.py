@@ -113,6 +113,14 @@ STR_CHOICES: Final[dict[str, frozenset[str]]] = {
 }
 
 
+#: String fields whose every value is valid as it is (no choices, no length bound).
+_PLAIN_STR_FIELDS: Final = frozenset(
+    field
+    for field, kind in ATTRIBUTE_FIELDS.values()
+    if kind is ValueKind.STR and field not in STR_CHOICES and field not in CONTENT_FIELDS
+)
+
+
 def check_str(field: str, value: str) -> object:
     """``value`` for a string field (content cut to its bound), or :data:`BAD`."""
     if field in CONTENT_FIELDS:
@@ -133,6 +141,10 @@ def check_float(field: str, value: float) -> object:
     return value
 
 
+_STR_TYPES: Final = frozenset({str})
+_NUMBER_TYPES: Final = frozenset({float, int})
+
+
 def python_value(field: str, kind: ValueKind, value: object) -> object:
     """Typed value of a Python attribute value (SDK spans, decoded JSON), or :data:`BAD`."""
     if kind is ValueKind.STR:
@@ -147,8 +159,16 @@ def python_value(field: str, kind: ValueKind, value: object) -> object:
         return value if isinstance(value, int) and not isinstance(value, bool) else BAD
     if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
         return BAD
+    # The usual lists (only str, only float or int) checked by C-level passes; any
+    # other element type (a subclass, a bool, numpy's) takes the loops below.
+    types = set(map(type, value))
     if kind is ValueKind.STR_LIST:
+        if types <= _STR_TYPES:
+            return tuple(value)
         return tuple(value) if all(isinstance(item, str) for item in value) else BAD
+    if types <= _NUMBER_TYPES:
+        numbers = tuple(map(float, value))
+        return numbers if all(map(math.isfinite, numbers)) else BAD
     floats: list[float] = []
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int | float):
@@ -191,23 +211,32 @@ def read_attributes(
                 collected = collect_attribute(collected, key, attributes[key])
             continue
         field, kind = spec
-        value = python_value(field, kind, attributes[key])
+        value = attributes[key]
+        if type(value) is str and field in _PLAIN_STR_FIELDS:
+            # python_value's answer for a string field without choices or a bound
+            # (pipeline, operation, ...), without its two calls
+            setattr(record, field, value)
+            continue
+        value = python_value(field, kind, value)
         if value is BAD:
             bad += 1
         else:
             setattr(record, field, value)
     record.bad_attributes = bad
-    if collected is not None and record.stage is None and collected.wants_documents():
-        for key in attributes:
-            if key.startswith(INDEXED_STARTS):
-                collect_attribute(collected, key, attributes[key])
-    if collected is not None and record.stage is None and collected.wants_results(record.name):
-        for event in events:
-            if event.name == RESULT_EVENT:
-                found = event.attributes or {}
-                if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
-                    break
-    finish_record(record, collected)
+    if collected is not None:
+        if record.stage is None and collected.wants_documents():
+            for key in attributes:
+                if key.startswith(INDEXED_STARTS):
+                    collect_attribute(collected, key, attributes[key])
+        if record.stage is None and collected.wants_results(record.name):
+            for event in events:
+                if event.name == RESULT_EVENT:
+                    found = event.attributes or {}
+                    if not collected.result(found.get(RESULT_ID), found.get(RESULT_SCORE)):
+                        break
+        apply(record, collected)
+    elif record.stage is None and record.operation is not None:
+        apply(record, None)  # finish_record, written out: once per span
 
 
 def collect_attribute(collected: Collected | None, key: str, value: object) -> Collected | None:
