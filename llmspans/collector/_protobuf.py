@@ -675,12 +675,27 @@ class SlimDecoder:
                     else:
                         collected = value.into(collected)
                 continue
-            if raw[0] == 0x0A and raw[1] < 0x80 and raw[: 2 + raw[1]] not in _KNOWN_PREFIXES:
-                # A long attribute the core does not read (content, payloads): only
-                # its key is looked at.
-                continue
-            found = self._decode(raw)
+            if raw[0] == 0x0A and raw[1] < 0x80:
+                prefix = 2 + raw[1]
+                key = raw[:prefix]
+                if key not in _KNOWN_PREFIXES:
+                    # A long attribute the core does not read (content, payloads):
+                    # only its key is looked at.
+                    continue
+                spec = _FIELDS_BY_PREFIX.get(key)
+                if spec is not None and spec[1] >= _STR_LIST and len(raw) > prefix:
+                    # An id or score list in the plain layout (what _decode would
+                    # try first), read here: one call less per list.
+                    found = (spec[0], _wire_list(raw, prefix, spec[1]))
+                    if found[1] is None:
+                        found = self._decode(raw)  # another layout: the general path
+                else:
+                    found = self._decode(raw)
+            else:
+                found = self._decode(raw)
             field, value = found
+            if value is BAD:
+                field = ""
             if not field:
                 if value is BAD:
                     bad += 1
