@@ -14,6 +14,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -102,19 +103,23 @@ def _histogram(
     _header(lines, metric, name)
     for labels, data in sorted(series, key=lambda item: item[0]):
         cumulative = 0
-        bounds = [*data.boundaries, math.inf]
+        text = _labels(labels)
+        # the series' labels rendered once, each bucket's ``le`` appended to them
+        bucket = f"{name}_bucket{text[:-1]}," if text else f"{name}_bucket{{"
         exemplar = store.exemplars.get((metric.otel_name, labels)) if openmetrics else None
         exemplar_bucket = (
             -1 if exemplar is None else bisect.bisect_left(data.boundaries, exemplar[0])
         )
-        for index, (bound, count) in enumerate(zip(bounds, data.bucket_counts, strict=True)):
+        for index, (le, count) in enumerate(
+            zip(_le_texts(data.boundaries), data.bucket_counts, strict=True)
+        ):
             cumulative += count
-            line = f"{name}_bucket{_labels((*labels, ('le', _num(bound))))} {cumulative}"
+            line = f"{bucket}{le}}} {cumulative}"
             if exemplar is not None and index == exemplar_bucket:
                 line += _exemplar(exemplar[0], exemplar[1])
             lines.append(line)
-        lines.append(f"{name}_count{_labels(labels)} {data.count}")
-        lines.append(f"{name}_sum{_labels(labels)} {_num(data.sum)}")
+        lines.append(f"{name}_count{text} {data.count}")
+        lines.append(f"{name}_sum{text} {_num(data.sum)}")
 
 
 def _header(lines: list[str], metric: Metric, name: str) -> None:
@@ -126,10 +131,36 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+#: Label sets as rendered, kept across scrapes: the same series are written at
+#: every scrape, and escaping each value again was most of a scrape's work. The
+#: series are bounded by the label caps; the memo starts over when it is full.
+_LABEL_TEXTS: dict[Labels, str] = {}
+_MAX_LABEL_TEXTS: Final = 1 << 16
+#: ``le="..."`` of each bucket bound (and ``+Inf``), per boundaries tuple
+_LE_TEXTS: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+
 def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels) + "}"
+    text = _LABEL_TEXTS.get(labels)
+    if text is None:
+        text = (
+            "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels) + "}"
+            if labels
+            else ""
+        )
+        if len(_LABEL_TEXTS) >= _MAX_LABEL_TEXTS:
+            _LABEL_TEXTS.clear()
+        _LABEL_TEXTS[labels] = text
+    return text
+
+
+def _le_texts(boundaries: tuple[float, ...]) -> tuple[str, ...]:
+    texts = _LE_TEXTS.get(boundaries)
+    if texts is None:
+        texts = tuple(f'le="{_num(bound)}"' for bound in (*boundaries, math.inf))
+        if len(_LE_TEXTS) < 64:
+            _LE_TEXTS[boundaries] = texts
+    return texts
 
 
 def _num(value: float) -> str:
