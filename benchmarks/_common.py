@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -231,3 +232,41 @@ def median(xs: Sequence[float]) -> float:
     if n == 0:
         return float("nan")
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+#: valgrind's total of instructions executed, in cachegrind's summary
+_INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def count_instructions(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float | None = None,
+) -> int:
+    """CPU instructions (valgrind's ``I refs``) that ``python ARGV`` executes under
+    ``valgrind --tool=cachegrind --cache-sim=no``, with ``PYTHONHASHSEED`` fixed so
+    that dict and set layouts repeat; ``env`` adds to the environment. RuntimeError
+    with the end of valgrind's output when the child fails or prints no count."""
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        *argv,
+    ]
+    full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+        check=False,
+    )
+    found = _INSTRUCTIONS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(
+            f"{' '.join(argv)} exited with {done.returncode} under valgrind:\n"
+            f"{done.stderr[-2000:]}"
+        )
+    return int(found.group(1).replace(",", ""))
+

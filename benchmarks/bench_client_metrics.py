@@ -25,15 +25,12 @@ in a child under ``valgrind --tool=cachegrind --cache-sim=no``, once with
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import count_instructions
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -107,24 +104,7 @@ def _child(setup: str, calls: int) -> None:
 
 
 def _instructions(setup: str, calls: int) -> int:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--child",
-        setup,
-        "--calls",
-        str(calls),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-500:]}")
-    return int(found.group(1).replace(",", ""))
+    return count_instructions([__file__, "--child", setup, "--calls", str(calls)])
 
 
 def main() -> None:

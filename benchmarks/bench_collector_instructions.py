@@ -30,22 +30,18 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from operator import getitem
 from pathlib import Path
 from typing import Any
 
-from _common import machine, write_result
+from _common import count_instructions, machine, write_result
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STEPS = ("setup", "accept", "all")
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def _child(step: str, spans: int) -> int:
@@ -105,23 +101,11 @@ def _child(step: str, spans: int) -> int:
 
 def count(tree: Path, step: str, spans: int) -> int:
     """Instructions of one child run over ``tree``."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        step,
-        str(spans),
-    ]
-    done = subprocess.run(command, check=False, cwd=tree, env=env, capture_output=True, text=True)
-    found = _REFS.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"child {step} over {tree} failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return count_instructions(
+        [str(Path(__file__).resolve()), "--child", step, str(spans)],
+        env={"PYTHONPATH": f"{tree}{os.pathsep}{HERE}"},
+        cwd=tree,
+    )
 
 
 def measure(tree: Path, spans: int) -> dict[str, Any]:

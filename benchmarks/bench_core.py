@@ -39,10 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -50,7 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import machine, write_result
+from _common import count_instructions, machine, write_result
 from _otlp import LoadShape, RequestBuilder
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from sink import naive_walk
@@ -281,7 +278,6 @@ def conventions_cost(spans: int, repeat: int) -> dict[str, Any]:
     return {"spans": total, "repeat": repeat, "rows": rows}
 
 
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def _child(variant: str, spans: int) -> int:
@@ -319,26 +315,10 @@ def conventions_instructions(spans: int) -> dict[str, Any]:
     ]
 
     def count(variant: str) -> int:
-        argv = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--child",
-            variant,
-            "--spans",
-            str(spans),
-        ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env=env, timeout=1800, check=False
+        return count_instructions(
+            [str(Path(__file__).resolve()), "--child", variant, "--spans", str(spans)],
+            timeout=1800,
         )
-        found = _REFS.search(done.stderr)
-        if done.returncode != 0 or found is None:
-            raise RuntimeError(f"{variant!r} exited with {done.returncode}:\n{done.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(variants, pool.map(count, variants), strict=True))

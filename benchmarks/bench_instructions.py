@@ -34,17 +34,14 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
-import re
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import bench_decorators as bd
-from _common import machine, write_result
+from _common import count_instructions, machine, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,7 +69,6 @@ BASELINE, BASELINE_TASK, BASELINE_EMBEDDED = "", "+task", "+embedded"
 #: the baseline of each variant that has one of its own
 BASELINE_OF = {TASK: BASELINE_TASK, EMBEDDED: BASELINE_EMBEDDED}
 WARMUP_CALLS = 50
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def child(key: str, calls: int) -> int:
@@ -131,25 +127,9 @@ def _plain_provider(exporter: Any) -> Any:
 
 def _count(key: str, calls: int) -> int:
     """Instructions executed by one child (valgrind's ``I refs``)."""
-    argv = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        str(HERE / "bench_instructions.py"),
-        "--child",
-        key,
-        str(calls),
-    ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{key!r} exited with {done.returncode}:\n{done.stderr[-2000:]}")
-    found = _REFS.search(done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count for {key!r}:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return count_instructions(
+        [str(HERE / "bench_instructions.py"), "--child", key, str(calls)], timeout=900
+    )
 
 
 def _installed(module: str) -> bool:
