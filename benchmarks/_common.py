@@ -238,6 +238,21 @@ def median(xs: Sequence[float]) -> float:
 _INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
+def cachegrind_prefix(log_file: Path | str | None = None) -> list[str]:
+    """The command put in front of ``python``: cachegrind without cache simulation,
+    its summary written to ``log_file`` (standard error when None)."""
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    if log_file is not None:
+        command.append(f"--log-file={log_file}")
+    return command
+
+
+def parse_instructions(text: str) -> int | None:
+    """The ``I refs`` count in cachegrind's summary, or None."""
+    found = _INSTRUCTIONS.search(text)
+    return None if found is None else int(found.group(1).replace(",", ""))
+
+
 def count_instructions(
     argv: Sequence[str],
     *,
@@ -249,24 +264,17 @@ def count_instructions(
     ``valgrind --tool=cachegrind --cache-sim=no``, with ``PYTHONHASHSEED`` fixed so
     that dict and set layouts repeat; ``env`` adds to the environment. RuntimeError
     with the end of valgrind's output when the child fails or prints no count."""
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        *argv,
-    ]
+    command = [*cachegrind_prefix(), sys.executable, *argv]
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     done = subprocess.run(
         command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
         check=False,
     )
-    found = _INSTRUCTIONS.search(done.stderr)
-    if done.returncode != 0 or found is None:
+    count = parse_instructions(done.stderr)
+    if done.returncode != 0 or count is None:
         raise RuntimeError(
             f"{' '.join(argv)} exited with {done.returncode} under valgrind:\n"
             f"{done.stderr[-2000:]}"
         )
-    return int(found.group(1).replace(",", ""))
+    return count
 

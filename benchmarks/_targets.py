@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,12 @@ class CountingSink(Target):
 
 class LlmspansCollector(Target):
     """The llmspans collector, forwarding to a :class:`CountingSink` (started here);
-    ``evaluation`` is its config's evaluation section (none: evaluation off)."""
+    ``evaluation`` is its config's evaluation section (none: evaluation off).
+
+    ``tree`` is the checkout to run (this one by default; an older checkout, where the
+    collector was the top-level package ``collector``, runs as that); ``wrapper`` is a
+    command put in front of the interpreter (a profiler, valgrind), which then needs a
+    longer ``ready_timeout_s``."""
 
     def __init__(
         self,
@@ -100,6 +106,9 @@ class LlmspansCollector(Target):
         forward: bool = True,
         extra_env: dict[str, str] | None = None,
         evaluation: dict[str, Any] | None = None,
+        tree: Path = ROOT,
+        wrapper: Sequence[str] = (),
+        ready_timeout_s: float = 60.0,
     ) -> None:
         self.name = name
         self.trace_idle_s = trace_idle_s
@@ -138,11 +147,17 @@ class LlmspansCollector(Target):
         OUT.mkdir(parents=True, exist_ok=True)
         self.config_path = OUT / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        env = {"PYTHONPATH": str(ROOT), **(extra_env or {})}
-        command = [PYTHON, "-m", "llmspans.collector", "--config", str(self.config_path)]
-        self.proc = Proc(name, command, env=env, cwd=ROOT)
+        env = {"PYTHONPATH": str(tree), **(extra_env or {})}
+        module = collector_module(tree)
+        command = [*wrapper, PYTHON, "-m", module, "--config", str(self.config_path)]
+        self.proc = Proc(name, command, env=env, cwd=tree)
         try:
-            wait_until(self._ready, 60, what=f"{name} /readyz")
+            wait_until(
+                self._ready,
+                ready_timeout_s,
+                interval=max(0.1, ready_timeout_s / 300),
+                what=f"{name} /readyz",
+            )
         except Exception:
             self.stop()
             raise
@@ -169,8 +184,8 @@ class LlmspansCollector(Target):
     def metrics(self) -> dict[str, float]:
         return parse_prometheus(self.metrics_text())
 
-    def stop(self) -> None:
-        self.proc.stop()
+    def stop(self, timeout: float = 15.0) -> None:
+        self.proc.stop(timeout)
         if self.sink is not None:
             self.sink.stop()
 
@@ -279,6 +294,16 @@ class Phoenix(Target):
     def stop(self) -> None:
         self.proc.stop(timeout=20)
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def collector_module(tree: Path) -> str:
+    """The collector's module in a checkout: ``llmspans.collector``, or ``collector`` in
+    one from before it moved into the ``llmspans`` package."""
+    if (tree / "llmspans" / "collector" / "__main__.py").is_file():
+        return "llmspans.collector"
+    if (tree / "collector" / "__main__.py").is_file():
+        return "collector"
+    raise FileNotFoundError(f"no collector package in {tree}")
 
 
 def collector_available() -> bool:

@@ -290,3 +290,31 @@ def test_report(run_script: RunScript, bench_out: Path, tmp_path: Path) -> None:
         "instructions | ≤ 1.10x | 1.160x | **gap** |"
     ) in text
     assert (tmp_path / "results.json").exists()
+
+
+def test_collector_process_plumbing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench_collector_process.py`` without valgrind: the collector runs behind a
+    shell wrapper that writes a stand-in summary, so what is checked is the rest
+    (its start, the load, every span and verdict at the sink, a clean SIGTERM exit)."""
+    import _common
+    import _targets
+    import bench_collector_process as process
+
+    for module in (_common, _targets, process):
+        monkeypatch.setattr(module, "OUT", tmp_path)
+
+    def fake_prefix(log_file: Path | str | None = None) -> list[str]:
+        script = f'printf "==1== I   refs:      1,234\\n" > {log_file}; exec "$@"'
+        return ["sh", "-c", script, "sh"]
+
+    monkeypatch.setattr(process, "cachegrind_prefix", fake_prefix)
+    counted = process.count(process.ROOT, "http", 600)
+    assert counted["instructions"] == 1234
+    assert counted["errors"] == 0 and counted["spans"] >= 600
+    assert counted["forwarded_spans"] >= counted["spans"]
+    assert counted["roots_with_verdict"] >= counted["spans"] // 6
+    assert _targets.collector_module(process.ROOT) == "llmspans.collector"
+    with pytest.raises(FileNotFoundError):
+        _targets.collector_module(tmp_path)
+    assert _common.parse_instructions("==7== I refs:  12,345,678\n") == 12_345_678
+    assert _common.parse_instructions("no summary") is None
