@@ -37,6 +37,11 @@ from _common import (
     wait_until,
 )
 
+#: ``limits.max_memory_bytes`` per span meant to be in flight: the processor counts
+#: about 760 bytes for one of the load's spans against the in-flight budget, which is
+#: 40 % of the total (so 1,900 bytes of the total per span); about twice that for room.
+MEMORY_BYTES_PER_INFLIGHT_SPAN = 4_000
+
 
 class Target:
     name = "target"
@@ -89,6 +94,9 @@ class CountingSink(Target):
 class LlmspansCollector(Target):
     """The llmspans collector, forwarding to a :class:`CountingSink` (started here);
     ``evaluation`` is its config's evaluation section (none: evaluation off).
+    ``max_memory_bytes`` raises the byte budgets (``limits.max_memory_bytes``, whose
+    default bounds what is in flight to about 150 MiB) for a measurement that holds
+    more than that on purpose.
 
     ``tree`` is the checkout to run (this one by default; an older checkout, where the
     collector was the top-level package ``collector``, runs as that); ``wrapper`` is a
@@ -106,6 +114,7 @@ class LlmspansCollector(Target):
         forward: bool = True,
         extra_env: dict[str, str] | None = None,
         evaluation: dict[str, Any] | None = None,
+        max_memory_bytes: int | None = None,
         tree: Path = ROOT,
         wrapper: Sequence[str] = (),
         ready_timeout_s: float = 60.0,
@@ -144,6 +153,8 @@ class LlmspansCollector(Target):
         }
         if evaluation is not None:
             config["evaluation"] = evaluation
+        if max_memory_bytes is not None:
+            config["limits"]["max_memory_bytes"] = max_memory_bytes
         OUT.mkdir(parents=True, exist_ok=True)
         self.config_path = OUT / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -2,7 +2,7 @@
 processing, forwarding and the event loop, under ``bench_collector.py``'s load.
 
     python benchmarks/bench_collector_process.py [--spans 3072] [--protocols http grpc]
-        [--other DIR]
+        [--trace-idle-s 2] [--other DIR]
 
 ``bench_collector.py`` reports spans per CPU second, which moves by tens of percent
 between identical runs on a shared 2-core VM; ``bench_collector_instructions.py``
@@ -19,8 +19,11 @@ This one counts everything the collector process executes:
   read from valgrind's summary at its exit. The collector's /metrics is not scraped
   after start-up, so the count holds no polling.
 
-Each count therefore holds start-up and shutdown too. Done for N and 2N spans:
-per span = (I(2N) - I(N)) / N, in which they cancel. What still depends on the
+With a long ``--trace-idle-s`` every run stays assembled until the load is over, so
+the count includes what grows with the spans in flight (the garbage collector's
+passes over them, the sweeps). Each count holds start-up and shutdown too. Done
+for N and 2N spans: per span = (I(2N) - I(N)) / N, in which they cancel. What
+still depends on the
 wall clock (timers: the sweeper's tick, the forwarder's flush) is small and is
 paid by both trees alike; the wall seconds of each run are printed with it.
 
@@ -60,7 +63,7 @@ DONE_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 600.0
 
 
-def count(tree: Path, protocol: str, spans: int) -> dict[str, Any]:
+def count(tree: Path, protocol: str, spans: int, trace_idle_s: float = 2.0) -> dict[str, Any]:
     """One collector process under cachegrind, ``spans`` spans sent to it."""
     tag = f"{tree.name}-{protocol}-{spans}"
     log = OUT / f"cachegrind-{tag}.log"
@@ -72,6 +75,7 @@ def count(tree: Path, protocol: str, spans: int) -> dict[str, Any]:
         tree=tree,
         wrapper=cachegrind_prefix(log),
         ready_timeout_s=READY_TIMEOUT_S,
+        trace_idle_s=trace_idle_s,
         extra_env={"PYTHONHASHSEED": "0"},
     )
     sink = coll.sink
@@ -112,13 +116,14 @@ def count(tree: Path, protocol: str, spans: int) -> dict[str, Any]:
     }
 
 
-def measure(tree: Path, protocol: str, spans: int) -> dict[str, Any]:
-    small = count(tree, protocol, spans)
-    large = count(tree, protocol, 2 * spans)
+def measure(tree: Path, protocol: str, spans: int, trace_idle_s: float = 2.0) -> dict[str, Any]:
+    small = count(tree, protocol, spans, trace_idle_s)
+    large = count(tree, protocol, 2 * spans, trace_idle_s)
     extra = large["spans"] - small["spans"]
     return {
         "tree": str(tree),
         "protocol": protocol,
+        "trace_idle_s": trace_idle_s,
         "counts": [small, large],
         "per_span": round((large["instructions"] - small["instructions"]) / extra),
     }
@@ -129,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=3072, help="N: counts at N and 2N spans")
     parser.add_argument("--protocols", nargs="+", choices=("http", "grpc"), default=["http"])
     parser.add_argument("--other", type=Path, help="another checkout, counted the same way")
+    parser.add_argument(
+        "--trace-idle-s",
+        type=float,
+        default=2.0,
+        help="the collector's assembly.trace_idle_s: longer keeps more spans in flight",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1,024 spans, HTTP")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for protocol in protocols:
         for tree in trees:
-            row = measure(tree, protocol, spans)
+            row = measure(tree, protocol, spans, args.trace_idle_s)
             rows.append(row)
             walls = ", ".join(f"{c['spans']} spans in {c['load_s']} s" for c in row["counts"])
             print(

@@ -26,7 +26,7 @@ from typing import Any
 
 from _common import HERE, PYTHON, machine, wait_until, write_result
 from _otlp import LoadShape
-from _targets import LlmspansCollector, collector_available
+from _targets import MEMORY_BYTES_PER_INFLIGHT_SPAN, LlmspansCollector, collector_available
 from bench_collector import ProbeThread, delays
 
 RECEIVED = "llmspans_collector_spans_received_total"
@@ -61,6 +61,8 @@ def inflight(levels: list[int]) -> dict[str, Any]:
         trace_timeout_s=3600,
         max_inflight_spans=int(top * 1.5) + 10_000,
         finalized_cache_size=100_000,
+        # The default byte budgets hold about 200,000 such spans; this measures more.
+        max_memory_bytes=max(384 << 20, top * MEMORY_BYTES_PER_INFLIGHT_SPAN),
     )
     rows: list[dict[str, Any]] = []
     try:

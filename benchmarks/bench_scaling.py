@@ -23,7 +23,7 @@ from typing import Any
 
 from _common import machine, run_loadgen, write_result
 from _otlp import LoadShape
-from _targets import LlmspansCollector, collector_available
+from _targets import MEMORY_BYTES_PER_INFLIGHT_SPAN, LlmspansCollector, collector_available
 from bench_collector import loadgen_args, measure_llmspans
 
 SHAPES = ((6, 0), (60, 0), (600, 0), (6, 1024), (6, 8192))
@@ -70,6 +70,8 @@ def inflight_rows(spans: int) -> list[dict[str, Any]]:
         trace_idle_s=120,
         trace_timeout_s=300,
         max_inflight_spans=spans * 4 + 10_000,
+        # room in the byte budgets for every load held at once
+        max_memory_bytes=max(384 << 20, (spans * 4 + 10_000) * MEMORY_BYTES_PER_INFLIGHT_SPAN),
     ) as coll:
         in_flight = 0
         for _ in range(3):
