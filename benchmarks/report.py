@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -387,20 +388,44 @@ def render(command: str) -> tuple[str, dict[str, Any]]:
     machine = next((p["machine"] for p in parts.values() if p and "machine" in p), {})
     targets: list[list[str]] = []
     body: list[str] = []
-    if parts["decorators"]:
-        body += [*decorators_section(parts["decorators"], targets), ""]
-    if parts["instructions"]:
-        body += [*instructions_section(parts["instructions"], targets), ""]
-    if parts["collector"]:
-        body += [*collector_section(parts["collector"], targets), ""]
-    if parts["core"]:
-        body += [*core_section(parts["core"]), ""]
-    if parts["evaluation"]:
-        body += [*evaluation_section(parts["evaluation"]), ""]
-    if parts["memory"]:
-        body += [*memory_section(parts["memory"], targets), ""]
-    if parts["scaling"]:
-        body += [*scaling_section(parts["scaling"]), ""]
+    sections: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+        "decorators": lambda d: decorators_section(d, targets),
+        "instructions": lambda d: instructions_section(d, targets),
+        "collector": lambda d: collector_section(d, targets),
+        "core": core_section,
+        "evaluation": evaluation_section,
+        "memory": lambda d: memory_section(d, targets),
+        "scaling": scaling_section,
+    }
+    stale: list[str] = []
+    for name, section in sections.items():
+        part = parts[name]
+        if not part:
+            continue
+        marked = len(targets)
+        try:
+            lines = section(part)
+        except (KeyError, TypeError, IndexError) as error:
+            # A result file written by an older version of its script: left out of
+            # the report (and said so) rather than failing the whole report.
+            del targets[marked:]
+            parts[name] = None
+            stale.append(name)
+            print(
+                f"report: out/{name}.json does not have the fields this report reads "
+                f"({type(error).__name__}: {error}); left out. Rerun it with "
+                f"`bash benchmarks/run.sh --only {name}`.",
+                file=sys.stderr,
+            )
+            continue
+        body += [*lines, ""]
+    if stale:
+        body += [
+            "Left out, written by an older version of their scripts: "
+            + ", ".join(f"`out/{name}.json`" for name in stale)
+            + ".",
+            "",
+        ]
     quick = any(p.get("quick") for p in parts.values() if p)
     head = [
         f"Measured {machine.get('when_utc', '?')} on {machine.get('cpu', '?')}, "

@@ -267,6 +267,8 @@ def test_report(run_script: RunScript, bench_out: Path, tmp_path: Path) -> None:
         "ratios": {"llmspans/raw_same_attrs (generator)": 1.16},
     }
     (bench_out / "instructions.json").write_text(json.dumps(instructions))
+    # a result file left by an older version of its script: reported, left out
+    (bench_out / "evaluation.json").write_text(json.dumps({"benchmark": "evaluation"}))
     proc = subprocess.run(
         [
             sys.executable,
@@ -290,6 +292,10 @@ def test_report(run_script: RunScript, bench_out: Path, tmp_path: Path) -> None:
         "instructions | ≤ 1.10x | 1.160x | **gap** |"
     ) in text
     assert (tmp_path / "results.json").exists()
+    assert "out/evaluation.json does not have the fields" in proc.stderr
+    assert "run.sh --only evaluation" in proc.stderr
+    assert "Left out, written by an older version of their scripts: `out/evaluation.json`" in text
+    assert "evaluation" not in json.loads((tmp_path / "results.json").read_text())
 
 
 def test_collector_process_plumbing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
