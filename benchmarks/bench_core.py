@@ -278,8 +278,6 @@ def conventions_cost(spans: int, repeat: int) -> dict[str, Any]:
     return {"spans": total, "repeat": repeat, "rows": rows}
 
 
-
-
 def _child(variant: str, spans: int) -> int:
     """One valgrind child: build the input, then run one variant (or none)."""
     batches, _ = _conventions_input(spans)

@@ -600,6 +600,10 @@ class SlimDecoder:
                 value = _wire_list(raw, prefix, spec[1])
                 if value is not None:
                     return ("", BAD) if value is BAD else (spec[0], value)
+        return self._decode_message(raw)
+
+    def _decode_message(self, raw: bytes) -> tuple[str, Any]:
+        """:meth:`_decode` without the plain-layout list path: the ``KeyValue`` parsed."""
         key_value = KeyValue.FromString(raw)
         key = key_value.key
         spec = _PROTO_FIELDS.get(key)
@@ -688,11 +692,12 @@ class SlimDecoder:
                     # try first), read here: one call less per list.
                     found = (spec[0], _wire_list(raw, prefix, spec[1]))
                     if found[1] is None:
-                        found = self._decode(raw)  # another layout: the general path
+                        # another layout: the general path, without trying this again
+                        found = self._decode_message(raw)
                 else:
-                    found = self._decode(raw)
+                    found = self._decode_message(raw)
             else:
-                found = self._decode(raw)
+                found = self._decode_message(raw)
             field, value = found
             if value is BAD:
                 field = ""
